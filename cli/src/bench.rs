@@ -1,0 +1,131 @@
+//! `nexus-cli bench`: prompt processing (pp) and text generation (tg) speed, printed as
+//! llama-bench prints it, plus the bandwidth the generation reached reading the weights.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use nexus_runtime::model::{Logits, Model};
+use rand::{Rng, SeedableRng};
+
+use crate::args::ModelArgs;
+use crate::load;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Md,
+    Json,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt length of the pp test (0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Tokens of the tg test (0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    repetitions: usize,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "md")]
+    output: Format,
+}
+
+struct TestResult {
+    name: String,
+    tokens: usize,
+    secs: Vec<f64>,
+}
+
+impl TestResult {
+    fn rates(&self) -> Vec<f64> {
+        self.secs.iter().map(|s| self.tokens as f64 / s).collect()
+    }
+
+    fn mean_sd(&self) -> (f64, f64) {
+        let r = self.rates();
+        let mean = r.iter().sum::<f64>() / r.len() as f64;
+        let var = r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (r.len().saturating_sub(1).max(1)) as f64;
+        (mean, var.sqrt())
+    }
+}
+
+fn random_tokens(model: &Model, n: usize, seed: u64) -> Vec<u32> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.gen_range(0..model.config.n_vocab as u32)).collect()
+}
+
+/// One timed run: a fresh context, then either one batch of `n` tokens (pp) or `n` single
+/// tokens in a row (tg), as llama-bench does.
+fn time_once(model: &Model, n: usize, batch: bool, seed: u64) -> Result<f64> {
+    let tokens = random_tokens(model, n, seed);
+    let mut cache = model.new_cache(n.max(1));
+    let start = Instant::now();
+    if batch {
+        model.forward(&tokens, &mut cache, Logits::Last)?;
+    } else {
+        for &t in &tokens {
+            model.forward(&[t], &mut cache, Logits::Last)?;
+        }
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    if args.repetitions == 0 {
+        bail!("--repetitions must be at least 1");
+    }
+    let loaded = load::load(&args.model)?;
+    let threads = rayon::current_num_threads();
+    let model = &loaded.model;
+    let mut results = Vec::new();
+    for (name, n, batch) in [("pp", args.n_prompt, true), ("tg", args.n_gen, false)] {
+        if n == 0 {
+            continue;
+        }
+        time_once(model, n.min(16), batch, 0)?; // warm-up: page the weights in, spin up threads
+        let secs = (0..args.repetitions).map(|r| time_once(model, n, batch, r as u64 + 1)).collect::<Result<_>>()?;
+        results.push(TestResult { name: format!("{name}{n}"), tokens: n, secs });
+    }
+
+    let file = model.file();
+    let size: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
+    let params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
+    let model_name = loaded.path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let weight_bytes = model.weight_bytes_per_token() as f64;
+    match args.output {
+        Format::Md => {
+            println!("| model | size | params | backend | threads | test | t/s | weights GB/s |");
+            println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
+            for r in &results {
+                let (mean, sd) = r.mean_sd();
+                let gbs = if r.name.starts_with("tg") { format!("{:.2}", weight_bytes * mean / 1e9) } else { "".into() };
+                println!(
+                    "| {model_name} | {:.2} MiB | {:.2} M | CPU | {threads} | {} | {mean:.2} ± {sd:.2} | {gbs} |",
+                    size as f64 / (1 << 20) as f64,
+                    params as f64 / 1e6,
+                    r.name
+                );
+            }
+        }
+        Format::Json => {
+            let rows: Vec<_> = results
+                .iter()
+                .map(|r| {
+                    let (mean, sd) = r.mean_sd();
+                    serde_json::json!({
+                        "model": model_name, "size": size, "params": params, "backend": "CPU",
+                        "threads": threads, "test": r.name, "avg_ts": mean, "stddev_ts": sd,
+                        "samples_s": r.secs, "weight_bytes_per_token": weight_bytes,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+    }
+    Ok(())
+}

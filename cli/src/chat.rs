@@ -1,0 +1,112 @@
+//! `nexus-cli chat`: an interactive, streaming, multi-turn conversation.
+
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Args;
+use nexus_runtime::chat::{ChatError, ChatSession};
+use nexus_runtime::chat_template;
+use nexus_runtime::generate::StopReason;
+
+use crate::args::{GenArgs, ModelArgs};
+use crate::load;
+
+#[derive(Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    gen: GenArgs,
+    /// System prompt (default: the template's own default, if it has one).
+    #[arg(short = 's', long = "system-prompt")]
+    system_prompt: Option<String>,
+    /// Chat template: a built-in name (chatml, llama3, llama2, mistral, zephyr) or a Jinja
+    /// template; overrides the model's tokenizer.chat_template.
+    #[arg(long = "chat-template")]
+    chat_template: Option<String>,
+}
+
+pub fn chat(args: ChatArgs) -> Result<()> {
+    let loaded = load::load(&args.model)?;
+    let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
+    let n_ctx = load::context_size(model, args.gen.ctx_size)?;
+    let text_of = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or("").to_string();
+    let gguf_template = model.file().get("tokenizer.chat_template").and_then(|v| v.as_str());
+    let template = chat_template::resolve(
+        args.chat_template.as_deref(),
+        gguf_template,
+        &text_of(tokenizer.bos()),
+        &text_of(tokenizer.eos()),
+    )?;
+    let params = args.gen.params();
+    let mut session = ChatSession::new(model, tokenizer, template, args.system_prompt.clone(), n_ctx);
+
+    // Ctrl-C while answering stops the answer; at the prompt it ends the session.
+    let generating = Arc::new(AtomicBool::new(false));
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let (generating, cancel) = (generating.clone(), cancel.clone());
+        ctrlc::set_handler(move || {
+            if generating.load(Ordering::SeqCst) {
+                cancel.store(true, Ordering::SeqCst);
+            } else {
+                println!();
+                std::process::exit(130);
+            }
+        })?;
+    }
+
+    eprintln!(
+        "{} — {} layers, context {n_ctx}. /reset clears the history, /exit or Ctrl-D quits, Ctrl-C stops an answer.",
+        loaded.path.display(),
+        model.config.n_layer
+    );
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        print!("\n> ");
+        std::io::stdout().flush()?;
+        line.clear();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            println!();
+            return Ok(());
+        }
+        let input = line.trim_end_matches(['\n', '\r']);
+        match input.trim() {
+            "" => continue,
+            "/exit" | "/quit" => return Ok(()),
+            "/reset" => {
+                session.reset();
+                eprintln!("(history cleared)");
+                continue;
+            }
+            _ => {}
+        }
+        cancel.store(false, Ordering::SeqCst);
+        generating.store(true, Ordering::SeqCst);
+        let mut out = std::io::stdout().lock();
+        let reply = session.respond(input, &params, &cancel, |piece| {
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        });
+        drop(out);
+        generating.store(false, Ordering::SeqCst);
+        println!();
+        match reply {
+            Ok(r) => {
+                if r.dropped_turns > 0 {
+                    eprintln!("(context full: dropped the {} oldest exchange(s) from the history)", r.dropped_turns);
+                }
+                match r.generation.stats.stop_reason {
+                    StopReason::Cancelled => eprintln!("(stopped)"),
+                    StopReason::ContextFull => eprintln!("(context full: answer cut off)"),
+                    _ => {}
+                }
+            }
+            Err(e @ ChatError::MessageTooLong { .. }) => eprintln!("error: {e}"),
+            Err(e) => eprintln!("error: {e} (the conversation goes on without that message)"),
+        }
+    }
+}

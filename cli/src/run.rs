@@ -1,0 +1,61 @@
+//! `nexus-cli run`: prompt in, continuation streamed out; timings on stderr.
+
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Args;
+use nexus_runtime::generate::generate;
+
+use crate::args::{GenArgs, ModelArgs};
+use crate::load;
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    gen: GenArgs,
+    /// The prompt.
+    #[arg(short = 'p', long = "prompt")]
+    prompt: String,
+    /// Do not parse special-token texts such as <|im_start|> in the prompt.
+    #[arg(long = "no-parse-special")]
+    no_parse_special: bool,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let loaded = load::load(&args.model)?;
+    let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
+    let n_ctx = load::context_size(model, args.gen.ctx_size)?;
+    let prompt = tokenizer.encode(&args.prompt, true, !args.no_parse_special);
+    if prompt.len() >= n_ctx {
+        anyhow::bail!("the prompt is {} tokens; the context holds {n_ctx} (raise --ctx-size)", prompt.len());
+    }
+    let mut cache = model.new_cache(n_ctx);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))?;
+
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", args.prompt)?;
+    out.flush()?;
+    let generation = generate(model, tokenizer, &mut cache, &prompt, &args.gen.params(), &cancel, |piece| {
+        let _ = out.write_all(piece.as_bytes());
+        let _ = out.flush();
+    })?;
+    writeln!(out)?;
+    let s = &generation.stats;
+    eprintln!(
+        "prompt: {} tokens in {:.2} s ({:.2} tokens/s); generation: {} tokens in {:.2} s ({:.2} tokens/s); stop: {:?}",
+        s.prompt_tokens,
+        s.prompt_secs,
+        s.prompt_tokens_per_sec(),
+        s.generated_tokens,
+        s.generation_secs,
+        s.generation_tokens_per_sec(),
+        s.stop_reason
+    );
+    Ok(())
+}

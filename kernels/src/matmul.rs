@@ -1,0 +1,182 @@
+//! Matrix-vector and matrix-matrix products over ggml-typed weight rows.
+//!
+//! Like ggml, activations are quantized once per call (Q8_0/Q8_1/Q8_K, or kept f32 for float
+//! weights) so the inner loops are integer dot products over whole blocks. Work is split over
+//! row chunks on the caller's rayon pool.
+
+use crate::quant::quantize_row;
+use crate::simd::{self, Isa, Kernel};
+use crate::{GgmlType, KernelError};
+use rayon::prelude::*;
+use std::borrow::Cow;
+
+/// Below this many weight bytes per task, rayon's scheduling costs more than it saves.
+const MIN_TASK_BYTES: usize = 48 * 1024;
+
+/// `y[r] = dot(W[r], x)` for the `rows x cols` row-major matrix `w` of type `ty`.
+pub fn matvec(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    matvec_with(simd::detected(), ty, w, rows, cols, x, y)
+}
+
+/// [`matvec`] on an explicit instruction set (falls back to scalar if `isa` is unavailable);
+/// for tests and benchmarks.
+pub fn matvec_with(
+    isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    let (k, row_bytes) = prepare(isa, ty, w, rows, cols, "matvec")?;
+    check_len("matvec x", cols, x.len())?;
+    check_len("matvec y", rows, y.len())?;
+    let act = quantize_acts(k.act, x, cols)?;
+    let chunk = chunk_rows(rows, row_bytes);
+    let body = |(ci, ys): (usize, &mut [f32])| {
+        for (i, out) in ys.iter_mut().enumerate() {
+            let r = ci * chunk + i;
+            *out = (k.dot)(&w[r * row_bytes..(r + 1) * row_bytes], &act, cols);
+        }
+    };
+    if chunk >= rows {
+        body((0, y));
+    } else {
+        y.par_chunks_mut(chunk).enumerate().for_each(body);
+    }
+    Ok(())
+}
+
+/// `y[t*rows + r] = dot(W[r], x[t])` for `n` activation rows `x` (`n x cols`, row-major).
+pub fn matmul(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_with(simd::detected(), ty, w, rows, cols, x, n, y)
+}
+
+/// [`matmul`] on an explicit instruction set; for tests and benchmarks.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    if n == 1 {
+        return matvec_with(isa, ty, w, rows, cols, x, y);
+    }
+    let (k, row_bytes) = prepare(isa, ty, w, rows, cols, "matmul")?;
+    check_len("matmul x", mul(n, cols)?, x.len())?;
+    check_len("matmul y", mul(n, rows)?, y.len())?;
+    if n == 0 || rows == 0 {
+        return Ok(());
+    }
+    let act = quantize_acts(k.act, x, cols)?;
+    let act_row = act.len() / n;
+    // Results land weight-row-major so each task owns a contiguous slice; one transpose at
+    // the end is cheap next to the dot products.
+    let mut tmp = vec![0.0f32; rows * n];
+    let chunk = chunk_rows(rows, row_bytes);
+    tmp.par_chunks_mut(chunk * n)
+        .enumerate()
+        .for_each(|(ci, out)| {
+            for (i, orow) in out.chunks_exact_mut(n).enumerate() {
+                let r = ci * chunk + i;
+                let wr = &w[r * row_bytes..(r + 1) * row_bytes];
+                // The weight row stays in L1 while all tokens stream past it.
+                for (t, o) in orow.iter_mut().enumerate() {
+                    *o = (k.dot)(wr, &act[t * act_row..(t + 1) * act_row], cols);
+                }
+            }
+        });
+    y.par_chunks_mut(rows).enumerate().for_each(|(t, yt)| {
+        for (r, v) in yt.iter_mut().enumerate() {
+            *v = tmp[r * n + t];
+        }
+    });
+    Ok(())
+}
+
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), KernelError> {
+    if expected != got {
+        return Err(KernelError::Size {
+            what,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+fn mul(a: usize, b: usize) -> Result<usize, KernelError> {
+    a.checked_mul(b).ok_or(KernelError::Size {
+        what: "overflowing shape",
+        expected: usize::MAX,
+        got: 0,
+    })
+}
+
+/// Picks the kernel and validates the weight buffer; returns the bytes per weight row.
+fn prepare(
+    isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    what: &'static str,
+) -> Result<(Kernel, usize), KernelError> {
+    let k = simd::kernel(ty, isa).ok_or(KernelError::Unsupported { ty, what })?;
+    let block = ty.block_size();
+    if cols % block != 0 {
+        return Err(KernelError::Misaligned { ty, n: cols, block });
+    }
+    let row_bytes = cols / block * ty.type_size();
+    check_len("weights", mul(rows, row_bytes)?, w.len())?;
+    Ok((k, row_bytes))
+}
+
+/// Activations in the kernel's format: f32 as-is (viewed as bytes), else each `cols`-long
+/// row quantized with the reference quantizer.
+fn quantize_acts(act: GgmlType, x: &[f32], cols: usize) -> Result<Cow<'_, [u8]>, KernelError> {
+    if act == GgmlType::F32 {
+        // SAFETY: any f32 bit pattern is valid as bytes, u8 has alignment 1, and the length
+        // covers exactly the same memory.
+        let bytes = unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, x.len() * 4) };
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let n = if cols == 0 { 0 } else { x.len() / cols };
+    let row = cols / act.block_size() * act.type_size();
+    let mut buf = vec![0u8; n * row];
+    if n > 0 && row > 0 {
+        buf.par_chunks_mut(row)
+            .zip(x.par_chunks(cols))
+            .try_for_each(|(dst, src)| quantize_row(act, src, dst))?;
+    }
+    Ok(Cow::Owned(buf))
+}
+
+/// Rows per rayon task: about four tasks per thread for load balance, but never so few
+/// bytes that scheduling dominates.
+fn chunk_rows(rows: usize, row_bytes: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let min_rows = MIN_TASK_BYTES.div_ceil(row_bytes.max(1));
+    rows.div_ceil(threads * 4).max(min_rows).max(1)
+}

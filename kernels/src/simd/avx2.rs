@@ -1,0 +1,417 @@
+//! AVX2 + FMA + F16C dot products, modelled on ggml's x86 kernels: integer dot products per
+//! block via `maddubs` (u8 x i8 -> i16 pairs) then `madd` against ones/scales (-> i32), one
+//! float FMA per block. Callers guarantee the CPU features and the slice lengths (see the
+//! safe wrappers in `simd::mod`); every load is unaligned because ggml blocks are packed.
+
+use crate::ggml_type::QK_K;
+use std::arch::x86_64::*;
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn h2f(p: *const u8) -> f32 {
+    let bits = (p as *const u16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// The two f16 at `p`, `p+2` in lanes 0 and 1. A full 32-bit load (never a 16-bit insert)
+/// because LLVM lowers the latter to `vpinsrw` into whatever register is free, often an
+/// accumulator, which chains every block onto the previous FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn h2f_pair(p: *const u8) -> __m128 {
+    _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum(x: __m256) -> f32 {
+    let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sum_i16_pairs_float(x: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(x, _mm256_set1_epi16(1)))
+}
+
+/// Unsigned x signed bytes, summed in groups of 4 to f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
+    sum_i16_pairs_float(_mm256_maddubs_epi16(ax, sy))
+}
+
+/// Signed x signed: `maddubs` wants one unsigned operand, so move x's sign onto y.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+    mul_sum_us8_pairs_float(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+/// 16 packed bytes -> 32 nibbles: low nibbles in bytes 0..16, high nibbles in 16..32,
+/// which is exactly the element order of Q4_0/Q4_1/Q5_x blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
+    let tmp = _mm_loadu_si128(p as *const __m128i);
+    let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
+    _mm256_and_si256(bytes, _mm256_set1_epi8(0xf))
+}
+
+/// 32 bits -> 32 bytes of 0xff (bit set) or 0x00.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+    let x32 = (p as *const u32).read_unaligned();
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32 as i32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn loadu(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// Shared driver of the 32-element formats: two blocks per iteration into two accumulators
+/// so consecutive FMAs do not wait on each other. `block(wb, ab)` returns the integer-dot
+/// lanes (as f32). Lane 0 of (f16 pair at wb) * (f16 pair at ab) is the block scale, lane 1
+/// is `m * s` for Q4_1/Q5_1 x Q8_1; the lane sums come back as the second value.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_blocks32(
+    w: *const u8,
+    a: *const u8,
+    nb: usize,
+    wsz: usize,
+    asz: usize,
+    block: impl Fn(*const u8, *const u8) -> __m256,
+) -> (f32, __m128) {
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    let mut i = 0;
+    while i + 1 < nb {
+        let (w0, a0) = (w.add(i * wsz), a.add(i * asz));
+        let (w1, a1) = (w0.add(wsz), a0.add(asz));
+        let s0 = _mm_mul_ps(h2f_pair(w0), h2f_pair(a0));
+        let s1 = _mm_mul_ps(h2f_pair(w1), h2f_pair(a1));
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), block(w0, a0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), block(w1, a1), acc1);
+        acc_m = _mm_add_ps(acc_m, _mm_add_ps(s0, s1));
+        i += 2;
+    }
+    if i < nb {
+        let (w0, a0) = (w.add(i * wsz), a.add(i * asz));
+        let s0 = _mm_mul_ps(h2f_pair(w0), h2f_pair(a0));
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), block(w0, a0), acc0);
+        acc_m = _mm_add_ps(acc_m, s0);
+    }
+    (hsum(_mm256_add_ps(acc0, acc1)), acc_m)
+}
+
+/// Lane 1 of the `dot_blocks32` side sums: the Q4_1/Q5_1 minimum terms.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn lane1(v: __m128) -> f32 {
+    _mm_cvtss_f32(_mm_movehdup_ps(v))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q8_0(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let acc = dot_blocks32(w, a, n / 32, 34, 34, |wb, ab| {
+        mul_sum_i8_pairs_float(loadu(wb.add(2)), loadu(ab.add(2)))
+    });
+    acc.0
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_0(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let acc = dot_blocks32(w, a, n / 32, 18, 34, |wb, ab| {
+        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(wb.add(2)), _mm256_set1_epi8(8));
+        mul_sum_i8_pairs_float(qx, loadu(ab.add(2)))
+    });
+    acc.0
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q5_0(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let acc = dot_blocks32(w, a, n / 32, 22, 34, |wb, ab| {
+        // Missing 5th bit means value - 16 < 0: OR-ing 0xF0 into the nibble gives exactly
+        // that as a signed byte, so no subtract is needed.
+        let hi = _mm256_andnot_si256(bytes_from_bits_32(wb.add(2)), _mm256_set1_epi8(-16));
+        let qx = _mm256_or_si256(bytes_from_nibbles_32(wb.add(6)), hi);
+        mul_sum_i8_pairs_float(qx, loadu(ab.add(2)))
+    });
+    acc.0
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_1(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let nb = n / 32;
+    let acc = dot_blocks32(w, a, nb, 20, 36, |wb, ab| {
+        mul_sum_us8_pairs_float(bytes_from_nibbles_32(wb.add(4)), loadu(ab.add(4)))
+    });
+    acc.0 + lane1(acc.1)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q5_1(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let nb = n / 32;
+    let acc = dot_blocks32(w, a, nb, 24, 36, |wb, ab| {
+        let hi = _mm256_and_si256(bytes_from_bits_32(wb.add(4)), _mm256_set1_epi8(0x10));
+        let qx = _mm256_or_si256(bytes_from_nibbles_32(wb.add(8)), hi);
+        mul_sum_us8_pairs_float(qx, loadu(ab.add(4)))
+    });
+    acc.0 + lane1(acc.1)
+}
+
+/// Unpacks the 12-byte Q4_K/Q5_K scale field into 16 u16 lanes: scales 0..8 in the low
+/// half, mins 0..8 in the high half (ggml's kmask shuffle).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k4_scales_mins(p: *const u8) -> __m256i {
+    const KMASK1: u32 = 0x3f3f3f3f;
+    const KMASK2: u32 = 0x0f0f0f0f;
+    const KMASK3: u32 = 0x03030303;
+    let p = p as *const u32;
+    let mut u = [
+        p.read_unaligned(),
+        p.add(1).read_unaligned(),
+        p.add(2).read_unaligned(),
+        0,
+    ];
+    u[3] = ((u[2] >> 4) & KMASK2) | (((u[1] >> 6) & KMASK3) << 4);
+    let uaux = u[1] & KMASK1;
+    u[1] = (u[2] & KMASK2) | (((u[0] >> 6) & KMASK3) << 4);
+    u[2] = uaux;
+    u[0] &= KMASK1;
+    _mm256_cvtepu8_epi16(_mm_set_epi32(
+        u[3] as i32,
+        u[2] as i32,
+        u[1] as i32,
+        u[0] as i32,
+    ))
+}
+
+/// Broadcasts 16-bit lane `i` of a 128-bit half to all lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bcast16(v: __m256i, i: i32) -> __m256i {
+    let lo = (2 * i) as u16 | (((2 * i + 1) as u16) << 8);
+    _mm256_shuffle_epi8(v, _mm256_set1_epi16(lo as i16))
+}
+
+/// Q4_K and Q5_K against Q8_K; `quants(c)` yields the 64 unsigned levels of chunk `c` as
+/// (first 32, second 32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_k_scale_min(
+    w: *const u8,
+    a: *const u8,
+    n: usize,
+    wsz: usize,
+    quants: impl Fn(*const u8, usize) -> (__m256i, __m256i),
+) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for i in 0..n / QK_K {
+        let (wb, ab) = (w.add(i * wsz), a.add(i * 292));
+        let d8 = (ab as *const f32).read_unaligned();
+        let dm = h2f_pair(wb);
+        let d = d8 * _mm_cvtss_f32(dm);
+        let dmin = -d8 * _mm_cvtss_f32(_mm_movehdup_ps(dm));
+        let mins_and_scales = k4_scales_mins(wb.add(4));
+        let q8sums = loadu(ab.add(4 + QK_K));
+        let q8s = _mm_hadd_epi16(
+            _mm256_castsi256_si128(q8sums),
+            _mm256_extracti128_si256(q8sums, 1),
+        );
+        let prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+        let sc128 = _mm256_castsi256_si128(mins_and_scales);
+        let scales = _mm256_set_m128i(sc128, sc128);
+        let q8 = ab.add(4);
+        let mut sumi = _mm256_setzero_si256();
+        for c in 0..4 {
+            let (ql, qh) = quants(wb, c);
+            let p_l = _mm256_maddubs_epi16(ql, loadu(q8.add(64 * c)));
+            let p_h = _mm256_maddubs_epi16(qh, loadu(q8.add(64 * c + 32)));
+            let p_l = _mm256_madd_epi16(bcast16(scales, 2 * c as i32), p_l);
+            let p_h = _mm256_madd_epi16(bcast16(scales, 2 * c as i32 + 1), p_h);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_l, p_h));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    let mut m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    hsum(acc) + _mm_cvtss_f32(m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_k(w: *const u8, a: *const u8, n: usize) -> f32 {
+    dot_k_scale_min(w, a, n, 144, |wb, c| {
+        let bits = loadu(wb.add(16 + 32 * c));
+        let m4 = _mm256_set1_epi8(0xf);
+        (
+            _mm256_and_si256(bits, m4),
+            _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
+        )
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q5_k(w: *const u8, a: *const u8, n: usize) -> f32 {
+    dot_k_scale_min(w, a, n, 176, |wb, c| {
+        let bits = loadu(wb.add(48 + 32 * c));
+        let hbits = loadu(wb.add(16));
+        let m4 = _mm256_set1_epi8(0xf);
+        let one = _mm256_set1_epi8(1);
+        // Bit 2c of each qh byte extends the low half, bit 2c+1 the high half, to 5 bits.
+        let shift = _mm_cvtsi32_si128(2 * c as i32);
+        let h = _mm256_srl_epi16(hbits, shift);
+        let h_l = _mm256_slli_epi16(_mm256_and_si256(h, one), 4);
+        let h_h = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 1), one), 4);
+        (
+            _mm256_or_si256(_mm256_and_si256(bits, m4), h_l),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), h_h),
+        )
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q6_k(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let m4 = _mm256_set1_epi8(0xf);
+    let m2 = _mm256_set1_epi8(3);
+    let m32s = _mm256_set1_epi8(32);
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n / QK_K {
+        let (wb, ab) = (w.add(i * 210), a.add(i * 292));
+        let d = (ab as *const f32).read_unaligned() * h2f(wb.add(208));
+        let scales = _mm_loadu_si128(wb.add(192) as *const __m128i);
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            let ql = wb.add(64 * h);
+            let qh = loadu(wb.add(128 + 32 * h));
+            let q8 = ab.add(4 + 128 * h);
+            let bits1 = loadu(ql);
+            let bits2 = loadu(ql.add(32));
+            let lows = [
+                _mm256_and_si256(bits1, m4),
+                _mm256_and_si256(bits2, m4),
+                _mm256_and_si256(_mm256_srli_epi16(bits1, 4), m4),
+                _mm256_and_si256(_mm256_srli_epi16(bits2, 4), m4),
+            ];
+            for (k, low) in lows.iter().enumerate() {
+                let hk = match k {
+                    0 => qh,
+                    1 => _mm256_srli_epi16(qh, 2),
+                    2 => _mm256_srli_epi16(qh, 4),
+                    _ => _mm256_srli_epi16(qh, 6),
+                };
+                let q6 = _mm256_or_si256(*low, _mm256_slli_epi16(_mm256_and_si256(hk, m2), 4));
+                let y = loadu(q8.add(32 * k));
+                // Levels are stored +32 so maddubs sees unsigned bytes; remove 32*sum(y) after.
+                let p =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(q6, y), _mm256_maddubs_epi16(m32s, y));
+                let s = (8 * h + 2 * k) as i8;
+                let shuf = _mm_set_epi8(
+                    s + 1,
+                    s + 1,
+                    s + 1,
+                    s + 1,
+                    s + 1,
+                    s + 1,
+                    s + 1,
+                    s + 1,
+                    s,
+                    s,
+                    s,
+                    s,
+                    s,
+                    s,
+                    s,
+                    s,
+                );
+                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc)
+}
+
+/// Dense dot with four accumulators; `load(i)` yields 8 weights starting at element i.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_dense(
+    a: *const f32,
+    n: usize,
+    load: impl Fn(usize) -> __m256,
+    tail: impl Fn(usize) -> f32,
+) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc_k) in acc.iter_mut().enumerate() {
+            *acc_k = _mm256_fmadd_ps(load(i + 8 * k), _mm256_loadu_ps(a.add(i + 8 * k)), *acc_k);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(load(i), _mm256_loadu_ps(a.add(i)), acc[0]);
+        i += 8;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum(sum);
+    while i < n {
+        s += tail(i) * *a.add(i);
+        i += 1;
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f32(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let w = w as *const f32;
+    dot_dense(
+        a as *const f32,
+        n,
+        |i| _mm256_loadu_ps(w.add(i)),
+        |i| w.add(i).read_unaligned(),
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16(w: *const u8, a: *const u8, n: usize) -> f32 {
+    dot_dense(
+        a as *const f32,
+        n,
+        |i| _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * i) as *const __m128i)),
+        |i| h2f(w.add(2 * i)),
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_bf16(w: *const u8, a: *const u8, n: usize) -> f32 {
+    dot_dense(
+        a as *const f32,
+        n,
+        |i| {
+            let v = _mm256_cvtepu16_epi32(_mm_loadu_si128(w.add(2 * i) as *const __m128i));
+            _mm256_castsi256_ps(_mm256_slli_epi32(v, 16))
+        },
+        |i| f32::from_bits(((w.add(2 * i) as *const u16).read_unaligned() as u32) << 16),
+    )
+}

@@ -1,0 +1,157 @@
+//! Instruction-set selection and the per-type dot-product table used by matvec/matmul.
+//!
+//! Detection runs once (OnceLock). `NEXUS_NO_SIMD=1` forces the portable path, which is also
+//! what non-x86 CPUs get.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+pub mod scalar;
+
+use crate::GgmlType;
+use std::sync::OnceLock;
+
+/// Which kernel family to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    /// AVX2 + FMA + F16C; only ever selected when the running CPU has all three.
+    Avx2,
+}
+
+fn cpu_has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The best instruction set of this CPU, unless `NEXUS_NO_SIMD=1` asks for the scalar path.
+pub fn detected() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        let forced_off = std::env::var("NEXUS_NO_SIMD").is_ok_and(|v| v == "1");
+        if !forced_off && cpu_has_avx2() {
+            Isa::Avx2
+        } else {
+            Isa::Scalar
+        }
+    })
+}
+
+/// Whether `isa` can run here (regardless of `NEXUS_NO_SIMD`).
+pub fn available(isa: Isa) -> bool {
+    match isa {
+        Isa::Scalar => true,
+        Isa::Avx2 => cpu_has_avx2(),
+    }
+}
+
+/// `dot(weight_row, activation_row, n_elems)`; both slices hold at least one full row.
+pub(crate) type DotFn = fn(&[u8], &[u8], usize) -> f32;
+
+/// A weight type's dot kernel and the format its activations are quantized to first.
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel {
+    /// F32 means "raw f32 activations"; otherwise a ggml quantized type.
+    pub act: GgmlType,
+    pub dot: DotFn,
+}
+
+macro_rules! avx2_wrappers {
+    ($($name:ident: $wty:ident x $aty:ident;)*) => {
+        #[cfg(target_arch = "x86_64")]
+        mod wrap {
+            use crate::GgmlType;
+            $(
+                // The table hands these out only when `cpu_has_avx2()`; the length checks make
+                // the raw-pointer kernels sound for any slices.
+                pub(crate) fn $name(w: &[u8], a: &[u8], n: usize) -> f32 {
+                    let (wt, at) = (GgmlType::$wty, GgmlType::$aty);
+                    assert!(n % wt.block_size() == 0 && n % at.block_size() == 0);
+                    assert!(w.len() >= n / wt.block_size() * wt.type_size());
+                    assert!(a.len() >= n / at.block_size() * at.type_size());
+                    unsafe { super::avx2::$name(w.as_ptr(), a.as_ptr(), n) }
+                }
+            )*
+        }
+    };
+}
+
+avx2_wrappers! {
+    dot_f32: F32 x F32;
+    dot_f16: F16 x F32;
+    dot_bf16: BF16 x F32;
+    dot_q8_0: Q8_0 x Q8_0;
+    dot_q4_0: Q4_0 x Q8_0;
+    dot_q4_1: Q4_1 x Q8_1;
+    dot_q5_0: Q5_0 x Q8_0;
+    dot_q5_1: Q5_1 x Q8_1;
+    dot_q4_k: Q4_K x Q8_K;
+    dot_q5_k: Q5_K x Q8_K;
+    dot_q6_k: Q6_K x Q8_K;
+}
+
+/// The kernel for weights of type `ty` on `isa` (falling back to scalar when `isa` is not
+/// available), or None for types without one.
+pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
+    use GgmlType::*;
+    let act = match ty {
+        F32 | F16 | BF16 => F32,
+        Q8_0 | Q4_0 | Q5_0 => Q8_0,
+        Q4_1 | Q5_1 => Q8_1,
+        Q4_K | Q5_K | Q6_K => Q8_K,
+        _ => return None,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && cpu_has_avx2() {
+        let dot: DotFn = match ty {
+            F32 => wrap::dot_f32,
+            F16 => wrap::dot_f16,
+            BF16 => wrap::dot_bf16,
+            Q8_0 => wrap::dot_q8_0,
+            Q4_0 => wrap::dot_q4_0,
+            Q4_1 => wrap::dot_q4_1,
+            Q5_0 => wrap::dot_q5_0,
+            Q5_1 => wrap::dot_q5_1,
+            Q4_K => wrap::dot_q4_k,
+            Q5_K => wrap::dot_q5_k,
+            _ => wrap::dot_q6_k,
+        };
+        return Some(Kernel { act, dot });
+    }
+    let _ = isa;
+    let dot: DotFn = match ty {
+        F32 => scalar::dot_f32,
+        F16 => scalar::dot_f16,
+        BF16 => scalar::dot_bf16,
+        Q8_0 => scalar::dot_q8_0,
+        Q4_0 => scalar::dot_q4_0,
+        Q4_1 => scalar::dot_q4_1,
+        Q5_0 => scalar::dot_q5_0,
+        Q5_1 => scalar::dot_q5_1,
+        Q4_K => scalar::dot_q4_k,
+        Q5_K => scalar::dot_q5_k,
+        _ => scalar::dot_q6_k,
+    };
+    Some(Kernel { act, dot })
+}
+
+/// f32 dot of two slices on the best available path (shared with `ops`).
+pub(crate) fn dot_f32_slices(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    #[cfg(target_arch = "x86_64")]
+    if detected() == Isa::Avx2 {
+        // SAFETY: AVX2/FMA/F16C detected; both slices hold n f32s.
+        return unsafe { avx2::dot_f32(a.as_ptr() as *const u8, b.as_ptr() as *const u8, n) };
+    }
+    scalar::dot_f32_slices(&a[..n], &b[..n])
+}

@@ -1,0 +1,218 @@
+//! Portable dot products: the fallback on CPUs without AVX2 and the reference the SIMD
+//! kernels are tested against. Weights are one row of ggml blocks, activations one row of
+//! the matching activation format (f32, Q8_0, Q8_1 or Q8_K), `n` the element count.
+
+use crate::ggml_type::QK_K;
+use crate::quant::{f16_at, f32_at, Q8K_BSUMS, Q8K_QS};
+use half::f16;
+
+#[inline(always)]
+fn f32_le(b: &[u8], i: usize) -> f32 {
+    f32_at(b, 4 * i)
+}
+
+/// f32 activations are our own in-memory floats viewed as bytes, hence native order.
+#[inline(always)]
+fn f32_ne(b: &[u8], i: usize) -> f32 {
+    f32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+}
+
+/// Eight independent partial sums keep the loop free of a serial dependency chain, which
+/// lets the compiler vectorize it without reassociating.
+#[inline(always)]
+fn dot_lanes(n: usize, mut f: impl FnMut(usize) -> f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let main = n / 8 * 8;
+    for i in (0..main).step_by(8) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a += f(i + k);
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for i in main..n {
+        s += f(i);
+    }
+    s
+}
+
+pub fn dot_f32_slices(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    dot_lanes(n, |i| a[i] * b[i])
+}
+
+pub(crate) fn dot_f32(w: &[u8], a: &[u8], n: usize) -> f32 {
+    dot_lanes(n, |i| f32_le(w, i) * f32_ne(a, i))
+}
+
+pub(crate) fn dot_f16(w: &[u8], a: &[u8], n: usize) -> f32 {
+    dot_lanes(n, |i| {
+        f16::from_bits(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])).to_f32() * f32_ne(a, i)
+    })
+}
+
+pub(crate) fn dot_bf16(w: &[u8], a: &[u8], n: usize) -> f32 {
+    dot_lanes(n, |i| {
+        f32::from_bits((u16::from_le_bytes([w[2 * i], w[2 * i + 1]]) as u32) << 16) * f32_ne(a, i)
+    })
+}
+
+#[inline(always)]
+fn i8_dot(a: &[u8], b: &[u8]) -> i32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| x as i8 as i32 * y as i8 as i32)
+        .sum()
+}
+
+pub(crate) fn dot_q8_0(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for (wb, ab) in w.chunks_exact(34).zip(a.chunks_exact(34)).take(n / 32) {
+        s += (f16_at(wb, 0) * f16_at(ab, 0)) * i8_dot(&wb[2..], &ab[2..]) as f32;
+    }
+    s
+}
+
+pub(crate) fn dot_q4_0(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for (wb, ab) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(n / 32) {
+        let (qs, q8) = (&wb[2..18], &ab[2..34]);
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            sumi += ((qs[j] & 0xf) as i32 - 8) * q8[j] as i8 as i32;
+            sumi += ((qs[j] >> 4) as i32 - 8) * q8[j + 16] as i8 as i32;
+        }
+        s += (f16_at(wb, 0) * f16_at(ab, 0)) * sumi as f32;
+    }
+    s
+}
+
+/// Q4_1 against Q8_1: the block minimum times the stored `d*sum(q)` replaces a per-element add.
+pub(crate) fn dot_q4_1(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for (wb, ab) in w.chunks_exact(20).zip(a.chunks_exact(36)).take(n / 32) {
+        let (qs, q8) = (&wb[4..20], &ab[4..36]);
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            sumi += (qs[j] & 0xf) as i32 * q8[j] as i8 as i32;
+            sumi += (qs[j] >> 4) as i32 * q8[j + 16] as i8 as i32;
+        }
+        s += (f16_at(wb, 0) * f16_at(ab, 0)) * sumi as f32 + f16_at(wb, 2) * f16_at(ab, 2);
+    }
+    s
+}
+
+#[inline(always)]
+fn q5_sumi(qs: &[u8], qh: u32, q8: &[u8], offset: i32) -> i32 {
+    let mut sumi = 0i32;
+    for j in 0..16 {
+        let h0 = (((qh >> j) << 4) & 0x10) as i32;
+        let h1 = ((qh >> (j + 12)) & 0x10) as i32;
+        sumi += (((qs[j] & 0xf) as i32 | h0) - offset) * q8[j] as i8 as i32;
+        sumi += (((qs[j] >> 4) as i32 | h1) - offset) * q8[j + 16] as i8 as i32;
+    }
+    sumi
+}
+
+pub(crate) fn dot_q5_0(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for (wb, ab) in w.chunks_exact(22).zip(a.chunks_exact(34)).take(n / 32) {
+        let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+        let sumi = q5_sumi(&wb[6..], qh, &ab[2..], 16);
+        s += (f16_at(wb, 0) * f16_at(ab, 0)) * sumi as f32;
+    }
+    s
+}
+
+pub(crate) fn dot_q5_1(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for (wb, ab) in w.chunks_exact(24).zip(a.chunks_exact(36)).take(n / 32) {
+        let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
+        let sumi = q5_sumi(&wb[8..], qh, &ab[4..], 0);
+        s += (f16_at(wb, 0) * f16_at(ab, 0)) * sumi as f32 + f16_at(wb, 2) * f16_at(ab, 2);
+    }
+    s
+}
+
+#[inline(always)]
+fn bsum(ab: &[u8], j: usize) -> i32 {
+    i16::from_le_bytes([ab[Q8K_BSUMS + 2 * j], ab[Q8K_BSUMS + 2 * j + 1]]) as i32
+}
+
+/// Q4_K/Q5_K share the scale/min layout; `level(c, l)` yields the unsigned quant of element
+/// `l` of 64-chunk `c` in its low (l < 32) or high (l >= 32) half.
+#[inline(always)]
+fn dot_k_scale_min(wb: &[u8], ab: &[u8], level: impl Fn(usize, usize) -> i32) -> f32 {
+    let scales = &wb[4..16];
+    let q8 = &ab[Q8K_QS..Q8K_BSUMS];
+    let (mut sumi, mut summ) = (0i32, 0i32);
+    for c in 0..4 {
+        for half in 0..2 {
+            let (sc, m) = crate::quant::scale_min_k4(2 * c + half, scales);
+            let mut s = 0i32;
+            for l in 0..32 {
+                s += level(c, 32 * half + l) * q8[64 * c + 32 * half + l] as i8 as i32;
+            }
+            sumi += sc as i32 * s;
+            let sub = 2 * (2 * c + half);
+            summ += m as i32 * (bsum(ab, sub) + bsum(ab, sub + 1));
+        }
+    }
+    let d8 = f32_at(ab, 0);
+    d8 * f16_at(wb, 0) * sumi as f32 - d8 * f16_at(wb, 2) * summ as f32
+}
+
+pub(crate) fn dot_q4_k(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for (wb, ab) in w.chunks_exact(144).zip(a.chunks_exact(292)).take(n / QK_K) {
+        let qs = &wb[16..144];
+        s += dot_k_scale_min(wb, ab, |c, l| {
+            let q = qs[32 * c + (l & 31)];
+            (if l < 32 { q & 0xf } else { q >> 4 }) as i32
+        });
+    }
+    s
+}
+
+pub(crate) fn dot_q5_k(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for (wb, ab) in w.chunks_exact(176).zip(a.chunks_exact(292)).take(n / QK_K) {
+        let (qh, ql) = (&wb[16..48], &wb[48..176]);
+        s += dot_k_scale_min(wb, ab, |c, l| {
+            let q = ql[32 * c + (l & 31)];
+            let lo = if l < 32 { q & 0xf } else { q >> 4 };
+            let bit = 2 * c + (l >= 32) as usize;
+            lo as i32 + (((qh[l & 31] >> bit) & 1) as i32) * 16
+        });
+    }
+    s
+}
+
+pub(crate) fn dot_q6_k(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for (wb, ab) in w.chunks_exact(210).zip(a.chunks_exact(292)).take(n / QK_K) {
+        let q8 = &ab[Q8K_QS..Q8K_BSUMS];
+        let mut sumi = 0i32;
+        for h in 0..2 {
+            let (ql, qh) = (
+                &wb[64 * h..64 * h + 64],
+                &wb[128 + 32 * h..128 + 32 * h + 32],
+            );
+            let sc = &wb[192 + 8 * h..200 + 8 * h];
+            let q8 = &q8[128 * h..128 * h + 128];
+            for l in 0..32 {
+                let is = l / 16;
+                let q = [
+                    ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i32 - 32,
+                    ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32,
+                    ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32,
+                    ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32,
+                ];
+                for (k, qk) in q.iter().enumerate() {
+                    sumi += (sc[is + 2 * k] as i8 as i32) * qk * q8[l + 32 * k] as i8 as i32;
+                }
+            }
+        }
+        s += f32_at(ab, 0) * f16_at(wb, 208) * sumi as f32;
+    }
+    s
+}

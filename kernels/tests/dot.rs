@@ -1,0 +1,202 @@
+//! SIMD vs scalar vs an f64 reference (dequantized weights, dequantized activations).
+
+use nexus_kernels::matmul::{matmul_with, matvec_with};
+use nexus_kernels::simd::{available, Isa};
+use nexus_kernels::{dequantize_row, matmul, matvec, quantize_row, GgmlType};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const TYPES: [GgmlType; 11] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+fn act_type(ty: GgmlType) -> Option<GgmlType> {
+    use GgmlType::*;
+    match ty {
+        F32 | F16 | BF16 => None,
+        Q4_1 | Q5_1 => Some(Q8_1),
+        Q4_K | Q5_K | Q6_K => Some(Q8_K),
+        _ => Some(Q8_0),
+    }
+}
+
+/// An odd number of blocks, plus a ragged tail for the dense types.
+fn cols_for(ty: GgmlType) -> usize {
+    match ty.block_size() {
+        1 => 203,
+        b => b * if b == 256 { 3 } else { 7 },
+    }
+}
+
+fn random(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| (rng.gen::<f32>() - 0.5) * 2.0 * scale)
+        .collect()
+}
+
+fn quantize_matrix(ty: GgmlType, w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
+    let rb = ty.row_size(cols as u64).unwrap() as usize;
+    let mut out = vec![0u8; rows * rb];
+    for r in 0..rows {
+        quantize_row(
+            ty,
+            &w[r * cols..(r + 1) * cols],
+            &mut out[r * rb..(r + 1) * rb],
+        )
+        .unwrap();
+    }
+    out
+}
+
+/// f64 dot of the dequantized weight row with the activations as the kernel sees them.
+fn reference(ty: GgmlType, wq: &[u8], cols: usize, x: &[f32]) -> (f64, f64) {
+    let mut wd = vec![0f32; cols];
+    dequantize_row(ty, wq, &mut wd).unwrap();
+    let mut q = vec![];
+    let xd = match act_type(ty) {
+        None => x.to_vec(),
+        Some(at) => {
+            q = vec![0u8; at.row_size(cols as u64).unwrap() as usize];
+            quantize_row(at, x, &mut q).unwrap();
+            let mut d = vec![0f32; cols];
+            dequantize_row(at, &q, &mut d).unwrap();
+            d
+        }
+    };
+    let mut dot: f64 = wd.iter().zip(&xd).map(|(a, b)| *a as f64 * *b as f64).sum();
+    if act_type(ty) == Some(GgmlType::Q8_1) {
+        // Q4_1/Q5_1 x Q8_1 use the activation's stored f16 `s = d*sum(q)` for the minimum
+        // term (ggml's semantics), so swap the exact term for that rounded one.
+        let h = |b: &[u8], o: usize| half::f16::from_le_bytes([b[o], b[o + 1]]).to_f64();
+        for (wb, ab) in wq.chunks_exact(ty.type_size()).zip(q.chunks_exact(36)) {
+            let sum_q: i32 = ab[4..].iter().map(|&v| v as i8 as i32).sum();
+            dot += h(wb, 2) * (h(ab, 2) - h(ab, 0) * sum_q as f64);
+        }
+    }
+    let mag = wd
+        .iter()
+        .zip(&xd)
+        .map(|(a, b)| (*a as f64 * *b as f64).abs())
+        .sum();
+    (dot, mag)
+}
+
+#[test]
+fn matvec_matches_reference_on_all_isas() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for ty in TYPES {
+        let (rows, cols) = (37, cols_for(ty));
+        let w = random(&mut rng, rows * cols, 1.0);
+        let x = random(&mut rng, cols, 3.0);
+        let wq = quantize_matrix(ty, &w, rows, cols);
+        let rb = wq.len() / rows;
+        let mut ys = Vec::new();
+        for isa in [Isa::Scalar, Isa::Avx2] {
+            if !available(isa) {
+                continue;
+            }
+            let mut y = vec![0f32; rows];
+            matvec_with(isa, ty, &wq, rows, cols, &x, &mut y).unwrap();
+            for r in 0..rows {
+                let (want, mag) = reference(ty, &wq[r * rb..(r + 1) * rb], cols, &x);
+                let err = (y[r] as f64 - want).abs();
+                assert!(
+                    err <= 2e-6 * mag + 1e-6,
+                    "{ty} {isa:?} row {r}: {} vs {want}",
+                    y[r]
+                );
+            }
+            ys.push(y);
+        }
+        let mut y = vec![0f32; rows];
+        matvec(ty, &wq, rows, cols, &x, &mut y).unwrap();
+        assert!(
+            ys.iter().any(|v| *v == y),
+            "{ty}: default isa differs from both"
+        );
+    }
+}
+
+#[test]
+fn matmul_equals_per_token_matvec() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for ty in TYPES {
+        let (rows, cols, n) = (53, cols_for(ty), 5);
+        let w = random(&mut rng, rows * cols, 0.5);
+        let x = random(&mut rng, n * cols, 1.0);
+        let wq = quantize_matrix(ty, &w, rows, cols);
+        for isa in [Isa::Scalar, Isa::Avx2] {
+            let mut y = vec![0f32; n * rows];
+            matmul_with(isa, ty, &wq, rows, cols, &x, n, &mut y).unwrap();
+            for t in 0..n {
+                let mut yt = vec![0f32; rows];
+                matvec_with(
+                    isa,
+                    ty,
+                    &wq,
+                    rows,
+                    cols,
+                    &x[t * cols..(t + 1) * cols],
+                    &mut yt,
+                )
+                .unwrap();
+                assert_eq!(
+                    &y[t * rows..(t + 1) * rows],
+                    &yt[..],
+                    "{ty} {isa:?} token {t}"
+                );
+            }
+        }
+        let mut y1 = vec![0f32; rows];
+        matmul(ty, &wq, rows, cols, &x[..cols], 1, &mut y1).unwrap();
+    }
+}
+
+#[test]
+fn large_parallel_matvec_matches_scalar() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q4_1,
+    ] {
+        let (rows, cols) = (1000, 512);
+        let w = random(&mut rng, rows * cols, 1.0);
+        let x = random(&mut rng, cols, 1.0);
+        let wq = quantize_matrix(ty, &w, rows, cols);
+        let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
+        matvec_with(Isa::Scalar, ty, &wq, rows, cols, &x, &mut a).unwrap();
+        matvec(ty, &wq, rows, cols, &x, &mut b).unwrap();
+        for r in 0..rows {
+            assert!(
+                (a[r] - b[r]).abs() <= 1e-4 * (1.0 + a[r].abs()),
+                "{ty} row {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors_not_panics() {
+    let w = vec![0u8; 2 * 34];
+    let mut y = vec![0f32; 2];
+    assert!(matvec(GgmlType::Q8_0, &w, 2, 32, &[0.0; 31], &mut y).is_err());
+    assert!(matvec(GgmlType::Q8_0, &w, 3, 32, &[0.0; 32], &mut y).is_err());
+    assert!(matvec(GgmlType::Q8_0, &w, 2, 33, &[0.0; 33], &mut y).is_err());
+    assert!(matvec(GgmlType::Q8_0, &w, 2, 32, &[0.0; 32], &mut y[..1]).is_err());
+    assert!(matvec(GgmlType::IQ2_XXS, &w, 2, 32, &[0.0; 32], &mut y).is_err());
+    assert!(matmul(GgmlType::Q8_0, &w, 2, 32, &[0.0; 64], 3, &mut [0.0; 6]).is_err());
+    assert!(matmul(GgmlType::Q8_0, &w, usize::MAX, 32, &[0.0; 32], 2, &mut y).is_err());
+    assert!(matvec(GgmlType::Q8_0, &w, 2, 32, &[0.0; 32], &mut y).is_ok());
+}

@@ -1,0 +1,260 @@
+//! Chat prompts from the model's own `tokenizer.chat_template` (Jinja, as in HF's
+//! `tokenizer_config.json`), rendered with minijinja set up the way HF transformers'
+//! `apply_chat_template` sets up jinja2, so the prompt matches what the model was
+//! trained on byte for byte.
+//!
+//! The rendered text already contains whatever BOS the template writes
+//! (`{{ bos_token }}`); tokenize it without adding another BOS when
+//! [`ChatTemplate::renders_bos`] says so.
+
+mod builtins;
+mod pyfuncs;
+#[cfg(test)]
+mod tests;
+
+use minijinja::{context, Environment, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+pub use builtins::BUILTIN_NAMES;
+
+const TEMPLATE_NAME: &str = "chat_template";
+
+/// One turn of the conversation. `role` is usually `system`, `user` or `assistant`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { role: role.into(), content: content.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatTemplateError {
+    /// The template cannot be compiled or rendered by this engine (syntax it does not
+    /// know, a missing filter or method, ...).
+    #[error(
+        "unsupported chat template (detected family: {family}): {reason}; \
+         pass --chat-template NAME to use a built-in template instead (one of: {})",
+        BUILTIN_NAMES.join(", ")
+    )]
+    Unsupported { family: String, reason: String },
+
+    /// The template itself refused the conversation through `raise_exception`,
+    /// e.g. roles that do not alternate or a system message it does not accept.
+    #[error("the {family} chat template rejected the conversation: {message}")]
+    Rejected { family: String, message: String },
+
+    #[error(
+        "the model has no chat template; pass --chat-template NAME (one of: {}) \
+         or --chat-template with a Jinja template",
+        BUILTIN_NAMES.join(", ")
+    )]
+    NoTemplate,
+
+    #[error("unknown built-in chat template {name:?}; available: {}", BUILTIN_NAMES.join(", "))]
+    UnknownBuiltin { name: String },
+}
+
+/// A compiled chat template plus the special-token strings it is rendered with.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    source: String,
+    bos_token: String,
+    eos_token: String,
+    family: Option<&'static str>,
+    builtin: Option<&'static str>,
+    fixed_now: Option<i64>,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("family", &self.family)
+            .field("builtin", &self.builtin)
+            .field("bos_token", &self.bos_token)
+            .field("eos_token", &self.eos_token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatTemplate {
+    /// Compiles a Jinja chat template. Besides syntax errors, this also renders a
+    /// one-message probe conversation, so that a template using something the engine
+    /// lacks (unknown filter, Python method) fails here, at startup, with a message
+    /// naming `--chat-template`, rather than on the first prompt.
+    pub fn from_jinja(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, ChatTemplateError> {
+        let tmpl = Self::build(source.to_string(), bos_token, eos_token, None, None)?;
+        let probe = [Message::new("user", "Hello")];
+        match tmpl.render(&probe, true) {
+            // A refusal is the template working as designed (e.g. it insists on a
+            // system message); only engine failures mean "unsupported".
+            Ok(_) | Err(ChatTemplateError::Rejected { .. }) => Ok(tmpl),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A built-in template by name (see [`BUILTIN_NAMES`]; case-insensitive).
+    pub fn builtin(name: &str, bos_token: &str, eos_token: &str) -> Result<Self, ChatTemplateError> {
+        let (canonical, source) =
+            builtins::source(name).ok_or_else(|| ChatTemplateError::UnknownBuiltin { name: name.to_string() })?;
+        Self::build(source.to_string(), bos_token, eos_token, Some(canonical), None)
+    }
+
+    /// Pins what `strftime_now` returns (seconds since the Unix epoch, UTC), for
+    /// reproducible prompts and tests; by default it reads the system clock.
+    pub fn with_fixed_time(self, unix_secs: i64) -> Result<Self, ChatTemplateError> {
+        Self::build(self.source, &self.bos_token, &self.eos_token, self.builtin, Some(unix_secs))
+    }
+
+    fn build(
+        source: String,
+        bos_token: &str,
+        eos_token: &str,
+        builtin: Option<&'static str>,
+        fixed_now: Option<i64>,
+    ) -> Result<Self, ChatTemplateError> {
+        let family = builtin.or_else(|| detect_family(&source));
+        let mut env = Environment::new();
+        // HF renders with trim_blocks and lstrip_blocks; without them most
+        // templates emit stray newlines and indentation.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        minijinja_contrib::add_to_environment(&mut env);
+        env.add_function("raise_exception", pyfuncs::raise_exception);
+        env.add_filter("tojson", pyfuncs::tojson);
+        env.add_function("strftime_now", move |fmt: String| {
+            pyfuncs::strftime(fixed_now.unwrap_or_else(pyfuncs::now_unix), &fmt)
+        });
+        // Hostile or buggy templates must not hang or overflow the stack.
+        env.set_recursion_limit(100);
+        env.add_filter("length", pyfuncs::length);
+        env.add_filter("count", pyfuncs::length);
+        env.add_template_owned(TEMPLATE_NAME, pyfuncs::rewrite_generation_tags(&source))
+            .map_err(|e| unsupported(family, &e))?;
+        Ok(Self {
+            env,
+            source,
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+            family,
+            builtin,
+            fixed_now,
+        })
+    }
+
+    /// Renders the conversation; with `add_generation_prompt` the text ends with the
+    /// header of an assistant turn so the model continues as the assistant.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatTemplateError> {
+        let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(|e| unsupported(self.family, &e))?;
+        let ctx = context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => &self.bos_token,
+            eos_token => &self.eos_token,
+        };
+        tmpl.render(ctx).map_err(|e| match raised_message(&e) {
+            Some(message) => {
+                ChatTemplateError::Rejected { family: self.family.unwrap_or("unknown").to_string(), message }
+            }
+            None => unsupported(self.family, &e),
+        })
+    }
+
+    /// The template family: the builtin's name, or one guessed from the source's
+    /// marker tokens (`chatml`, `llama3`, `llama2`, `mistral`, `zephyr`, `phi3`,
+    /// `gemma`, `deepseek`); `None` when nothing is recognized.
+    pub fn family(&self) -> Option<&'static str> {
+        self.family
+    }
+
+    /// The Jinja source this template was compiled from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the template writes `bos_token` itself, in which case the tokenizer
+    /// must not prepend another BOS.
+    pub fn renders_bos(&self) -> bool {
+        !self.bos_token.is_empty() && self.source.contains("bos_token")
+    }
+
+    /// The pinned `strftime_now` instant, if any.
+    pub fn fixed_time(&self) -> Option<i64> {
+        self.fixed_now
+    }
+}
+
+/// The CLI rule for choosing a template: `--chat-template NAME` picks a builtin; a
+/// flag value containing `{%` or `{{` is Jinja source; with no flag the GGUF's
+/// `tokenizer.chat_template` is used; with neither it is an error listing the builtins.
+pub fn resolve(
+    template_flag: Option<&str>,
+    gguf_template: Option<&str>,
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<ChatTemplate, ChatTemplateError> {
+    if let Some(flag) = template_flag {
+        if flag.contains("{%") || flag.contains("{{") {
+            return ChatTemplate::from_jinja(flag, bos_token, eos_token);
+        }
+        return ChatTemplate::builtin(flag, bos_token, eos_token);
+    }
+    match gguf_template {
+        Some(src) if !src.trim().is_empty() => ChatTemplate::from_jinja(src, bos_token, eos_token),
+        _ => Err(ChatTemplateError::NoTemplate),
+    }
+}
+
+/// Guesses the family from marker tokens, most specific first: several families
+/// share `<|user|>` or `[INST]`.
+pub fn detect_family(source: &str) -> Option<&'static str> {
+    let has = |s: &str| source.contains(s);
+    if has("<|im_start|>") {
+        Some("chatml")
+    } else if has("<|start_header_id|>") {
+        Some("llama3")
+    } else if has("[INST]") {
+        Some(if has("<<SYS>>") { "llama2" } else { "mistral" })
+    } else if has("<|user|>") && has("<|end|>") {
+        Some("phi3")
+    } else if has("<|user|>") {
+        Some("zephyr")
+    } else if has("<start_of_turn>") {
+        Some("gemma")
+    } else if has("<｜User｜>") {
+        Some("deepseek")
+    } else {
+        None
+    }
+}
+
+fn unsupported(family: Option<&str>, err: &minijinja::Error) -> ChatTemplateError {
+    let mut reason = err.to_string();
+    // minijinja keeps the cause of a failed call (e.g. a bad argument) as a source.
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        source = s.source();
+    }
+    if err.kind() == ErrorKind::UnknownMethod {
+        reason.push_str(" (a Python method this engine does not implement)");
+    }
+    ChatTemplateError::Unsupported { family: family.unwrap_or("unknown").to_string(), reason }
+}
+
+fn raised_message(err: &minijinja::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(s) = source {
+        if let Some(raised) = s.downcast_ref::<pyfuncs::Raised>() {
+            return Some(raised.0.clone());
+        }
+        source = s.source();
+    }
+    None
+}

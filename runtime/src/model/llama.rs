@@ -1,0 +1,201 @@
+//! The LLaMA-family forward pass (llama, qwen2): embedding → per layer [RMSNorm → GQA
+//! attention with RoPE → residual → RMSNorm → SwiGLU FFN → residual] → RMSNorm → output head.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use nexus_kernels::ops::{add_inplace, axpy_inplace, dot_f32, rms_norm, silu_mul_inplace, softmax_inplace};
+use rayon::prelude::*;
+
+use super::rope::Rope;
+use super::weights::load_vector;
+use super::{LayerWeights, Linear, ModelConfig, ModelError};
+use crate::gguf::GgufFile;
+use crate::kv_cache::KvCache;
+
+/// Which positions' logits a forward call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's, `n × n_vocab` (scoring, tests).
+    All,
+}
+
+/// Tokens processed per pass during prefill: bounds the activation buffers for long prompts.
+const MAX_BATCH: usize = 512;
+
+pub struct Model {
+    pub config: ModelConfig,
+    file: Arc<GgufFile>,
+    token_embd: Linear,
+    layers: Vec<LayerWeights>,
+    output_norm: Vec<f32>,
+    output: Linear,
+    rope: Rope,
+}
+
+impl Model {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ModelError> {
+        Self::from_file(Arc::new(GgufFile::open(path)?))
+    }
+
+    pub fn from_file(file: Arc<GgufFile>) -> Result<Self, ModelError> {
+        let cfg = ModelConfig::from_gguf(&file)?;
+        let token_embd = Linear::load(&file, "token_embd.weight", cfg.n_embd, cfg.n_vocab)?;
+        // Tied embeddings: without `output.weight` the head reuses the embedding matrix.
+        let output = if file.tensor_info("output.weight").is_some() {
+            Linear::load(&file, "output.weight", cfg.n_embd, cfg.n_vocab)?
+        } else {
+            Linear::load(&file, "token_embd.weight", cfg.n_embd, cfg.n_vocab)?
+        };
+        let freq_factors = match file.tensor_info("rope_freqs.weight") {
+            Some(_) => Some(load_vector(&file, "rope_freqs.weight", cfg.rope_dim / 2)?),
+            None => None,
+        };
+        let layers = (0..cfg.n_layer).map(|i| LayerWeights::load(&file, &cfg, i)).collect::<Result<_, _>>()?;
+        Ok(Model {
+            rope: Rope::new(&cfg, freq_factors.as_deref()),
+            output_norm: load_vector(&file, "output_norm.weight", cfg.n_embd)?,
+            config: cfg,
+            file,
+            token_embd,
+            layers,
+            output,
+        })
+    }
+
+    pub fn file(&self) -> &Arc<GgufFile> {
+        &self.file
+    }
+
+    pub fn new_cache(&self, n_ctx: usize) -> KvCache {
+        KvCache::new(self.config.n_layer, self.config.kv_dim(), n_ctx)
+    }
+
+    /// Bytes of weights read to produce one token (the memory-bandwidth roofline's numerator).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let layer_bytes: u64 = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+            .map(|w| w.data().len() as u64)
+            .sum();
+        layer_bytes + self.output.data().len() as u64
+    }
+
+    /// Runs `tokens` at the positions following what `cache` holds, appending them to it.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>, ModelError> {
+        let needed = cache.len() + tokens.len();
+        if needed > cache.capacity() {
+            return Err(ModelError::ContextOverflow { needed, capacity: cache.capacity() });
+        }
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= self.config.n_vocab) {
+            return Err(ModelError::BadToken { id, n_vocab: self.config.n_vocab });
+        }
+        let mut out = Vec::new();
+        let n_chunks = tokens.len().div_ceil(MAX_BATCH);
+        for (i, chunk) in tokens.chunks(MAX_BATCH).enumerate() {
+            // Earlier chunks of a long prompt only fill the cache: skip their output head.
+            let want = match logits {
+                Logits::Last if i + 1 < n_chunks => None,
+                other => Some(other),
+            };
+            out.extend(self.forward_batch(chunk, cache, want)?);
+        }
+        Ok(out)
+    }
+
+    fn forward_batch(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits: Option<Logits>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let c = &self.config;
+        let (n, d) = (tokens.len(), c.n_embd);
+        let pos0 = cache.len();
+
+        let mut x = vec![0f32; n * d];
+        for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
+            self.token_embd.row(id as usize, row)?;
+        }
+
+        let mut xn = vec![0f32; n * d];
+        let mut q = vec![0f32; n * c.q_dim()];
+        let mut k = vec![0f32; n * c.kv_dim()];
+        let mut v = vec![0f32; n * c.kv_dim()];
+        let mut attn = vec![0f32; n * c.q_dim()];
+        let mut proj = vec![0f32; n * d];
+        let mut gate = vec![0f32; n * c.n_ff];
+        let mut up = vec![0f32; n * c.n_ff];
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Attention block.
+            rms_norm_rows(&x, &layer.attn_norm, c.rms_eps, &mut xn);
+            layer.wq.forward(&xn, n, &mut q)?;
+            layer.wk.forward(&xn, n, &mut k)?;
+            layer.wv.forward(&xn, n, &mut v)?;
+            for t in 0..n {
+                self.rope.apply(&mut q[t * c.q_dim()..(t + 1) * c.q_dim()], c.head_dim, pos0 + t);
+                self.rope.apply(&mut k[t * c.kv_dim()..(t + 1) * c.kv_dim()], c.head_dim, pos0 + t);
+            }
+            cache.store(l, pos0, &k, &v);
+            let (keys, values) = cache.layer(l, pos0 + n);
+            attention(c, &q, keys, values, pos0, &mut attn);
+            layer.wo.forward(&attn, n, &mut proj)?;
+            add_inplace(&mut x, &proj);
+
+            // Feed-forward block (SwiGLU).
+            rms_norm_rows(&x, &layer.ffn_norm, c.rms_eps, &mut xn);
+            layer.w_gate.forward(&xn, n, &mut gate)?;
+            layer.w_up.forward(&xn, n, &mut up)?;
+            silu_mul_inplace(&mut gate, &up);
+            layer.w_down.forward(&gate, n, &mut proj)?;
+            add_inplace(&mut x, &proj);
+        }
+        cache.advance(n);
+
+        let rows = match logits {
+            None => return Ok(Vec::new()),
+            Some(Logits::All) => &x[..],
+            Some(Logits::Last) => &x[(n - 1) * d..],
+        };
+        let n_out = rows.len() / d;
+        let mut normed = vec![0f32; rows.len()];
+        rms_norm_rows(rows, &self.output_norm, c.rms_eps, &mut normed);
+        let mut out = vec![0f32; n_out * c.n_vocab];
+        self.output.forward(&normed, n_out, &mut out)?;
+        Ok(out)
+    }
+}
+
+fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let d = weight.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        rms_norm(xr, weight, eps, or);
+    }
+}
+
+/// Causal grouped-query attention for `n` new tokens at positions `pos0..pos0+n`, reading
+/// K/V of all positions so far. Query heads share KV heads in groups; K/V are never copied.
+fn attention(c: &ModelConfig, q: &[f32], keys: &[f32], values: &[f32], pos0: usize, out: &mut [f32]) {
+    let (hd, kv_dim) = (c.head_dim, c.kv_dim());
+    let group = c.n_head / c.n_head_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    // One task per (token, head): enough parallelism for decode (n = 1) and prefill alike.
+    out.par_chunks_exact_mut(hd).enumerate().for_each(|(i, o)| {
+        let (t, h) = (i / c.n_head, i % c.n_head);
+        let qh = &q[i * hd..(i + 1) * hd];
+        let kv_off = (h / group) * hd;
+        let n_pos = pos0 + t + 1;
+        let mut scores: Vec<f32> = (0..n_pos)
+            .map(|p| dot_f32(qh, &keys[p * kv_dim + kv_off..p * kv_dim + kv_off + hd]) * scale)
+            .collect();
+        softmax_inplace(&mut scores);
+        o.fill(0.0);
+        for (p, &w) in scores.iter().enumerate() {
+            axpy_inplace(o, w, &values[p * kv_dim + kv_off..p * kv_dim + kv_off + hd]);
+        }
+    });
+}

@@ -1,0 +1,115 @@
+//! Weights as views into the GGUF map, and the one linear-layer helper every projection uses.
+
+use std::sync::Arc;
+
+use nexus_kernels::{dequantize_row, GgmlType};
+
+use crate::gguf::{GgufErrorKind, GgufFile, TensorInfo};
+
+use super::{ModelConfig, ModelError};
+
+/// A 2-D weight `[rows][cols]` (ggml dims `[cols, rows]`) living in the file's map.
+pub struct Linear {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    file: Arc<GgufFile>,
+    info: TensorInfo,
+    bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    pub fn load(file: &Arc<GgufFile>, name: &str, cols: usize, rows: usize) -> Result<Self, ModelError> {
+        let (info, _) = file.tensor_checked(name, &[cols as u64, rows as u64])?;
+        if !info.ty.has_kernels() {
+            return Err(ModelError::Unsupported {
+                path: file.path().into(),
+                what: format!("tensor {name:?} has type {}, which has no kernels yet", info.ty),
+            });
+        }
+        let info = info.clone();
+        Ok(Linear { name: name.to_string(), ty: info.ty, rows, cols, file: file.clone(), info, bias: None })
+    }
+
+    fn with_bias(mut self, file: &GgufFile, name: &str) -> Result<Self, ModelError> {
+        self.bias = Some(load_vector(file, name, self.rows)?);
+        Ok(self)
+    }
+
+    pub fn data(&self) -> &[u8] {
+        self.file.tensor_data(&self.info)
+    }
+
+    /// y = W·x (+ b) for `n` rows of x (`n × cols`), giving `n × rows`.
+    pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
+        nexus_kernels::matmul(self.ty, self.data(), self.rows, self.cols, x, n, y)
+            .map_err(|source| ModelError::Kernel { tensor: self.name.clone(), source })?;
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(self.rows) {
+                nexus_kernels::ops::add_inplace(row, b);
+            }
+        }
+        Ok(())
+    }
+
+    /// One row of the matrix as f32 (embedding lookup).
+    pub fn row(&self, r: usize, out: &mut [f32]) -> Result<(), ModelError> {
+        let row_bytes = self.ty.row_size(self.cols as u64).unwrap_or(0) as usize;
+        let data = &self.data()[r * row_bytes..(r + 1) * row_bytes];
+        dequantize_row(self.ty, data, out).map_err(|source| ModelError::Kernel { tensor: self.name.clone(), source })
+    }
+}
+
+/// A small 1-D tensor (norm weight, bias, RoPE factors) copied out as f32.
+pub fn load_vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+    let (info, data) = file.tensor_checked(name, &[len as u64])?;
+    let mut out = vec![0f32; len];
+    dequantize_row(info.ty, data, &mut out).map_err(|e| {
+        ModelError::Gguf(file.error(GgufErrorKind::BadTensor { name: name.into(), reason: e.to_string() }))
+    })?;
+    Ok(out)
+}
+
+pub struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Linear,
+    pub w_up: Linear,
+    pub w_down: Linear,
+}
+
+impl LayerWeights {
+    pub fn load(file: &Arc<GgufFile>, cfg: &ModelConfig, i: usize) -> Result<Self, ModelError> {
+        let n = |s: &str| format!("blk.{i}.{s}");
+        let (d, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        // Qwen2 always has Q/K/V biases; llama files may carry them too (some fine-tunes do).
+        let projection = |name: &str, rows: usize| -> Result<Linear, ModelError> {
+            let w = Linear::load(file, &n(&format!("{name}.weight")), d, rows)?;
+            let bias = n(&format!("{name}.bias"));
+            if file.tensor_info(&bias).is_some() {
+                w.with_bias(file, &bias)
+            } else if cfg.arch == super::Arch::Qwen2 {
+                Err(file.error(GgufErrorKind::MissingTensor(bias)).into())
+            } else {
+                Ok(w)
+            }
+        };
+        Ok(LayerWeights {
+            wq: projection("attn_q", q)?,
+            wk: projection("attn_k", kv)?,
+            wv: projection("attn_v", kv)?,
+            attn_norm: load_vector(file, &n("attn_norm.weight"), d)?,
+            wo: Linear::load(file, &n("attn_output.weight"), q, d)?,
+            ffn_norm: load_vector(file, &n("ffn_norm.weight"), d)?,
+            w_gate: Linear::load(file, &n("ffn_gate.weight"), d, ff)?,
+            w_up: Linear::load(file, &n("ffn_up.weight"), d, ff)?,
+            w_down: Linear::load(file, &n("ffn_down.weight"), ff, d)?,
+        })
+    }
+}
+

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Fetch the tokenizer test vocabularies that are too large to commit.
+#
+# llama.cpp ships vocab-only GGUFs of real tokenizers, with its own test vectors
+# (.inp/.out), inside the llama-cpp-python source distribution on PyPI. This downloads
+# that sdist (~76 MB) into a temporary directory, extracts only the files the tokenizer
+# tests use into models/vocab/ (git-ignored), and checks their sha256 sums.
+#
+# usage: scripts/fetch_vocab.sh   (needs python3 -m pip, tar, sha256sum)
+set -euo pipefail
+
+VERSION=0.3.36
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEST="${NEXUS_VOCAB_DIR:-$ROOT/models/vocab}"
+
+# name -> sha256, for each vocabulary and its .inp/.out vectors.
+SUMS="
+cedc56ca6e2e89f63e781696d1fd76b4b1d49e6720dee86463e915f6e90016ac  ggml-vocab-gpt-2.gguf
+be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0  ggml-vocab-gpt-2.gguf.inp
+48e8c4cb3ad5c37915b225f872222567c1c4dd4d66951aa53460c8d152ff6d60  ggml-vocab-gpt-2.gguf.out
+97272e430d53bc7688f52d5e0ad8ea8f163ede9f1bbd1694feaa504797d5d96e  ggml-vocab-llama-bpe.gguf
+be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0  ggml-vocab-llama-bpe.gguf.inp
+118abf2034a197fc5c9dec5204dfdeee7004c7c70952ae577f66b99e212fab9b  ggml-vocab-llama-bpe.gguf.out
+16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69  ggml-vocab-llama-spm.gguf
+be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0  ggml-vocab-llama-spm.gguf.inp
+ad6905c925c49c022974fe67e030382e8a4f56eb4489a0b9481dcedb1ec73b29  ggml-vocab-llama-spm.gguf.out
+44c2f46b715f585c6ab513970e8a006bfa5badd6108560054921cf598d154d8c  ggml-vocab-qwen2.gguf
+be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0  ggml-vocab-qwen2.gguf.inp
+de785bb305cc6fa9d43908ed5da337f853c0b79e971348fcfb9f0915a39c5363  ggml-vocab-qwen2.gguf.out
+"
+
+mkdir -p "$DEST"
+if (cd "$DEST" && echo "$SUMS" | sed '/^$/d' | sha256sum --check --quiet --status 2>/dev/null); then
+    echo "models/vocab is up to date"
+    exit 0
+fi
+
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+python3 -m pip download --quiet --no-deps --no-binary :all: \
+    "llama-cpp-python==$VERSION" -d "$TMP"
+SDIST="$(ls "$TMP"/llama_cpp_python-"$VERSION".tar.gz)"
+
+members=()
+for name in $(echo "$SUMS" | awk 'NF {print $2}'); do
+    members+=("llama_cpp_python-$VERSION/vendor/llama.cpp/models/$name")
+done
+tar -xzf "$SDIST" -C "$TMP" "${members[@]}"
+for m in "${members[@]}"; do
+    cp "$TMP/$m" "$DEST/"
+done
+
+(cd "$DEST" && echo "$SUMS" | sed '/^$/d' | sha256sum --check --quiet)
+echo "fetched $(echo "$SUMS" | awk 'NF' | wc -l) files into models/vocab"
