@@ -4,7 +4,7 @@
 //! weights) so the inner loops are integer dot products over whole blocks. Work is split over
 //! row chunks on the caller's rayon pool.
 
-use crate::quant::quantize_row;
+use crate::quant::quantize_activation_row;
 use crate::simd::{self, Isa, Kernel};
 use crate::{GgmlType, KernelError};
 use rayon::prelude::*;
@@ -154,7 +154,7 @@ fn prepare(
 }
 
 /// Activations in the kernel's format: f32 as-is (viewed as bytes), else each `cols`-long
-/// row quantized with the reference quantizer.
+/// row quantized as ggml-cpu quantizes activations.
 fn quantize_acts(act: GgmlType, x: &[f32], cols: usize) -> Result<Cow<'_, [u8]>, KernelError> {
     if act == GgmlType::F32 {
         // SAFETY: any f32 bit pattern is valid as bytes, u8 has alignment 1, and the length
@@ -168,7 +168,7 @@ fn quantize_acts(act: GgmlType, x: &[f32], cols: usize) -> Result<Cow<'_, [u8]>,
     if n > 0 && row > 0 {
         buf.par_chunks_mut(row)
             .zip(x.par_chunks(cols))
-            .try_for_each(|(dst, src)| quantize_row(act, src, dst))?;
+            .try_for_each(|(dst, src)| quantize_activation_row(act, src, dst))?;
     }
     Ok(Cow::Owned(buf))
 }

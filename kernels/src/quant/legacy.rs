@@ -158,6 +158,38 @@ pub(super) fn quantize_q8_1(x: &[f32], y: &mut [u8]) {
     }
 }
 
+/// Activation quantizers as llama.cpp runs them on x86 (ggml-cpu's AVX2 `quantize_row_q8_0`
+/// / `_q8_1`): the inverse scale is `127 / amax` rather than `1 / (amax / 127)`, and rounding
+/// is half-to-even. Activations never reach a file, so matching what llama.cpp computes at
+/// run time matters more here than matching its reference quantizer.
+fn quantize_q8_act_block(xb: &[f32], qs: &mut [u8]) -> (f32, i32) {
+    let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(xb) {
+        let qi = (v * id).round_ties_even() as i32;
+        *q = qi as i8 as u8;
+        sum += qi;
+    }
+    (d, sum)
+}
+
+pub(super) fn quantize_q8_0_act(x: &[f32], y: &mut [u8]) {
+    for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(34)) {
+        let (d, _) = quantize_q8_act_block(xb, &mut yb[2..]);
+        put_f16(yb, 0, d);
+    }
+}
+
+pub(super) fn quantize_q8_1_act(x: &[f32], y: &mut [u8]) {
+    for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(36)) {
+        let (d, sum) = quantize_q8_act_block(xb, &mut yb[4..]);
+        put_f16(yb, 0, d);
+        put_f16(yb, 2, sum as f32 * d);
+    }
+}
+
 pub(super) fn dequantize_q4_0(x: &[u8], y: &mut [f32]) {
     for (xb, yb) in x.chunks_exact(18).zip(y.chunks_exact_mut(QK)) {
         let d = f16_at(xb, 0);

@@ -37,6 +37,19 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Ker
     Ok(())
 }
 
+/// Quantizes one row of activations for a dot product, the way ggml-cpu does at run time
+/// (see `legacy::quantize_q8_act_block`); Q8_K activations use the reference quantizer, as
+/// ggml-cpu does on x86.
+pub(crate) fn quantize_activation_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
+    check_sizes(ty, src.len(), dst.len(), "quantize_activation_row")?;
+    match ty {
+        GgmlType::Q8_0 => legacy::quantize_q8_0_act(src, dst),
+        GgmlType::Q8_1 => legacy::quantize_q8_1_act(src, dst),
+        _ => return quantize_row(ty, src, dst),
+    }
+    Ok(())
+}
+
 /// Expands one row of `ty` blocks into f32; `dst.len()` gives the element count.
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
     check_sizes(ty, dst.len(), src.len(), "dequantize_row")?;

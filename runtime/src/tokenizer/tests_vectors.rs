@@ -4,7 +4,7 @@
 //! (llama-bpe, qwen2, gpt-2) come from scripts/fetch_vocab.sh into models/vocab and are
 //! skipped with a message when absent.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::Tokenizer;
 use crate::gguf::GgufFile;
@@ -27,14 +27,14 @@ fn find_vocab(name: &str) -> Option<PathBuf> {
     None
 }
 
-fn load(path: &PathBuf) -> Tokenizer {
+fn load(path: &Path) -> Tokenizer {
     let f = GgufFile::open(path).unwrap_or_else(|e| panic!("{e}"));
     Tokenizer::from_gguf(&f).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// llama.cpp's test-tokenizer-0 format: inputs separated by "\n__ggml_vocab_test__\n",
 /// one line of space-separated ids per input.
-fn read_vectors(gguf: &PathBuf) -> Vec<(String, Vec<u32>)> {
+fn read_vectors(gguf: &Path) -> Vec<(String, Vec<u32>)> {
     let inp = std::fs::read_to_string(gguf.with_extension("gguf.inp")).expect("read .inp");
     let out = std::fs::read_to_string(gguf.with_extension("gguf.out")).expect("read .out");
     let sep = "\n__ggml_vocab_test__\n";
@@ -119,8 +119,9 @@ fn check_corpus(name: &str) {
         let want = match (&c.llama_cpp, &c.hf) {
             (Some(cpp), hf) => {
                 n_cpp += 1;
-                if hf.as_ref().is_some_and(|hf| hf != cpp) {
+                if let Some(hf) = hf.as_ref().filter(|hf| *hf != cpp) {
                     disagree += 1;
+                    eprintln!("{name}: HF and llama.cpp disagree on {:?}; following llama.cpp\n  hf        {hf:?}\n  llama.cpp {cpp:?}", c.text);
                 }
                 cpp
             }
@@ -168,5 +169,15 @@ fn qwen2_round_trip() {
     for (text, _) in &vectors {
         let ids = tok.encode(text, false, false);
         assert_eq!(&tok.decode(&ids, false), text);
+    }
+}
+
+/// Other pre-tokenizer families from the same llama.cpp package, checked when present
+/// in models/vocab (scripts/fetch_vocab.sh fetches them too): command-r uses the SmolLM rules, starcoder
+/// and refact the same rules with space clean-up, mpt the GPT-2 rules.
+#[test]
+fn llama_cpp_vectors_optional_families() {
+    for name in ["command-r", "starcoder", "refact", "mpt"] {
+        check_llama_cpp_vectors(name);
     }
 }

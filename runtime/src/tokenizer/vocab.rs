@@ -348,7 +348,7 @@ fn detect_eog(texts: &[String], attrs: &mut [u16], special: &mut SpecialIds, mut
     let has = |eog: &BTreeSet<u32>, t: &str| with_text(eog, t).is_some();
     if let Some(end) = with_text(&eog, "<|end|>") {
         let call = has(&eog, "<|call|>") || has(&eog, "<|calls|>");
-        if (has(&eog, "<|return|>") && call) || (call && has(&eog, "<|flush|>")) {
+        if call && (has(&eog, "<|return|>") || has(&eog, "<|flush|>")) {
             eog.remove(&end);
             attrs[end as usize] = attr::USER_DEFINED;
         }
