@@ -101,9 +101,18 @@ pub fn matmul_with(
             for (i, orow) in out.chunks_exact_mut(n).enumerate() {
                 let r = ci * chunk + i;
                 let wr = &w[r * row_bytes..(r + 1) * row_bytes];
-                // The weight row stays in L1 while all tokens stream past it.
-                for (t, o) in orow.iter_mut().enumerate() {
-                    *o = (k.dot)(wr, &act[t * act_row..(t + 1) * act_row], cols);
+                let a = |t: usize| &act[t * act_row..(t + 1) * act_row];
+                // The weight row stays in L1 while all tokens stream past it, four at a time
+                // where the type has a four-token kernel.
+                let mut t = 0;
+                if let Some(dot4) = k.dot4 {
+                    while t + 4 <= n {
+                        orow[t..t + 4].copy_from_slice(&dot4(wr, [a(t), a(t + 1), a(t + 2), a(t + 3)], cols));
+                        t += 4;
+                    }
+                }
+                for (t, o) in orow.iter_mut().enumerate().skip(t) {
+                    *o = (k.dot)(wr, a(t), cols);
                 }
             }
         });

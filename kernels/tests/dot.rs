@@ -131,7 +131,7 @@ fn matvec_matches_reference_on_all_isas() {
 fn matmul_equals_per_token_matvec() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     for ty in TYPES {
-        let (rows, cols, n) = (53, cols_for(ty), 5);
+        let (rows, cols, n) = (53, cols_for(ty), 9); // two four-token groups and a remainder
         let w = random(&mut rng, rows * cols, 0.5);
         let x = random(&mut rng, n * cols, 1.0);
         let wq = quantize_matrix(ty, &w, rows, cols);
@@ -150,11 +150,12 @@ fn matmul_equals_per_token_matvec() {
                     &mut yt,
                 )
                 .unwrap();
-                assert_eq!(
-                    &y[t * rows..(t + 1) * rows],
-                    &yt[..],
-                    "{ty} {isa:?} token {t}"
-                );
+                // The four-token kernels accumulate in another order than the single-token
+                // one: equal up to float rounding, not bit for bit.
+                let scale = yt.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (a, b) in y[t * rows..(t + 1) * rows].iter().zip(&yt) {
+                    assert!((a - b).abs() <= 1e-6 * scale, "{ty} {isa:?} token {t}: {a} vs {b}");
+                }
             }
         }
         let mut y1 = vec![0f32; rows];

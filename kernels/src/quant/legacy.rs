@@ -162,13 +162,21 @@ pub(super) fn quantize_q8_1(x: &[f32], y: &mut [u8]) {
 /// / `_q8_1`): the inverse scale is `127 / amax` rather than `1 / (amax / 127)`, and rounding
 /// is half-to-even. Activations never reach a file, so matching what llama.cpp computes at
 /// run time matters more here than matching its reference quantizer.
+/// Round half to even for |v| <= 2^22 without a libm call: adding 1.5 * 2^23 leaves no
+/// fraction bits, so the FPU's default rounding (to nearest, ties to even) does the work.
+#[inline(always)]
+fn round_half_even(v: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    ((v + MAGIC) - MAGIC) as i32
+}
+
 fn quantize_q8_act_block(xb: &[f32], qs: &mut [u8]) -> (f32, i32) {
     let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
     for (q, &v) in qs.iter_mut().zip(xb) {
-        let qi = (v * id).round_ties_even() as i32;
+        let qi = round_half_even(v * id);
         *q = qi as i8 as u8;
         sum += qi;
     }

@@ -18,13 +18,13 @@ unsafe fn h2f(p: *const u8) -> f32 {
 /// accumulator, which chains every block onto the previous FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn h2f_pair(p: *const u8) -> __m128 {
+pub(super) unsafe fn h2f_pair(p: *const u8) -> __m128 {
     _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()))
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum(x: __m256) -> f32 {
+pub(super) unsafe fn hsum(x: __m256) -> f32 {
     let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
     r = _mm_add_ps(r, _mm_movehl_ps(r, r));
     r = _mm_add_ss(r, _mm_movehdup_ps(r));
@@ -33,14 +33,14 @@ unsafe fn hsum(x: __m256) -> f32 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn sum_i16_pairs_float(x: __m256i) -> __m256 {
+pub(super) unsafe fn sum_i16_pairs_float(x: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_madd_epi16(x, _mm256_set1_epi16(1)))
 }
 
 /// Unsigned x signed bytes, summed in groups of 4 to f32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
+pub(super) unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
     sum_i16_pairs_float(_mm256_maddubs_epi16(ax, sy))
 }
 
@@ -55,7 +55,7 @@ unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
 /// which is exactly the element order of Q4_0/Q4_1/Q5_x blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
+pub(super) unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
     let tmp = _mm_loadu_si128(p as *const __m128i);
     let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
     _mm256_and_si256(bytes, _mm256_set1_epi8(0xf))
@@ -64,7 +64,7 @@ unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
 /// 32 bits -> 32 bytes of 0xff (bit set) or 0x00.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+pub(super) unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
     let x32 = (p as *const u32).read_unaligned();
     let shuf = _mm256_set_epi64x(
         0x0303030303030303,
@@ -79,7 +79,7 @@ unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn loadu(p: *const u8) -> __m256i {
+pub(super) unsafe fn loadu(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 

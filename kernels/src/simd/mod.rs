@@ -5,6 +5,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_x4;
 pub mod scalar;
 
 use crate::GgmlType;
@@ -58,12 +60,17 @@ pub fn available(isa: Isa) -> bool {
 /// `dot(weight_row, activation_row, n_elems)`; both slices hold at least one full row.
 pub(crate) type DotFn = fn(&[u8], &[u8], usize) -> f32;
 
+/// One weight row against four activation rows at once (prompt processing).
+pub(crate) type Dot4Fn = fn(&[u8], [&[u8]; 4], usize) -> [f32; 4];
+
 /// A weight type's dot kernel and the format its activations are quantized to first.
 #[derive(Clone, Copy)]
 pub(crate) struct Kernel {
     /// F32 means "raw f32 activations"; otherwise a ggml quantized type.
     pub act: GgmlType,
     pub dot: DotFn,
+    /// A four-token kernel where one exists; otherwise `dot` is called per token.
+    pub dot4: Option<Dot4Fn>,
 }
 
 macro_rules! avx2_wrappers {
@@ -84,6 +91,37 @@ macro_rules! avx2_wrappers {
             )*
         }
     };
+}
+
+macro_rules! avx2_x4_wrappers {
+    ($($name:ident: $wty:ident x $aty:ident;)*) => {
+        #[cfg(target_arch = "x86_64")]
+        mod wrap4 {
+            use crate::GgmlType;
+            $(
+                // As above: handed out only with AVX2 present, and the length checks cover
+                // every row the raw-pointer kernel reads.
+                pub(crate) fn $name(w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+                    let (wt, at) = (GgmlType::$wty, GgmlType::$aty);
+                    assert!(n % wt.block_size() == 0);
+                    assert!(w.len() >= n / wt.block_size() * wt.type_size());
+                    for r in &a {
+                        assert!(r.len() >= n / at.block_size() * at.type_size());
+                    }
+                    let p = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
+                    unsafe { super::avx2_x4::$name(w.as_ptr(), p, n) }
+                }
+            )*
+        }
+    };
+}
+
+avx2_x4_wrappers! {
+    dot4_q8_0: Q8_0 x Q8_0;
+    dot4_q4_0: Q4_0 x Q8_0;
+    dot4_q4_1: Q4_1 x Q8_1;
+    dot4_q5_0: Q5_0 x Q8_0;
+    dot4_q5_1: Q5_1 x Q8_1;
 }
 
 avx2_wrappers! {
@@ -126,7 +164,15 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
             Q5_K => wrap::dot_q5_k,
             _ => wrap::dot_q6_k,
         };
-        return Some(Kernel { act, dot });
+        let dot4: Option<Dot4Fn> = match ty {
+            Q8_0 => Some(wrap4::dot4_q8_0),
+            Q4_0 => Some(wrap4::dot4_q4_0),
+            Q4_1 => Some(wrap4::dot4_q4_1),
+            Q5_0 => Some(wrap4::dot4_q5_0),
+            Q5_1 => Some(wrap4::dot4_q5_1),
+            _ => None,
+        };
+        return Some(Kernel { act, dot, dot4 });
     }
     let _ = isa;
     let dot: DotFn = match ty {
@@ -142,7 +188,7 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
         Q5_K => scalar::dot_q5_k,
         _ => scalar::dot_q6_k,
     };
-    Some(Kernel { act, dot })
+    Some(Kernel { act, dot, dot4: None })
 }
 
 /// f32 dot of two slices on the best available path (shared with `ops`).

@@ -86,6 +86,12 @@ impl Model {
 
     /// Runs `tokens` at the positions following what `cache` holds, appending them to it.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>, ModelError> {
+        // Each token runs ~200 parallel kernels. From a thread outside the pool every one of
+        // them is a cross-thread wake-up (measured: 40% of decode time); moved onto a pool
+        // worker once, they become cheap fork-joins inside the pool.
+        if rayon::current_thread_index().is_none() {
+            return rayon::scope(|_| self.forward(tokens, cache, logits));
+        }
         let needed = cache.len() + tokens.len();
         if needed > cache.capacity() {
             return Err(ModelError::ContextOverflow { needed, capacity: cache.capacity() });

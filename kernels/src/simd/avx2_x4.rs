@@ -1,0 +1,103 @@
+//! Four-token AVX2 dot products for the 32-element block formats, used by prompt processing:
+//! each weight block is loaded and unpacked once and multiplied with four activation rows,
+//! so the weight side's loads and sign/nibble work are shared (ggml gets the same effect
+//! from llamafile's tiled sgemm).
+
+use super::avx2::{
+    bytes_from_bits_32, bytes_from_nibbles_32, h2f_pair, hsum, loadu, mul_sum_us8_pairs_float,
+    sum_i16_pairs_float,
+};
+use std::arch::x86_64::*;
+
+/// `prep(weight_block)` unpacks a weight block once; `block(prepped, act_block)` gives the
+/// integer-dot lanes for one activation row. Returns per token the dot product and the
+/// side sums (lane 1: `m * s` for Q4_1/Q5_1). One accumulator per token (the single-token
+/// kernel alternates two): the last bits differ from it, but the even/odd split costs Q4_1
+/// a quarter of its speed here in register spills.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_blocks32_x4<P: Copy>(
+    w: *const u8,
+    a: [*const u8; 4],
+    nb: usize,
+    wsz: usize,
+    asz: usize,
+    prep: impl Fn(*const u8) -> P,
+    block: impl Fn(P, *const u8) -> __m256,
+) -> ([f32; 4], [f32; 4]) {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc_m = [_mm_setzero_ps(); 4];
+    for i in 0..nb {
+        let wb = w.add(i * wsz);
+        let p = prep(wb);
+        let dw = h2f_pair(wb);
+        for t in 0..4 {
+            let ab = a[t].add(i * asz);
+            let s = _mm_mul_ps(dw, h2f_pair(ab));
+            acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), block(p, ab), acc[t]);
+            acc_m[t] = _mm_add_ps(acc_m[t], s);
+        }
+    }
+    let mut dots = [0f32; 4];
+    let mut mins = [0f32; 4];
+    for t in 0..4 {
+        dots[t] = hsum(acc[t]);
+        mins[t] = _mm_cvtss_f32(_mm_movehdup_ps(acc_m[t]));
+    }
+    (dots, mins)
+}
+
+/// Signed weights: keep |x| and x (for moving x's sign onto y, as `maddubs` needs).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn signed(x: __m256i) -> (__m256i, __m256i) {
+    (_mm256_sign_epi8(x, x), x)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn signed_block((ax, x): (__m256i, __m256i), y: __m256i) -> __m256 {
+    sum_i16_pairs_float(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q8_0(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    dot_blocks32_x4(w, a, n / 32, 34, 34, |wb| signed(loadu(wb.add(2))), |p, ab| signed_block(p, loadu(ab.add(2)))).0
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q4_0(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    let prep = |wb: *const u8| signed(_mm256_sub_epi8(bytes_from_nibbles_32(wb.add(2)), _mm256_set1_epi8(8)));
+    dot_blocks32_x4(w, a, n / 32, 18, 34, prep, |p, ab| signed_block(p, loadu(ab.add(2)))).0
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q5_0(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    let prep = |wb: *const u8| {
+        let hi = _mm256_andnot_si256(bytes_from_bits_32(wb.add(2)), _mm256_set1_epi8(-16));
+        signed(_mm256_or_si256(bytes_from_nibbles_32(wb.add(6)), hi))
+    };
+    dot_blocks32_x4(w, a, n / 32, 22, 34, prep, |p, ab| signed_block(p, loadu(ab.add(2)))).0
+}
+
+/// Unsigned weights (Q4_1/Q5_1) against Q8_1: the minimum enters through lane 1.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn with_mins((dots, mins): ([f32; 4], [f32; 4])) -> [f32; 4] {
+    [dots[0] + mins[0], dots[1] + mins[1], dots[2] + mins[2], dots[3] + mins[3]]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q4_1(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    let prep = |wb: *const u8| bytes_from_nibbles_32(wb.add(4));
+    with_mins(dot_blocks32_x4(w, a, n / 32, 20, 36, prep, |q, ab| mul_sum_us8_pairs_float(q, loadu(ab.add(4)))))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q5_1(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    let prep = |wb: *const u8| {
+        let hi = _mm256_and_si256(bytes_from_bits_32(wb.add(4)), _mm256_set1_epi8(0x10));
+        _mm256_or_si256(bytes_from_nibbles_32(wb.add(8)), hi)
+    };
+    with_mins(dot_blocks32_x4(w, a, n / 32, 24, 36, prep, |q, ab| mul_sum_us8_pairs_float(q, loadu(ab.add(4)))))
+}
