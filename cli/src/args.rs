@@ -57,7 +57,9 @@ impl GenArgs {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
-            eprintln!("seed: {s}");
+            if self.temp > 0.0 {
+                eprintln!("seed: {s} (pass --seed {s} to repeat this run)");
+            }
             s
         });
         GenerateParams {
