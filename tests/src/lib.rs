@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests under `tests/tests/`: tiny random-weight models
 //! written with our own GGUF writer.
 
+pub mod reference;
+
 use std::path::Path;
 
 use nexus_kernels::{quantize_row, GgmlType};
