@@ -6,7 +6,7 @@ use nexus_kernels::{dequantize_row, matmul, matvec, quantize_row, GgmlType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const TYPES: [GgmlType; 11] = [
+const TYPES: [GgmlType; 13] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -15,6 +15,8 @@ const TYPES: [GgmlType; 11] = [
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
@@ -25,7 +27,7 @@ fn act_type(ty: GgmlType) -> Option<GgmlType> {
     match ty {
         F32 | F16 | BF16 => None,
         Q4_1 | Q5_1 => Some(Q8_1),
-        Q4_K | Q5_K | Q6_K => Some(Q8_K),
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Some(Q8_K),
         _ => Some(Q8_0),
     }
 }
@@ -154,7 +156,10 @@ fn matmul_equals_per_token_matvec() {
                 // one: equal up to float rounding, not bit for bit.
                 let scale = yt.iter().fold(0f32, |m, v| m.max(v.abs()));
                 for (a, b) in y[t * rows..(t + 1) * rows].iter().zip(&yt) {
-                    assert!((a - b).abs() <= 1e-6 * scale, "{ty} {isa:?} token {t}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 1e-6 * scale,
+                        "{ty} {isa:?} token {t}: {a} vs {b}"
+                    );
                 }
             }
         }

@@ -84,8 +84,10 @@ fn check(name: &str) {
             .map(|(a, b)| ((a - b) as f64).powi(2))
             .sum();
         let norm: f64 = x.iter().map(|a| (*a as f64).powi(2)).sum();
+        // Two bits per weight cannot reach the 5% the other types meet on gaussian input.
+        let bound = if f.ty == GgmlType::Q2_K { 0.12 } else { 0.05 };
         assert!(
-            err <= norm * 0.05 + 1e-12,
+            err <= norm * bound + 1e-12,
             "{name} row {r}: rel err {}",
             err / norm
         );
@@ -102,6 +104,7 @@ fixture_tests! {
     f32 => "f32", f16 => "f16", bf16 => "bf16",
     q4_0 => "q4_0", q4_1 => "q4_1", q5_0 => "q5_0", q5_1 => "q5_1",
     q8_0 => "q8_0", q8_1 => "q8_1",
+    q2_k => "q2_K", q3_k => "q3_K",
     q4_k => "q4_K", q5_k => "q5_K", q6_k => "q6_K", q8_k => "q8_K",
 }
 

@@ -103,6 +103,8 @@ static const struct entry entries[] = {
     { "q5_1", GGML_TYPE_Q5_1, QK5_1, sizeof(block_q5_1), Q(quantize_row_q5_1_ref), DQ(dequantize_row_q5_1) },
     { "q8_0", GGML_TYPE_Q8_0, QK8_0, sizeof(block_q8_0), Q(quantize_row_q8_0_ref), DQ(dequantize_row_q8_0) },
     { "q8_1", GGML_TYPE_Q8_1, QK8_1, sizeof(block_q8_1), Q(quantize_row_q8_1_ref), DQ(q8_1_dq) },
+    { "q2_K", GGML_TYPE_Q2_K, QK_K,  sizeof(block_q2_K), Q(quantize_row_q2_K_ref), DQ(dequantize_row_q2_K) },
+    { "q3_K", GGML_TYPE_Q3_K, QK_K,  sizeof(block_q3_K), Q(quantize_row_q3_K_ref), DQ(dequantize_row_q3_K) },
     { "q4_K", GGML_TYPE_Q4_K, QK_K,  sizeof(block_q4_K), Q(quantize_row_q4_K_ref), DQ(dequantize_row_q4_K) },
     { "q5_K", GGML_TYPE_Q5_K, QK_K,  sizeof(block_q5_K), Q(quantize_row_q5_K_ref), DQ(dequantize_row_q5_K) },
     { "q6_K", GGML_TYPE_Q6_K, QK_K,  sizeof(block_q6_K), Q(quantize_row_q6_K_ref), DQ(dequantize_row_q6_K) },

@@ -11,10 +11,11 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 pub(crate) const Q8K_QS: usize = 4;
 pub(crate) const Q8K_BSUMS: usize = 4 + QK_K;
 
-/// Asymmetric (scale, min) search over 32 values; returns (scale, -min) like ggml's
-/// `make_qkx2_quants` with its `the_min` out-parameter.
+/// Asymmetric (scale, min) search over `x.len()` values; returns (scale, -min) like ggml's
+/// `make_qkx2_quants` with its `the_min` out-parameter. `use_mad` scores candidates by
+/// absolute instead of squared error (Q2_K's choice).
 #[allow(clippy::too_many_arguments)]
-fn make_qkx2_quants(
+pub(super) fn make_qkx2_quants(
     nmax: i32,
     x: &[f32],
     weights: &[f32],
@@ -23,6 +24,7 @@ fn make_qkx2_quants(
     rmin: f32,
     rdelta: f32,
     nstep: i32,
+    use_mad: bool,
 ) -> (f32, f32) {
     let n = x.len();
     let mut min = x[0];
@@ -54,7 +56,8 @@ fn make_qkx2_quants(
         let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
         l_out[i] = l as u8;
         let diff = scale * l as f32 + min - x[i];
-        best_error += weights[i] * (diff * diff);
+        let diff = if use_mad { diff.abs() } else { diff * diff };
+        best_error += weights[i] * diff;
     }
     for is in 0..=nstep {
         iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
@@ -79,7 +82,8 @@ fn make_qkx2_quants(
             let mut cur_error = 0.0f32;
             for i in 0..n {
                 let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                cur_error += weights[i] * (diff * diff);
+                let diff = if use_mad { diff.abs() } else { diff * diff };
+                cur_error += weights[i] * diff;
             }
             if cur_error < best_error {
                 l_out[..n].copy_from_slice(&laux[..n]);
@@ -183,7 +187,7 @@ fn quantize_scale_min_block(
             *w = av_x + v.abs();
         }
         let lj = &mut l[32 * j..32 * j + 32];
-        let (s, m) = make_qkx2_quants(nmax, xs, &weights, lj, &mut laux, rmin, 0.1, nstep);
+        let (s, m) = make_qkx2_quants(nmax, xs, &weights, lj, &mut laux, rmin, 0.1, nstep, false);
         scales[j] = s;
         mins[j] = m;
         if s > max_scale {

@@ -3,12 +3,14 @@
 
 mod float;
 mod kquants;
+mod kquants_low;
 mod legacy;
 
 use crate::{GgmlType, KernelError};
 use half::f16;
 
 pub(crate) use kquants::{scale_min_k4, Q8K_BSUMS, Q8K_QS};
+pub(crate) use kquants_low::q3k_scale;
 
 /// Quantizes `src` into ggml blocks of type `ty`; `dst` must be exactly one row of that type.
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
@@ -23,6 +25,8 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Ker
         GgmlType::Q5_1 => legacy::quantize_q5_1(src, dst),
         GgmlType::Q8_0 => legacy::quantize_q8_0(src, dst),
         GgmlType::Q8_1 => legacy::quantize_q8_1(src, dst),
+        GgmlType::Q2_K => kquants_low::quantize_q2_k(src, dst),
+        GgmlType::Q3_K => kquants_low::quantize_q3_k(src, dst),
         GgmlType::Q4_K => kquants::quantize_q4_k(src, dst),
         GgmlType::Q5_K => kquants::quantize_q5_k(src, dst),
         GgmlType::Q6_K => kquants::quantize_q6_k(src, dst),
@@ -63,6 +67,8 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), K
         GgmlType::Q5_1 => legacy::dequantize_q5_1(src, dst),
         GgmlType::Q8_0 => legacy::dequantize_q8_0(src, dst),
         GgmlType::Q8_1 => legacy::dequantize_q8_1(src, dst),
+        GgmlType::Q2_K => kquants_low::dequantize_q2_k(src, dst),
+        GgmlType::Q3_K => kquants_low::dequantize_q3_k(src, dst),
         GgmlType::Q4_K => kquants::dequantize_q4_k(src, dst),
         GgmlType::Q5_K => kquants::dequantize_q5_k(src, dst),
         GgmlType::Q6_K => kquants::dequantize_q6_k(src, dst),

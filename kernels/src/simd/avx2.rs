@@ -6,9 +6,12 @@
 use crate::ggml_type::QK_K;
 use std::arch::x86_64::*;
 
+// The 2/3-bit K-quant kernels live apart for size; re-exported so the table sees one module.
+pub(crate) use super::avx2_klow::{dot_q2_k, dot_q3_k};
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn h2f(p: *const u8) -> f32 {
+pub(super) unsafe fn h2f(p: *const u8) -> f32 {
     let bits = (p as *const u16).read_unaligned();
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }

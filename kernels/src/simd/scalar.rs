@@ -216,3 +216,54 @@ pub(crate) fn dot_q6_k(w: &[u8], a: &[u8], n: usize) -> f32 {
     }
     s
 }
+
+pub(crate) fn dot_q2_k(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for (wb, ab) in w.chunks_exact(84).zip(a.chunks_exact(292)).take(n / QK_K) {
+        let (sc, q2) = (&wb[..16], &wb[16..80]);
+        let q8 = &ab[Q8K_QS..Q8K_BSUMS];
+        let summs: i32 = (0..16).map(|j| bsum(ab, j) * (sc[j] >> 4) as i32).sum();
+        let mut isum = 0i32;
+        for half in 0..2 {
+            for j in 0..4 {
+                for part in 0..2 {
+                    let mut s16 = 0i32;
+                    for l in 16 * part..16 * part + 16 {
+                        let q = ((q2[32 * half + l] >> (2 * j)) & 3) as i32;
+                        s16 += q * q8[128 * half + 32 * j + l] as i8 as i32;
+                    }
+                    isum += (sc[8 * half + 2 * j + part] & 0xf) as i32 * s16;
+                }
+            }
+        }
+        let d8 = f32_at(ab, 0);
+        s += d8 * f16_at(wb, 80) * isum as f32 - d8 * f16_at(wb, 82) * summs as f32;
+    }
+    s
+}
+
+pub(crate) fn dot_q3_k(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for (wb, ab) in w.chunks_exact(110).zip(a.chunks_exact(292)).take(n / QK_K) {
+        let (hm, q3, scales) = (&wb[..32], &wb[32..96], &wb[96..108]);
+        let q8 = &ab[Q8K_QS..Q8K_BSUMS];
+        let mut isum = 0i32;
+        for half in 0..2 {
+            for j in 0..4 {
+                let bit = 4 * half + j;
+                for part in 0..2 {
+                    let mut s16 = 0i32;
+                    for l in 16 * part..16 * part + 16 {
+                        let low = ((q3[32 * half + l] >> (2 * j)) & 3) as i32;
+                        let q = low - if hm[l] & (1 << bit) != 0 { 0 } else { 4 };
+                        s16 += q * q8[128 * half + 32 * j + l] as i8 as i32;
+                    }
+                    let sc = crate::quant::q3k_scale(scales, 8 * half + 2 * j + part) - 32;
+                    isum += sc * s16;
+                }
+            }
+        }
+        s += f32_at(ab, 0) * f16_at(wb, 108) * isum as f32;
+    }
+    s
+}
