@@ -12,7 +12,7 @@ mod writer;
 pub use error::{GgufError, GgufErrorKind};
 pub use reader::{GgufFile, TensorInfo};
 pub use value::{Value, ValueType};
-pub use writer::GgufWriter;
+pub use writer::{GgufWriter, StreamedTensor};
 
 /// "GGUF" read as a little-endian u32.
 pub const GGUF_MAGIC: u32 = 0x4655_4747;

@@ -1,0 +1,50 @@
+//! `nexus-cli convert`: an HF model directory → GGUF, like llama.cpp's convert_hf_to_gguf.py.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use nexus_convert::hf::{convert as convert_hf, OutType};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutTypeArg {
+    F32,
+    F16,
+    Bf16,
+    #[value(name = "q8_0")]
+    Q8_0,
+}
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// HF model directory (config.json, tokenizer.json, *.safetensors).
+    dir: PathBuf,
+    /// Output GGUF file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Type of the 2-D weights; norms and 1-D tensors stay F32.
+    #[arg(long, value_enum, default_value = "f16")]
+    outtype: OutTypeArg,
+}
+
+pub fn convert(args: ConvertArgs) -> Result<()> {
+    let outtype = match args.outtype {
+        OutTypeArg::F32 => OutType::F32,
+        OutTypeArg::F16 => OutType::F16,
+        OutTypeArg::Bf16 => OutType::Bf16,
+        OutTypeArg::Q8_0 => OutType::Q8_0,
+    };
+    // Progress only on a terminal, so logs and pipes stay clean.
+    let tty = std::io::stderr().is_terminal();
+    let summary = convert_hf(&args.dir, &args.output, outtype, |done, total| {
+        if tty {
+            eprint!("\rtensors: {done}/{total}");
+        }
+    })?;
+    if tty {
+        eprintln!();
+    }
+    println!("wrote {} ({} tensors, {})", args.output.display(), summary.n_tensors, summary.arch.gguf_name());
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! tokenizer.json + tokenizer_config.json → `tokenizer.*` keys, as llama.cpp's
+//! `_set_vocab_gpt2` + `SpecialVocab` write them.
+//!
+//! Supported: byte-level BPE (`model.type` "BPE" without `byte_fallback`). SentencePiece
+//! (`tokenizer.model`, or a byte-fallback tokenizer.json) takes other reference paths and is
+//! refused. `tokenizer.ggml.pre` is chosen by the reference from a hash of a fixed text's
+//! tokenization, which needs HF tokenizers; we choose it from the pre-tokenizer config instead:
+//! - plain `ByteLevel` with its own regex → "gpt-2";
+//! - `Split` with the Llama 3 regex (`\p{N}{1,3}`) + `ByteLevel` → "llama-bpe";
+//! - `Split` with the Qwen2 regex (single `\p{N}`) + `ByteLevel` → "qwen2";
+//! - `Digits(individual)` + `ByteLevel` with a 49152-token vocabulary → "smollm".
+//! Anything else is refused rather than guessed. Only "gpt-2" is checked against the reference.
+
+use std::path::Path;
+
+use nexus_runtime::gguf::{Value, ValueType};
+use serde_json::Value as Json;
+
+use super::config::{read_json, Arch, HfConfig};
+use super::HfError;
+
+const LLAMA3_REGEX: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const QWEN2_REGEX: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const SPECIAL_TYPES: [&str; 7] = ["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
+
+const NORMAL: i32 = 1;
+const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
+const UNUSED: i32 = 5;
+
+struct AddedToken {
+    id: usize,
+    content: String,
+    special: bool,
+}
+
+/// The `tokenizer.*` keys (and llama's `add_space_prefix`), in the reference order.
+pub fn tokenizer_kv(dir: &Path, cfg: &HfConfig) -> Result<Vec<(String, Value)>, HfError> {
+    let tok_path = dir.join("tokenizer.json");
+    let unsupported = |path: &Path, problem: String| HfError::UnsupportedTokenizer { path: path.into(), problem };
+    if dir.join("tokenizer.model").is_file() {
+        return Err(unsupported(&dir.join("tokenizer.model"), "SentencePiece tokenizer.model is not supported".into()));
+    }
+    let tok = read_json(&tok_path)?;
+    let model = tok.get("model").ok_or_else(|| HfError::MissingKey { path: tok_path.clone(), key: "model".into() })?;
+    let model_type = model.get("type").and_then(Json::as_str).unwrap_or("");
+    if model_type != "BPE" || model.get("byte_fallback").and_then(Json::as_bool) == Some(true) {
+        let what = if model_type == "BPE" { "byte-fallback BPE (SentencePiece-style)".to_string() } else { format!("model type {model_type:?}") };
+        return Err(unsupported(&tok_path, format!("{what}; only byte-level BPE is supported")));
+    }
+    if tok.get("normalizer").is_some_and(|n| !n.is_null()) {
+        return Err(unsupported(&tok_path, "a normalizer is not supported".into()));
+    }
+    let tc_path = dir.join("tokenizer_config.json");
+    let mut tc = if tc_path.is_file() { Some(read_json(&tc_path)?) } else { None };
+
+    let mut kv = Vec::new();
+    if cfg.arch == Arch::Llama {
+        if let Some(b) = tc.as_ref().and_then(|t| t.get("add_prefix_space")).and_then(Json::as_bool) {
+            kv.push(("tokenizer.ggml.add_space_prefix".into(), Value::Bool(b)));
+        }
+    }
+    let vocab = model.get("vocab").and_then(Json::as_object).ok_or_else(|| HfError::MissingKey { path: tok_path.clone(), key: "model.vocab".into() })?;
+    let added: Vec<AddedToken> = tok
+        .get("added_tokens")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    Some(AddedToken {
+                        id: t.get("id")?.as_u64()? as usize,
+                        content: t.get("content")?.as_str()?.to_string(),
+                        special: t.get("special").and_then(Json::as_bool).unwrap_or(false),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let n = cfg.vocab_size;
+    let mut tokens: Vec<Option<String>> = vec![None; n];
+    let mut types = vec![UNUSED; n];
+    let bad_id = |id: usize, t: &str| HfError::BadKey {
+        path: tok_path.clone(),
+        key: "model.vocab".into(),
+        problem: format!("token {t:?} has id {id}, not below config vocab_size {n}"),
+    };
+    for (t, id) in vocab {
+        let id = id.as_u64().map(|i| i as usize).unwrap_or(usize::MAX);
+        *tokens.get_mut(id).ok_or_else(|| bad_id(id, t))? = Some(t.clone());
+        types[id] = NORMAL;
+    }
+    for a in &added {
+        let slot = tokens.get_mut(a.id).ok_or_else(|| bad_id(a.id, &a.content))?;
+        let looks_special = a.content.starts_with("<|") && a.content.ends_with("|>")
+            || a.content.starts_with("<｜") && a.content.ends_with("｜>")
+            || a.content.starts_with("<unused") && a.content.ends_with('>')
+            || ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].contains(&a.content.as_str());
+        if a.special || looks_special {
+            *slot = Some(a.content.clone());
+            types[a.id] = CONTROL;
+        } else {
+            *slot = Some(a.content.replace('\u{2581}', " "));
+            types[a.id] = USER_DEFINED;
+        }
+    }
+    let tokens: Vec<Value> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| Value::String(t.unwrap_or_else(|| format!("[PAD{i}]"))))
+        .collect();
+    kv.push(("tokenizer.ggml.model".into(), Value::String("gpt2".into())));
+    kv.push(("tokenizer.ggml.pre".into(), Value::String(pre_tokenizer(&tok, &tok_path, n)?.into())));
+    kv.push(("tokenizer.ggml.tokens".into(), Value::Array(ValueType::String, tokens)));
+    kv.push(("tokenizer.ggml.token_type".into(), Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect())));
+    let merges = merges(model, &tok_path)?;
+    if !merges.is_empty() {
+        kv.push(("tokenizer.ggml.merges".into(), Value::Array(ValueType::String, merges)));
+    }
+    special_kv(&tok, tc.as_mut(), &added, cfg, &tc_path, &mut kv)?;
+    Ok(kv)
+}
+
+fn pre_tokenizer(tok: &Json, path: &Path, n_vocab: usize) -> Result<&'static str, HfError> {
+    let pre = tok.get("pre_tokenizer").cloned().unwrap_or(Json::Null);
+    let parts: Vec<&Json> = match pre.get("type").and_then(Json::as_str) {
+        Some("Sequence") => pre.get("pretokenizers").and_then(Json::as_array).map(|a| a.iter().collect()).unwrap_or_default(),
+        Some(_) => vec![&pre],
+        None => vec![],
+    };
+    let ty = |p: &Json| p.get("type").and_then(Json::as_str).unwrap_or("").to_string();
+    let kinds: Vec<String> = parts.iter().map(|p| ty(p)).collect();
+    let byte_level_regex = |p: &Json| p.get("use_regex").and_then(Json::as_bool).unwrap_or(true);
+    let split_regex = |p: &Json| p.get("pattern").and_then(|x| x.get("Regex")).and_then(Json::as_str).map(str::to_string);
+    let found = match kinds.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["ByteLevel"] if byte_level_regex(parts[0]) => Some("gpt-2"),
+        ["Split", "ByteLevel"] if !byte_level_regex(parts[1]) => match split_regex(parts[0]).as_deref() {
+            Some(LLAMA3_REGEX) => Some("llama-bpe"),
+            Some(QWEN2_REGEX) => Some("qwen2"),
+            _ => None,
+        },
+        ["Digits", "ByteLevel"]
+            if parts[0].get("individual_digits").and_then(Json::as_bool) == Some(true) && n_vocab == 49152 =>
+        {
+            Some("smollm")
+        }
+        _ => None,
+    };
+    found.ok_or_else(|| HfError::UnsupportedTokenizer {
+        path: path.into(),
+        problem: format!("pre-tokenizer {pre} is not one we can name (gpt-2, llama-bpe, qwen2, smollm)"),
+    })
+}
+
+fn merges(model: &Json, path: &Path) -> Result<Vec<Value>, HfError> {
+    let Some(list) = model.get("merges").and_then(Json::as_array) else { return Ok(vec![]) };
+    list.iter()
+        .map(|m| match m {
+            Json::String(s) => Ok(Value::String(s.clone())),
+            Json::Array(pair) if pair.len() == 2 && pair.iter().all(Json::is_string) => {
+                // The reference writes spaces inside a part as U+0120 so the pair stays splittable.
+                let part = |j: &Json| j.as_str().unwrap_or("").replace(' ', "\u{0120}");
+                Ok(Value::String(format!("{} {}", part(&pair[0]), part(&pair[1]))))
+            }
+            other => Err(HfError::BadKey { path: path.into(), key: "model.merges".into(), problem: format!("bad merge {other}") }),
+        })
+        .collect()
+}
+
+fn token_content(v: Option<&Json>) -> Option<String> {
+    match v? {
+        Json::String(s) => Some(s.clone()),
+        Json::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// Mirrors gguf-py `SpecialVocab`: post-processor add-flags, then tokenizer_config, then
+/// config.json ids; first value wins, keys keep insertion order.
+fn special_kv(
+    tok: &Json,
+    tc: Option<&mut Json>,
+    added: &[AddedToken],
+    cfg: &HfConfig,
+    tc_path: &Path,
+    kv: &mut Vec<(String, Value)>,
+) -> Result<(), HfError> {
+    let mut ids: Vec<(String, u32)> = Vec::new();
+    let mut add: Vec<(String, bool)> = Vec::new();
+    let set_id = |ids: &mut Vec<(String, u32)>, typ: &str, id: Option<u64>| {
+        if let Some(id) = id {
+            if !ids.iter().any(|(t, _)| t == typ) {
+                ids.push((typ.to_string(), id as u32));
+            }
+        }
+    };
+    let set_add = |add: &mut Vec<(String, bool)>, typ: &str, v: bool, force: bool| match add.iter_mut().find(|(t, _)| t == typ) {
+        Some(slot) if force => slot.1 = v,
+        Some(_) => {}
+        None => add.push((typ.to_string(), v)),
+    };
+    let tcv = tc.as_deref().cloned().unwrap_or(Json::Null);
+    let (bos, eos) = (token_content(tcv.get("bos_token")), token_content(tcv.get("eos_token")));
+    if let Some(pp) = tok.get("post_processor").filter(|p| !p.is_null()) {
+        let procs: Vec<&Json> = match pp.get("processors").and_then(Json::as_array) {
+            Some(a) => a.iter().collect(),
+            None => vec![pp],
+        };
+        for p in procs {
+            match p.get("type").and_then(Json::as_str) {
+                Some("ByteLevel") => {
+                    set_add(&mut add, "bos", false, false);
+                    set_add(&mut add, "eos", false, false);
+                }
+                Some("TemplateProcessing") => {
+                    let single = p.get("single").and_then(Json::as_array).cloned().unwrap_or_default();
+                    let pair = p.get("pair").and_then(Json::as_array).cloned().unwrap_or_default();
+                    let special = |j: Option<&Json>| j.and_then(|x| x.get("SpecialToken")).and_then(|x| x.get("id")).and_then(Json::as_str).map(str::to_string);
+                    let (first, last) = if single.len() > 1 { (special(single.first()), special(single.last())) } else { (None, None) };
+                    if let Some(f) = &first {
+                        set_add(&mut add, "bos", Some(f) == bos.as_ref(), true);
+                    }
+                    if let Some(l) = &last {
+                        if Some(l) != eos.as_ref() {
+                            return Err(HfError::UnsupportedTokenizer { path: tc_path.into(), problem: format!("trailing special token {l:?} is not eos") });
+                        }
+                        set_add(&mut add, "eos", true, true);
+                    }
+                    if !pair.is_empty() {
+                        let start = usize::from(first.is_some() && special(pair.first()) == first);
+                        let stop = pair.len() - usize::from(last.is_some() && special(pair.last()) == last);
+                        let mid = pair.get(start..stop).unwrap_or(&[]);
+                        let seq = |j: Option<&Json>| j.and_then(|x| x.get("Sequence")).and_then(|x| x.get("id")).and_then(Json::as_str).map(str::to_string);
+                        if mid.len() > 2 && seq(mid.first()).as_deref() == Some("A") && seq(mid.last()).as_deref() == Some("B") {
+                            let inner = &mid[1..mid.len() - 1];
+                            let sep = token_content(tcv.get("sep_token"));
+                            let is_sep = |j: Option<&Json>| special(j).is_some_and(|s| Some(&s) == sep.as_ref() || Some(&s) == eos.as_ref());
+                            let add_sep = (is_sep(inner.first()) && last.is_none()) || (inner.len() == 2 && is_sep(inner.get(1)));
+                            set_add(&mut add, "sep", add_sep, true);
+                        }
+                    }
+                }
+                Some(other) => {
+                    return Err(HfError::UnsupportedTokenizer { path: tc_path.into(), problem: format!("post-processor {other:?}") })
+                }
+                None => {}
+            }
+        }
+    }
+    let mut chat_template = None;
+    if let Some(tc) = tc {
+        match tc.get("chat_template") {
+            Some(Json::String(s)) => chat_template = Some(s.clone()),
+            Some(Json::Null) | None => {
+                let jinja = tc_path.with_file_name("chat_template.jinja");
+                if jinja.is_file() {
+                    chat_template = Some(std::fs::read_to_string(&jinja).map_err(|source| HfError::Io { path: jinja, source })?);
+                }
+            }
+            Some(_) => {
+                return Err(HfError::BadKey { path: tc_path.into(), key: "chat_template".into(), problem: "only a single string template is supported".into() })
+            }
+        }
+        for typ in SPECIAL_TYPES {
+            if let Some(b) = tc.get(format!("add_{typ}_token")).and_then(Json::as_bool) {
+                set_add(&mut add, typ, b, false);
+            }
+            if let Some(content) = token_content(tc.get(format!("{typ}_token"))) {
+                set_id(&mut ids, typ, added.iter().find(|a| a.content == content).map(|a| a.id as u64));
+            }
+        }
+    }
+    for typ in SPECIAL_TYPES {
+        set_id(&mut ids, typ, cfg.json.get(format!("{typ}_token_id")).and_then(Json::as_u64));
+    }
+    let names = [("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("sep", "seperator"), ("pad", "padding"), ("cls", "cls"), ("mask", "mask")];
+    for (typ, id) in ids {
+        let name = names.iter().find(|(t, _)| *t == typ).map_or(typ.as_str(), |(_, n)| n);
+        kv.push((format!("tokenizer.ggml.{name}_token_id"), Value::U32(id)));
+    }
+    let is_llama = cfg.arch == Arch::Llama;
+    for (typ, b) in add {
+        // llama.cpp's LlamaModel forces add_bos off for 49152-token vocabularies (Granite/SmolLM).
+        let b = if typ == "bos" && is_llama && cfg.vocab_size == 49152 { false } else { b };
+        kv.push((format!("tokenizer.ggml.add_{typ}_token"), Value::Bool(b)));
+    }
+    if let Some(t) = chat_template {
+        kv.push(("tokenizer.chat_template".into(), Value::String(t)));
+    }
+    if is_llama && cfg.vocab_size == 49152 && !kv.iter().any(|(k, _)| k == "tokenizer.ggml.add_bos_token") {
+        kv.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)));
+    }
+    Ok(())
+}
