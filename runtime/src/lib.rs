@@ -8,6 +8,7 @@
 
 pub mod chat;
 pub mod chat_template;
+pub mod eval;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Tokenize the shared tokenizer corpus with llama.cpp on SmolLM2-135M-Instruct.
+
+Writes tests/fixtures/smollm2/corpus-ids.json: one entry per text of
+tests/fixtures/tokenizer/corpus.json with the ids llama-tokenize gives (no BOS, special
+tokens parsed as the corpus entry says). tests/tests/smollm2_tokenize.rs compares ours.
+
+usage: tokenize_corpus.py [--llama-tokenize PATH] [--model PATH]
+"""
+import argparse
+import hashlib
+import json
+import pathlib
+import subprocess
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def llama_cpp_ids(binary, gguf, text, parse_special):
+    # The text goes through a file with --no-escape so that backslashes reach the tokenizer
+    # unchanged (llama-tokenize processes escapes in -p by default).
+    with tempfile.NamedTemporaryFile("wb", suffix=".txt", delete=False) as f:
+        f.write(text.encode("utf-8"))
+        name = f.name
+    cmd = [binary, "-m", str(gguf), "-f", name, "--no-escape", "--no-bos", "--ids", "--log-disable"]
+    if not parse_special:
+        cmd.append("--no-parse-special")
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    finally:
+        pathlib.Path(name).unlink()
+    line = out.strip().splitlines()[-1] if out.strip() else "[]"
+    return json.loads(line)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--llama-tokenize", default="/work/ref/build-cpu/bin/llama-tokenize")
+    ap.add_argument("--model", default=str(ROOT / "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    args = ap.parse_args()
+    corpus = json.loads((ROOT / "tests/fixtures/tokenizer/corpus.json").read_text(encoding="utf-8"))
+    sha = hashlib.sha256(pathlib.Path(args.model).read_bytes()).hexdigest()
+    cases = []
+    for case in corpus:
+        ids = llama_cpp_ids(args.llama_tokenize, args.model, case["text"], case["parse_special"])
+        cases.append({"text": case["text"], "parse_special": case["parse_special"], "llama_cpp": ids})
+    out = {"model": pathlib.Path(args.model).name, "model_sha256": sha, "cases": cases}
+    dest = ROOT / "tests/fixtures/smollm2/corpus-ids.json"
+    dest.write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {dest} ({len(cases)} cases)")
+
+
+if __name__ == "__main__":
+    main()
