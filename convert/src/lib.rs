@@ -1,5 +1,7 @@
 //! Writers of model files: safetensors → GGUF conversion, quantization, LoRA and bundle packing.
 //!
-//! The crate exists so the dependency direction (kernels ← runtime ← convert ← cli) is fixed
-//! from the start; its converters arrive with the real-models issue. Nothing here pretends to
-//! work yet: the crate exports nothing.
+//! `hf`: an HF model directory (config.json, tokenizer.json, safetensors) → GGUF, matching
+//! llama.cpp's `convert_hf_to_gguf.py` (llama and qwen2).
+
+pub mod hf;
+pub mod quantize;

@@ -98,10 +98,31 @@ pub fn matmul_with(
     tmp.par_chunks_mut(chunk * n)
         .enumerate()
         .for_each(|(ci, out)| {
-            for (i, orow) in out.chunks_exact_mut(n).enumerate() {
-                let r = ci * chunk + i;
-                let wr = &w[r * row_bytes..(r + 1) * row_bytes];
-                let a = |t: usize| &act[t * act_row..(t + 1) * act_row];
+            let a = |t: usize| &act[t * act_row..(t + 1) * act_row];
+            let wrow = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
+            let rows_here = out.len() / n;
+            let mut i = 0;
+            // Pairs of weight rows × four tokens in registers where the type has that tile.
+            if let Some(dot2x4) = k.dot2x4.filter(|_| n >= 4) {
+                while i + 2 <= rows_here {
+                    let r = ci * chunk + i;
+                    let (o0, o1) = out[i * n..(i + 2) * n].split_at_mut(n);
+                    let mut t = 0;
+                    while t + 4 <= n {
+                        let [y0, y1] = dot2x4([wrow(r), wrow(r + 1)], [a(t), a(t + 1), a(t + 2), a(t + 3)], cols);
+                        o0[t..t + 4].copy_from_slice(&y0);
+                        o1[t..t + 4].copy_from_slice(&y1);
+                        t += 4;
+                    }
+                    for t in t..n {
+                        o0[t] = (k.dot)(wrow(r), a(t), cols);
+                        o1[t] = (k.dot)(wrow(r + 1), a(t), cols);
+                    }
+                    i += 2;
+                }
+            }
+            for (i, orow) in out.chunks_exact_mut(n).enumerate().skip(i) {
+                let wr = wrow(ci * chunk + i);
                 // The weight row stays in L1 while all tokens stream past it, four at a time
                 // where the type has a four-token kernel.
                 let mut t = 0;

@@ -148,3 +148,5 @@ impl TinyModel {
         self.writer(&[]).write(path).unwrap();
     }
 }
+
+pub mod quantize_models;

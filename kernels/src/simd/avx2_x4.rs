@@ -101,3 +101,61 @@ pub(crate) unsafe fn dot4_q5_1(w: *const u8, a: [*const u8; 4], n: usize) -> [f3
     };
     with_mins(dot_blocks32_x4(w, a, n / 32, 24, 36, prep, |q, ab| mul_sum_us8_pairs_float(q, loadu(ab.add(4)))))
 }
+
+/// Two weight rows × four tokens for the signed 32-element formats (Q8_0, Q4_0, Q5_0): each
+/// activation block is loaded once for both rows and each weight block once for all four
+/// tokens, with the eight partial sums kept in registers. Returns `[row][token]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_blocks32_2x4(
+    w: [*const u8; 2],
+    a: [*const u8; 4],
+    nb: usize,
+    wsz: usize,
+    asz: usize,
+    prep: impl Fn(*const u8) -> (__m256i, __m256i),
+    qoff: usize,
+) -> [[f32; 4]; 2] {
+    let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+    for i in 0..nb {
+        let (w0, w1) = (w[0].add(i * wsz), w[1].add(i * wsz));
+        let (p0, p1) = (prep(w0), prep(w1));
+        let (d0, d1) = (_mm_cvtph_ps(_mm_set1_epi16((w0 as *const i16).read_unaligned())), _mm_cvtph_ps(_mm_set1_epi16((w1 as *const i16).read_unaligned())));
+        for t in 0..4 {
+            let ab = a[t].add(i * asz);
+            let y = loadu(ab.add(qoff));
+            let da = _mm_cvtph_ps(_mm_set1_epi16((ab as *const i16).read_unaligned()));
+            let s0 = _mm256_broadcastss_ps(_mm_mul_ps(d0, da));
+            let s1 = _mm256_broadcastss_ps(_mm_mul_ps(d1, da));
+            acc[0][t] = _mm256_fmadd_ps(s0, signed_block(p0, y), acc[0][t]);
+            acc[1][t] = _mm256_fmadd_ps(s1, signed_block(p1, y), acc[1][t]);
+        }
+    }
+    let mut out = [[0f32; 4]; 2];
+    for r in 0..2 {
+        for t in 0..4 {
+            out[r][t] = hsum(acc[r][t]);
+        }
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot2x4_q8_0(w: [*const u8; 2], a: [*const u8; 4], n: usize) -> [[f32; 4]; 2] {
+    dot_blocks32_2x4(w, a, n / 32, 34, 34, |wb| signed(loadu(wb.add(2))), 2)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot2x4_q4_0(w: [*const u8; 2], a: [*const u8; 4], n: usize) -> [[f32; 4]; 2] {
+    let prep = |wb: *const u8| signed(_mm256_sub_epi8(bytes_from_nibbles_32(wb.add(2)), _mm256_set1_epi8(8)));
+    dot_blocks32_2x4(w, a, n / 32, 18, 34, prep, 2)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot2x4_q5_0(w: [*const u8; 2], a: [*const u8; 4], n: usize) -> [[f32; 4]; 2] {
+    let prep = |wb: *const u8| {
+        let hi = _mm256_andnot_si256(bytes_from_bits_32(wb.add(2)), _mm256_set1_epi8(-16));
+        signed(_mm256_or_si256(bytes_from_nibbles_32(wb.add(6)), hi))
+    };
+    dot_blocks32_2x4(w, a, n / 32, 22, 34, prep, 2)
+}

@@ -6,6 +6,8 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_klow;
+#[cfg(target_arch = "x86_64")]
 mod avx2_x4;
 pub mod scalar;
 
@@ -62,6 +64,8 @@ pub(crate) type DotFn = fn(&[u8], &[u8], usize) -> f32;
 
 /// One weight row against four activation rows at once (prompt processing).
 pub(crate) type Dot4Fn = fn(&[u8], [&[u8]; 4], usize) -> [f32; 4];
+/// Two weight rows against four activation rows: `[row][token]`.
+pub(crate) type Dot2x4Fn = fn([&[u8]; 2], [&[u8]; 4], usize) -> [[f32; 4]; 2];
 
 /// A weight type's dot kernel and the format its activations are quantized to first.
 #[derive(Clone, Copy)]
@@ -71,6 +75,8 @@ pub(crate) struct Kernel {
     pub dot: DotFn,
     /// A four-token kernel where one exists; otherwise `dot` is called per token.
     pub dot4: Option<Dot4Fn>,
+    /// A two-row, four-token register tile where one exists (tried before `dot4`).
+    pub dot2x4: Option<Dot2x4Fn>,
 }
 
 macro_rules! avx2_wrappers {
@@ -116,6 +122,37 @@ macro_rules! avx2_x4_wrappers {
     };
 }
 
+macro_rules! avx2_2x4_wrappers {
+    ($($name:ident: $wty:ident x $aty:ident;)*) => {
+        #[cfg(target_arch = "x86_64")]
+        mod wrap2x4 {
+            use crate::GgmlType;
+            $(
+                // Handed out only with AVX2 present; the checks cover every row read.
+                pub(crate) fn $name(w: [&[u8]; 2], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 2] {
+                    let (wt, at) = (GgmlType::$wty, GgmlType::$aty);
+                    assert!(n % wt.block_size() == 0);
+                    for r in &w {
+                        assert!(r.len() >= n / wt.block_size() * wt.type_size());
+                    }
+                    for r in &a {
+                        assert!(r.len() >= n / at.block_size() * at.type_size());
+                    }
+                    let wp = [w[0].as_ptr(), w[1].as_ptr()];
+                    let ap = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
+                    unsafe { super::avx2_x4::$name(wp, ap, n) }
+                }
+            )*
+        }
+    };
+}
+
+avx2_2x4_wrappers! {
+    dot2x4_q8_0: Q8_0 x Q8_0;
+    dot2x4_q4_0: Q4_0 x Q8_0;
+    dot2x4_q5_0: Q5_0 x Q8_0;
+}
+
 avx2_x4_wrappers! {
     dot4_q8_0: Q8_0 x Q8_0;
     dot4_q4_0: Q4_0 x Q8_0;
@@ -133,6 +170,8 @@ avx2_wrappers! {
     dot_q4_1: Q4_1 x Q8_1;
     dot_q5_0: Q5_0 x Q8_0;
     dot_q5_1: Q5_1 x Q8_1;
+    dot_q2_k: Q2_K x Q8_K;
+    dot_q3_k: Q3_K x Q8_K;
     dot_q4_k: Q4_K x Q8_K;
     dot_q5_k: Q5_K x Q8_K;
     dot_q6_k: Q6_K x Q8_K;
@@ -146,7 +185,7 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
         F32 | F16 | BF16 => F32,
         Q8_0 | Q4_0 | Q5_0 => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
-        Q4_K | Q5_K | Q6_K => Q8_K,
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Q8_K,
         _ => return None,
     };
     #[cfg(target_arch = "x86_64")]
@@ -160,6 +199,8 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
             Q4_1 => wrap::dot_q4_1,
             Q5_0 => wrap::dot_q5_0,
             Q5_1 => wrap::dot_q5_1,
+            Q2_K => wrap::dot_q2_k,
+            Q3_K => wrap::dot_q3_k,
             Q4_K => wrap::dot_q4_k,
             Q5_K => wrap::dot_q5_k,
             _ => wrap::dot_q6_k,
@@ -172,7 +213,13 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
             Q5_1 => Some(wrap4::dot4_q5_1),
             _ => None,
         };
-        return Some(Kernel { act, dot, dot4 });
+        let dot2x4: Option<Dot2x4Fn> = match ty {
+            Q8_0 => Some(wrap2x4::dot2x4_q8_0),
+            Q4_0 => Some(wrap2x4::dot2x4_q4_0),
+            Q5_0 => Some(wrap2x4::dot2x4_q5_0),
+            _ => None,
+        };
+        return Some(Kernel { act, dot, dot4, dot2x4 });
     }
     let _ = isa;
     let dot: DotFn = match ty {
@@ -184,11 +231,13 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
         Q4_1 => scalar::dot_q4_1,
         Q5_0 => scalar::dot_q5_0,
         Q5_1 => scalar::dot_q5_1,
+        Q2_K => scalar::dot_q2_k,
+        Q3_K => scalar::dot_q3_k,
         Q4_K => scalar::dot_q4_k,
         Q5_K => scalar::dot_q5_k,
         _ => scalar::dot_q6_k,
     };
-    Some(Kernel { act, dot, dot4: None })
+    Some(Kernel { act, dot, dot4: None, dot2x4: None })
 }
 
 /// f32 dot of two slices on the best available path (shared with `ops`).
