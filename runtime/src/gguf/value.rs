@@ -206,3 +206,36 @@ impl fmt::Display for Value {
         }
     }
 }
+
+/// Appends a GGUF string (u64 length, then the UTF-8 bytes).
+pub(crate) fn encode_string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+impl Value {
+    /// Appends the value's GGUF encoding (without its type tag), exactly as files store it.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::U8(x) => out.push(*x),
+            Value::I8(x) => out.push(*x as u8),
+            Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+            Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+            Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+            Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+            Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+            Value::Bool(x) => out.push(*x as u8),
+            Value::String(s) => encode_string(out, s),
+            Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+            Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+            Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+            Value::Array(elem, items) => {
+                out.extend_from_slice(&(*elem as u32).to_le_bytes());
+                out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+                for item in items {
+                    item.encode(out);
+                }
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@ use std::path::Path;
 use nexus_kernels::GgmlType;
 
 use super::reader::align_up;
+use super::value::encode_string;
 use super::{GgufError, GgufErrorKind, Value, DEFAULT_ALIGNMENT, GGUF_MAGIC};
 
 struct PendingTensor<'a> {
@@ -182,7 +183,7 @@ impl<'a> GgufWriter<'a> {
         for (key, value) in &self.metadata {
             encode_string(&mut header, key);
             header.extend_from_slice(&(value.value_type() as u32).to_le_bytes());
-            encode_value(&mut header, value);
+            value.encode(&mut header);
         }
         let mut offset = 0u64;
         for (name, dims, ty, size) in infos {
@@ -219,31 +220,3 @@ pub struct StreamedTensor {
     pub ty: GgmlType,
 }
 
-fn encode_string(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn encode_value(out: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::U8(x) => out.push(*x),
-        Value::I8(x) => out.push(*x as u8),
-        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::Bool(x) => out.push(*x as u8),
-        Value::String(s) => encode_string(out, s),
-        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::Array(elem, items) => {
-            out.extend_from_slice(&(*elem as u32).to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for item in items {
-                encode_value(out, item);
-            }
-        }
-    }
-}
