@@ -3,11 +3,28 @@
 
 pub mod reference;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nexus_kernels::{quantize_row, GgmlType};
 use nexus_runtime::gguf::{GgufWriter, Value, ValueType};
 use rand::{Rng, SeedableRng};
+
+/// The workspace root (tests read fixtures and fetched models relative to it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The real default model if `models/fetch.sh` has fetched it; otherwise prints why the
+/// calling test is skipped (CI fetches it, so there the test runs).
+pub fn smollm2_path() -> Option<PathBuf> {
+    let path = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!("skipped: {} is absent (run models/fetch.sh)", path.display());
+        None
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct TinyModel {

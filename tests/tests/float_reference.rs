@@ -3,15 +3,10 @@
 //! agree with transformers) and on the real SmolLM2 Q4_1 file, where the difference is what
 //! computing with Q8-rounded activations costs.
 
-use std::path::{Path, PathBuf};
 
 use nexus_runtime::gguf::GgufFile;
 use nexus_runtime::model::{Logits, Model};
-use nexus_tests::reference::forward_f64;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+use nexus_tests::{reference::forward_f64, root, smollm2_path};
 
 /// Max |ours − reference| relative to the largest |reference| logit, and how many positions'
 /// argmax differ.
@@ -55,11 +50,7 @@ fn golden_f32_models_match_the_f64_reference() {
 /// above). SmolLM2 has large activation outliers, which a 32-element Q8 block rounds coarsely.
 #[test]
 fn smollm2_q4_1_stays_near_the_f64_reference() {
-    let path = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        eprintln!("skipped: {} is absent (run models/fetch.sh)", path.display());
-        return;
-    }
+    let Some(path) = smollm2_path() else { return };
     let file = GgufFile::open(&path).unwrap();
     let model = Model::load(&path).unwrap();
     let tokenizer = nexus_runtime::tokenizer::Tokenizer::from_gguf(&file).unwrap();

@@ -7,16 +7,12 @@
 //! that llama.cpp's token be our argmax, or within `MAX_GAP` of our top logit, at every step,
 //! and our argmax at nearly every step.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nexus_tests::{root, smollm2_path};
 use nexus_runtime::gguf::GgufFile;
 use nexus_runtime::model::{Logits, Model};
 use nexus_runtime::tokenizer::Tokenizer;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 /// Largest logit gap allowed where our argmax differs from llama.cpp's token (measured: 0.44).
 const MAX_GAP: f32 = 0.6;
@@ -25,11 +21,7 @@ const MIN_AGREEMENT: f64 = 0.92;
 
 #[test]
 fn follows_llama_cpp_greedy_text() {
-    let path = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        eprintln!("skipped: {} is absent (run models/fetch.sh)", path.display());
-        return;
-    }
+    let Some(path) = smollm2_path() else { return };
     let file = Arc::new(GgufFile::open(&path).unwrap());
     let tokenizer = Tokenizer::from_gguf(&file).unwrap();
     let model = Model::from_file(file).unwrap();

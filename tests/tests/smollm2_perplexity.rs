@@ -3,17 +3,13 @@
 //! scripts/eval/llama_cpp_perplexity.sh). The two runtimes round differently (llama.cpp
 //! quantizes activations to Q8_1 and keeps an F16 KV cache), so the bar is 0.5%, not equality.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nexus_tests::{root, smollm2_path};
 use nexus_runtime::eval::{self, Chunks};
 use nexus_runtime::gguf::GgufFile;
 use nexus_runtime::model::Model;
 use nexus_runtime::tokenizer::Tokenizer;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 const N_CTX: usize = 128;
 /// Few chunks keep the test to a few seconds; llama.cpp's running value after the same number
@@ -30,11 +26,7 @@ fn llama_cpp_running(fixture: &str, n: usize) -> f64 {
 
 #[test]
 fn perplexity_matches_llama_cpp() {
-    let path = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        eprintln!("skipped: {} is absent (run models/fetch.sh)", path.display());
-        return;
-    }
+    let Some(path) = smollm2_path() else { return };
     let fixtures = root().join("tests/fixtures/eval");
     let reference = std::fs::read_to_string(fixtures.join("nexus-prose.smollm2-q4_1.c128.llama_cpp.txt")).unwrap();
     let want = llama_cpp_running(&reference, N_CHUNKS);

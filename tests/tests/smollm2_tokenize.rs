@@ -1,22 +1,14 @@
 //! SmolLM2's byte-level BPE vocabulary against llama.cpp's `llama-tokenize` on the shared
 //! tokenizer corpus (fixture made by scripts/smollm2/tokenize_corpus.py): ids must be equal.
 
-use std::path::{Path, PathBuf};
 
+use nexus_tests::{root, smollm2_path};
 use nexus_runtime::gguf::GgufFile;
 use nexus_runtime::tokenizer::Tokenizer;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
 #[test]
 fn corpus_ids_match_llama_tokenize() {
-    let path = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        eprintln!("skipped: {} is absent (run models/fetch.sh)", path.display());
-        return;
-    }
+    let Some(path) = smollm2_path() else { return };
     let tokenizer = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
     let fixture: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/smollm2/corpus-ids.json")).unwrap()).unwrap();
