@@ -6,11 +6,14 @@ mod policy;
 
 pub use policy::QuantType;
 
-use std::borrow::Cow;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use nexus_kernels::{dequantize_row, quantize_row, GgmlType, KernelError};
-use nexus_runtime::gguf::{GgufError, GgufFile, GgufWriter, Value};
+use nexus_runtime::gguf::{
+    GgufError, GgufErrorKind, GgufFile, GgufWriter, StreamedTensor, TensorInfo, Value,
+};
 use rayon::prelude::*;
 
 use policy::{layer_of, Policy};
@@ -136,14 +139,36 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Quantizes `input` into `output` as `qtype`; `progress` sees each tensor once written into
-/// the pending file. `threads` = None uses rayon's global pool.
+/// Input bytes converted per step inside one tensor: source rows are read this many bytes at
+/// a time into a reused buffer, so a tensor in flight costs its output plus this much.
+const CHUNK_BYTES: usize = 8 << 20;
+
+/// Quantizes `input` into `output` as `qtype`; `progress` sees each tensor once it is
+/// converted and handed to the writer. `threads` = None uses rayon's global pool.
+///
+/// Streams: the writer asks for each tensor in output order and it is read from `input` and
+/// converted only then, so memory holds one output tensor (plus a bounded read buffer) rather
+/// than the model. The output appears under its final name only once complete; any error
+/// leaves neither it nor the temporary file behind.
 pub fn quantize_file(
     input: &Path,
     output: &Path,
     qtype: QuantType,
     threads: Option<usize>,
+    progress: impl FnMut(&TensorReport),
+) -> Result<Summary, QuantizeError> {
+    quantize_file_with(input, output, qtype, threads, progress, |_| Ok(()))
+}
+
+/// `quantize_file` with `before_tensor(k)` run before the k-th output tensor is produced; an
+/// error from it aborts the write (tests inject failures mid-file with it).
+fn quantize_file_with(
+    input: &Path,
+    output: &Path,
+    qtype: QuantType,
+    threads: Option<usize>,
     mut progress: impl FnMut(&TensorReport),
+    mut before_tensor: impl FnMut(usize) -> Result<(), QuantizeError>,
 ) -> Result<Summary, QuantizeError> {
     if same_file(input, output) || input == output {
         return Err(QuantizeError::SameFile {
@@ -177,23 +202,45 @@ pub fn quantize_file(
         ),
         None => None,
     };
+    let specs: Vec<StreamedTensor> = order
+        .iter()
+        .zip(&types)
+        .map(|(&ti, &to)| {
+            let info = &file.tensors()[ti];
+            StreamedTensor {
+                name: info.name.clone(),
+                dims: info.dims.clone(),
+                ty: to,
+            }
+        })
+        .collect();
+    // Tensor data is read with plain reads rather than through `file`'s map: pages of a map
+    // stay in the process's resident set once touched, reads into a reused buffer do not.
+    let mut source = Source {
+        path: input,
+        file: File::open(input).map_err(|e| GgufError::new(input, GgufErrorKind::Io(e)))?,
+        data_offset: file.data_offset,
+        chunk_bytes: CHUNK_BYTES,
+        buf: Vec::new(),
+    };
     let mut summary = Summary {
         n_tensors: order.len(),
         n_fallback,
         ..Summary::default()
     };
-    for (k, (&ti, &to)) in order.iter().zip(&types).enumerate() {
-        let info = &file.tensors()[ti];
-        let src = file.tensor_data(info);
+    writer.write_streaming(output, &specs, |k| {
+        before_tensor(k)?;
+        let info = &file.tensors()[order[k]];
+        let to = types[k];
         let requantized = info.ty != to && info.ty.is_quantized();
-        let data: Cow<'_, [u8]> = if info.ty == to {
-            Cow::Borrowed(src)
+        let data = if info.ty == to {
+            source.read(info)?
         } else {
-            let convert = || convert_tensor(input, &info.name, &info.dims, info.ty, src, to);
-            Cow::Owned(match &pool {
+            let mut convert = || convert_tensor(&mut source, info, to);
+            match &pool {
                 Some(p) => p.install(convert)?,
                 None => convert()?,
-            })
+            }
         };
         let report = TensorReport {
             index: k + 1,
@@ -202,7 +249,7 @@ pub fn quantize_file(
             dims: info.dims.clone(),
             from: info.ty,
             to,
-            bytes_in: src.len() as u64,
+            bytes_in: info.n_bytes,
             bytes_out: data.len() as u64,
             requantized,
         };
@@ -210,24 +257,47 @@ pub fn quantize_file(
         summary.bytes_in += report.bytes_in;
         summary.bytes_out += report.bytes_out;
         summary.n_requantized += requantized as usize;
-        writer
-            .add_tensor(info.name.clone(), &info.dims, to, data)
-            .map_err(|kind| GgufError::new(output, kind))?;
         progress(&report);
-    }
-    writer.write(output)?;
+        Ok::<_, QuantizeError>(data)
+    })?;
     Ok(summary)
 }
 
-/// Rows of `src` (type `from`) to f32 and on to `to`, in parallel over rows.
+/// The input file's tensor data, read on demand.
+struct Source<'a> {
+    path: &'a Path,
+    file: File,
+    data_offset: u64,
+    /// How much input `convert_tensor` reads per step (`CHUNK_BYTES`; tests go smaller).
+    chunk_bytes: usize,
+    /// Reused between chunks and tensors; at most `chunk_bytes` (or one row) long.
+    buf: Vec<u8>,
+}
+
+impl Source<'_> {
+    fn read_at(&mut self, offset: u64, dst: &mut [u8]) -> Result<(), QuantizeError> {
+        (&self.file)
+            .seek(SeekFrom::Start(self.data_offset + offset))
+            .and_then(|_| (&self.file).read_exact(dst))
+            .map_err(|e| GgufError::new(self.path, GgufErrorKind::Io(e)).into())
+    }
+
+    /// A whole tensor's bytes, for tensors that keep their type.
+    fn read(&mut self, info: &TensorInfo) -> Result<Vec<u8>, QuantizeError> {
+        let mut out = vec![0u8; info.n_bytes as usize];
+        self.read_at(info.offset, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Rows of `info` (read from `source` in chunks) to f32 and on to `to`, in parallel over the
+/// rows of each chunk. Rows are independent, so chunking does not change a byte.
 fn convert_tensor(
-    path: &Path,
-    name: &str,
-    dims: &[u64],
-    from: GgmlType,
-    src: &[u8],
+    source: &mut Source<'_>,
+    info: &TensorInfo,
     to: GgmlType,
 ) -> Result<Vec<u8>, QuantizeError> {
+    let (path, name, dims, from) = (source.path, info.name.as_str(), &info.dims, info.ty);
     let tensor_err = |reason: String| QuantizeError::Tensor {
         path: path.to_path_buf(),
         name: name.to_string(),
@@ -254,25 +324,41 @@ fn convert_tensor(
         }
     };
     let n_rows = (n_elements / n_per_row) as usize;
-    if src.len() != n_rows * row_in {
+    if info.n_bytes as usize != n_rows * row_in {
         return Err(tensor_err(format!(
             "{} bytes of data, expected {}",
-            src.len(),
+            info.n_bytes,
             n_rows * row_in
         )));
     }
+    let rows_per_chunk = (source.chunk_bytes / row_in).max(1);
     let mut out = vec![0u8; n_rows * row_out];
-    out.par_chunks_mut(row_out)
-        .zip(src.par_chunks(row_in))
-        .try_for_each_init(
-            || vec![0f32; n_per_row as usize],
-            |row_f32, (dst, s)| {
-                dequantize_row(from, s, row_f32)?;
-                quantize_row(to, row_f32, dst)
-            },
-        )
-        .map_err(kernel_err)?;
-    Ok(out)
+    let mut buf = std::mem::take(&mut source.buf);
+    let mut result = Ok(());
+    for (c, dst) in out.chunks_mut(rows_per_chunk * row_out).enumerate() {
+        let rows = dst.len() / row_out;
+        buf.resize(rows * row_in, 0);
+        result = source.read_at(info.offset + (c * rows_per_chunk * row_in) as u64, &mut buf);
+        if result.is_err() {
+            break;
+        }
+        result = dst
+            .par_chunks_mut(row_out)
+            .zip(buf.par_chunks(row_in))
+            .try_for_each_init(
+                || vec![0f32; n_per_row as usize],
+                |row_f32, (d, s)| {
+                    dequantize_row(from, s, row_f32)?;
+                    quantize_row(to, row_f32, d)
+                },
+            )
+            .map_err(kernel_err);
+        if result.is_err() {
+            break;
+        }
+    }
+    source.buf = buf;
+    result.map(|()| out)
 }
 
 #[cfg(test)]

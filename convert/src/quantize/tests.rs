@@ -161,3 +161,141 @@ fn quantizes_and_requantizes() {
         GgmlType::Q6_K
     );
 }
+
+/// The names in `dir`, sorted: what a failed run must leave is exactly what was there before.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn failure_midway_leaves_no_file_and_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("m.gguf");
+    write_model(&input, 256, 3, false);
+    let out = dir.path().join("o.gguf");
+    let before = listing(dir.path());
+
+    // An error while the writer is mid-file (three tensors already written to the temp file).
+    let mut reported = 0;
+    let err = quantize_file_with(
+        &input,
+        &out,
+        QuantType::Q4_K_M,
+        Some(2),
+        |_| reported += 1,
+        |k| match k {
+            3 => {
+                // The partial output exists at this point, as a temporary file beside `out`.
+                let now = listing(dir.path());
+                assert_eq!(now.len(), before.len() + 1, "{now:?}");
+                assert!(!out.exists());
+                Err(QuantizeError::Model {
+                    path: input.clone(),
+                    reason: "injected failure".into(),
+                })
+            }
+            _ => Ok(()),
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert_eq!(reported, 3);
+    assert!(!out.exists());
+    assert_eq!(listing(dir.path()), before);
+
+    // An older file under the final name survives a failed run untouched.
+    std::fs::write(&out, b"previous model").unwrap();
+    let err = quantize_file_with(
+        &input,
+        &out,
+        QuantType::Q8_0,
+        None,
+        |_| {},
+        |k| {
+            if k == 5 {
+                Err(QuantizeError::Model {
+                    path: input.clone(),
+                    reason: "injected failure".into(),
+                })
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"previous model");
+    std::fs::remove_file(&out).unwrap();
+    assert_eq!(listing(dir.path()), before);
+
+    // Every tensor written, then the final rename fails (the name is a non-empty folder).
+    let blocker = dir.path().join("blocked.gguf");
+    std::fs::create_dir(&blocker).unwrap();
+    std::fs::write(blocker.join("keep"), b"x").unwrap();
+    let before = listing(dir.path());
+    let mut reported = 0;
+    let err = quantize_file(&input, &blocker, QuantType::Q8_0, Some(1), |_| {
+        reported += 1
+    })
+    .unwrap_err();
+    assert!(matches!(err, QuantizeError::Gguf(_)), "{err}");
+    assert_eq!(reported, GgufFile::open(&input).unwrap().tensors().len());
+    assert_eq!(listing(dir.path()), before);
+    assert_eq!(listing(&blocker), ["keep"]);
+
+    // A destination folder that does not exist: nothing is created anywhere.
+    let err = quantize_file(
+        &input,
+        &dir.path().join("no/such/dir/o.gguf"),
+        QuantType::Q8_0,
+        None,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("o.gguf"), "{err}");
+    assert_eq!(listing(dir.path()), before);
+}
+
+#[test]
+fn chunked_conversion_matches_whole_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write_model(&path, 256, 1, false);
+    let file = GgufFile::open(&path).unwrap();
+    let info = file.tensor_info("blk.0.ffn_down.weight").unwrap();
+    let row = 256 * 4;
+    let convert = |chunk_bytes: usize, to: GgmlType| {
+        let mut source = Source {
+            path: &path,
+            file: File::open(&path).unwrap(),
+            data_offset: file.data_offset,
+            chunk_bytes,
+            buf: Vec::new(),
+        };
+        convert_tensor(&mut source, info, to).unwrap()
+    };
+    for to in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16] {
+        let whole = convert(usize::MAX, to);
+        // One row per step, a part of a row (rounded up to one), and uneven chunks of 3 rows.
+        for chunk in [row, 100, 3 * row + 5] {
+            assert_eq!(convert(chunk, to), whole, "{to} in chunks of {chunk} bytes");
+        }
+    }
+    // The same bytes as converting straight from the map.
+    let src = file.tensor_data(info);
+    let mut want = vec![0u8; GgmlType::Q8_0.row_size(256).unwrap() as usize * 256];
+    let mut row_f32 = vec![0f32; 256];
+    for (d, s) in want
+        .chunks_mut(GgmlType::Q8_0.row_size(256).unwrap() as usize)
+        .zip(src.chunks(row))
+    {
+        dequantize_row(GgmlType::F32, s, &mut row_f32).unwrap();
+        quantize_row(GgmlType::Q8_0, &row_f32, d).unwrap();
+    }
+    assert_eq!(convert(row, GgmlType::Q8_0), want);
+}
