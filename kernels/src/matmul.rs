@@ -175,7 +175,7 @@ fn prepare(
 ) -> Result<(Kernel, usize), KernelError> {
     let k = simd::kernel(ty, isa).ok_or(KernelError::Unsupported { ty, what })?;
     let block = ty.block_size();
-    if cols % block != 0 {
+    if !cols.is_multiple_of(block) {
         return Err(KernelError::Misaligned { ty, n: cols, block });
     }
     let row_bytes = cols / block * ty.type_size();
@@ -192,7 +192,7 @@ fn quantize_acts(act: GgmlType, x: &[f32], cols: usize) -> Result<Cow<'_, [u8]>,
         let bytes = unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, x.len() * 4) };
         return Ok(Cow::Borrowed(bytes));
     }
-    let n = if cols == 0 { 0 } else { x.len() / cols };
+    let n = x.len().checked_div(cols).unwrap_or(0);
     let row = cols / act.block_size() * act.type_size();
     let mut buf = vec![0u8; n * row];
     if n > 0 && row > 0 {

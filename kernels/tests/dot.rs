@@ -123,7 +123,7 @@ fn matvec_matches_reference_on_all_isas() {
         let mut y = vec![0f32; rows];
         matvec(ty, &wq, rows, cols, &x, &mut y).unwrap();
         assert!(
-            ys.iter().any(|v| *v == y),
+            ys.contains(&y),
             "{ty}: default isa differs from both"
         );
     }

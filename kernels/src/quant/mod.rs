@@ -91,7 +91,7 @@ pub(crate) fn check_sizes(
     what: &'static str,
 ) -> Result<(), KernelError> {
     let block = ty.block_size();
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(KernelError::Misaligned { ty, n, block });
     }
     let expected = n / block * ty.type_size();
