@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use nexus_convert::hf::{convert as convert_hf, OutType};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -35,16 +36,33 @@ pub fn convert(args: ConvertArgs) -> Result<()> {
         OutTypeArg::Bf16 => OutType::Bf16,
         OutTypeArg::Q8_0 => OutType::Q8_0,
     };
-    // Progress only on a terminal, so logs and pipes stay clean.
+    // A progress bar on a terminal only, so logs and pipes stay clean.
     let tty = std::io::stderr().is_terminal();
-    let summary = convert_hf(&args.dir, &args.output, outtype, |done, total| {
-        if tty {
-            eprint!("\rtensors: {done}/{total}");
+    let mut bar: Option<ProgressBar> = None;
+    let result = convert_hf(&args.dir, &args.output, outtype, |done, total| {
+        let bar = bar.get_or_insert_with(|| new_bar(tty, total));
+        bar.set_position(done as u64);
+    });
+    if let Some(bar) = bar {
+        if result.is_ok() {
+            bar.finish_and_clear();
+        } else {
+            bar.abandon();
         }
-    })?;
-    if tty {
-        eprintln!();
     }
+    let summary = result?;
     println!("wrote {} ({} tensors, {})", args.output.display(), summary.n_tensors, summary.arch.gguf_name());
     Ok(())
+}
+
+/// The tensor progress bar: drawn on stderr when it is a terminal, hidden otherwise.
+fn new_bar(tty: bool, total: usize) -> ProgressBar {
+    if !tty {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} converting [{bar:40}] {pos}/{len} tensors ({elapsed})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }

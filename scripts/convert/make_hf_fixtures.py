@@ -17,11 +17,16 @@ of the data) in file order. The Rust test compares its own output with these man
 Tokenizer: `AutoTokenizer.from_pretrained(<llama.cpp>/models, gguf_file="ggml-vocab-gpt-2.gguf")`
 re-saved by transformers: GPT-2's real 50257-token vocabulary and 50000 merges, whose
 tokenization of llama.cpp's check text hashes to the known `gpt-2` pre-tokenizer entry.
+qwen2-bias uses `ggml-vocab-qwen2.gguf` instead (hash entry `qwen2`): GPT-2's vocabulary loaded
+through transformers' Qwen2 class hashes to nothing llama.cpp knows. Its tokenizer.json (11 MB)
+is committed gzipped as qwen2-tokenizer.json.gz (`gzip -9 -n`), not per model dir.
 
 Run on the GPU machine (CPU only is used), needs torch + transformers + the gguf wheel:
   python3 -m pip install --no-index --no-deps --target /tmp/site gguf-0.19.0-py3-none-any.whl
   PYTHONPATH=/tmp/site python3 scripts/convert/make_hf_fixtures.py \
-      --llama-cpp <llama.cpp dir> --work /tmp/hfw --out <dir>
+      --llama-cpp <llama.cpp dir> --work /tmp/hfw --out <dir> [--only qwen2-bias]
+then, for the fixtures: drop the per-model tokenizer.json and model*.safetensors, and
+`gzip -9 -n -c <dir>/qwen2-bias/tokenizer.json > qwen2-tokenizer.json.gz`.
 """
 from __future__ import annotations
 
@@ -58,11 +63,14 @@ MODELS = {
                  eos_token_id=[50256]),
         outtypes=["f32", "q8_0"]),
     # Qwen2: q/k/v biases, no permutation, tied, f32 checkpoint, vocab padded past the tokenizer.
+    # Its own tokenizer: Qwen2's real vocabulary (ggml-vocab-qwen2.gguf), which llama.cpp's
+    # converter names "qwen2"; GPT-2's is refused once transformers loads it as a Qwen2 tokenizer.
     "qwen2-bias": dict(
         arch="Qwen2ForCausalLM", model_type="qwen2", dtype="F32", shards=1, vocab_pad=7,
+        vocab_file="ggml-vocab-qwen2.gguf",
         cfg=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
                  num_hidden_layers=2, rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=4096,
-                 tie_word_embeddings=True, bos_token_id=50256, eos_token_id=50256),
+                 tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643),
         outtypes=["f32", "bf16", "q8_0"]),
 }
 
@@ -206,16 +214,21 @@ def main() -> None:
     ap.add_argument("--llama-cpp", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--only", action="append", help="model name (repeatable); default: all")
     a = ap.parse_args()
     llama, work, out = Path(a.llama_cpp).resolve(), Path(a.work).resolve(), Path(a.out).resolve()
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     import transformers
-    tok_dir = work / "tokenizer"
-    tok = transformers.AutoTokenizer.from_pretrained(str(llama / "models"), gguf_file="ggml-vocab-gpt-2.gguf")
-    tok.save_pretrained(tok_dir)
     failed = []
     for name, spec in MODELS.items():
+        if a.only and name not in a.only:
+            continue
+        vocab_file = spec.get("vocab_file", "ggml-vocab-gpt-2.gguf")
+        tok_dir = work / ("tokenizer-" + vocab_file)
+        if not tok_dir.is_dir():
+            tok = transformers.AutoTokenizer.from_pretrained(str(llama / "models"), gguf_file=vocab_file)
+            tok.save_pretrained(tok_dir)
         d = out / name
         build_dir(name, spec, tok_dir, d)
         for ot in spec["outtypes"]:

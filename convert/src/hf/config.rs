@@ -115,7 +115,7 @@ impl HfConfig {
             json: Json::Null,
             path: path.clone(),
         };
-        if n_head % n_head_kv != 0 || cfg.head_dim() % 2 != 0 {
+        if n_head % n_head_kv != 0 || !cfg.head_dim().is_multiple_of(2) {
             return Err(HfError::BadKey {
                 path,
                 key: "num_key_value_heads".into(),

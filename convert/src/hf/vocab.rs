@@ -9,7 +9,9 @@
 //! - `Split` with the Llama 3 regex (`\p{N}{1,3}`) + `ByteLevel` → "llama-bpe";
 //! - `Split` with the Qwen2 regex (single `\p{N}`) + `ByteLevel` → "qwen2";
 //! - `Digits(individual)` + `ByteLevel` with a 49152-token vocabulary → "smollm".
-//! Anything else is refused rather than guessed. Only "gpt-2" is checked against the reference.
+//!
+//! Anything else is refused rather than guessed. Checked against the reference: "gpt-2" and
+//! "qwen2" (tests/fixtures/hf_convert/), "smollm" (SmolLM2-135M, scripts/convert/smollm2_roundtrip.sh).
 
 use std::path::Path;
 
@@ -48,8 +50,12 @@ pub fn tokenizer_kv(dir: &Path, cfg: &HfConfig) -> Result<Vec<(String, Value)>, 
         let what = if model_type == "BPE" { "byte-fallback BPE (SentencePiece-style)".to_string() } else { format!("model type {model_type:?}") };
         return Err(unsupported(&tok_path, format!("{what}; only byte-level BPE is supported")));
     }
-    if tok.get("normalizer").is_some_and(|n| !n.is_null()) {
-        return Err(unsupported(&tok_path, "a normalizer is not supported".into()));
+    // Qwen2's tokenizer.json carries an NFC normalizer; the reference writes nothing for it (a
+    // byte-level BPE GGUF has no normalizer key), so NFC is accepted and any other refused.
+    match tok.get("normalizer") {
+        None | Some(Json::Null) => {}
+        Some(n) if n.get("type").and_then(Json::as_str) == Some("NFC") => {}
+        Some(n) => return Err(unsupported(&tok_path, format!("normalizer {n} is not supported (only NFC)"))),
     }
     let tc_path = dir.join("tokenizer_config.json");
     let mut tc = if tc_path.is_file() { Some(read_json(&tc_path)?) } else { None };
@@ -290,4 +296,73 @@ fn special_kv(
         kv.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pre(p: Json, n_vocab: usize) -> Result<&'static str, HfError> {
+        pre_tokenizer(&json!({ "pre_tokenizer": p }), Path::new("tokenizer.json"), n_vocab)
+    }
+
+    fn byte_level(use_regex: bool) -> Json {
+        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
+    }
+
+    fn split(regex: &str) -> Json {
+        json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false})
+    }
+
+    fn seq(parts: &[Json]) -> Json {
+        json!({"type": "Sequence", "pretokenizers": parts})
+    }
+
+    fn refused(r: Result<&'static str, HfError>) -> bool {
+        matches!(r, Err(HfError::UnsupportedTokenizer { ref problem, .. }) if problem.contains("not one we can name"))
+    }
+
+    #[test]
+    fn gpt2_is_plain_byte_level_with_its_regex() {
+        assert_eq!(pre(byte_level(true), 50257).unwrap(), "gpt-2");
+        // use_regex defaults to true in HF tokenizers.
+        assert_eq!(pre(json!({"type": "ByteLevel"}), 50257).unwrap(), "gpt-2");
+        assert_eq!(pre(seq(&[byte_level(true)]), 50257).unwrap(), "gpt-2");
+        assert!(refused(pre(byte_level(false), 50257)));
+    }
+
+    #[test]
+    fn llama_bpe_is_split_on_the_llama3_regex() {
+        assert_eq!(pre(seq(&[split(LLAMA3_REGEX), byte_level(false)]), 128256).unwrap(), "llama-bpe");
+        // The ByteLevel step must not split again.
+        assert!(refused(pre(seq(&[split(LLAMA3_REGEX), byte_level(true)]), 128256)));
+    }
+
+    #[test]
+    fn qwen2_is_split_on_single_digits() {
+        assert_eq!(pre(seq(&[split(QWEN2_REGEX), byte_level(false)]), 151936).unwrap(), "qwen2");
+        assert!(refused(pre(seq(&[split(QWEN2_REGEX), byte_level(true)]), 151936)));
+        assert!(refused(pre(seq(&[byte_level(false), split(QWEN2_REGEX)]), 151936)));
+    }
+
+    #[test]
+    fn smollm_is_individual_digits_with_a_49152_vocabulary() {
+        let digits = |individual: bool| json!({"type": "Digits", "individual_digits": individual});
+        assert_eq!(pre(seq(&[digits(true), byte_level(true)]), 49152).unwrap(), "smollm");
+        assert!(refused(pre(seq(&[digits(true), byte_level(true)]), 49153)));
+        assert!(refused(pre(seq(&[digits(false), byte_level(true)]), 49152)));
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        let other_regex = LLAMA3_REGEX.replace("{1,3}", "{1,2}");
+        assert!(refused(pre(seq(&[split(&other_regex), byte_level(false)]), 128256)));
+        assert!(refused(pre(Json::Null, 50257)));
+        assert!(refused(pre(json!({"type": "Metaspace", "replacement": "\u{2581}"}), 32000)));
+        assert!(refused(pre(seq(&[]), 50257)));
+        assert!(refused(pre(seq(&[json!({"type": "Whitespace"}), byte_level(false)]), 50257)));
+        let e = pre(json!({"type": "Whitespace"}), 50257).unwrap_err().to_string();
+        assert!(e.contains("tokenizer.json") && e.contains("Whitespace"), "{e}");
+    }
 }
