@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use nexus_convert::hf::{convert, HfError, OutType};
-use nexus_runtime::gguf::{GgufFile, Value};
+use nexus_runtime::gguf::GgufFile;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
@@ -111,31 +111,6 @@ fn build(model: &str) -> tempfile::TempDir {
     tmp
 }
 
-fn encode(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::U8(x) => out.push(*x),
-        Value::I8(x) => out.push(*x as u8),
-        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::Bool(x) => out.push(*x as u8),
-        Value::String(s) => {
-            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
-        }
-        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::Array(t, items) => {
-            out.extend_from_slice(&(*t as u32).to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            items.iter().for_each(|i| encode(i, out));
-        }
-    }
-}
-
 /// general.* fields that describe rather than define the model may differ from llama.cpp's.
 fn compared(key: &str) -> bool {
     !key.starts_with("GGUF.")
@@ -156,7 +131,7 @@ fn check(model: &str, outtype: OutType, tag: &str) {
         .filter(|(k, _)| compared(k))
         .map(|(k, v)| {
             let mut b = (v.value_type() as u32).to_le_bytes().to_vec();
-            encode(v, &mut b);
+            v.encode(&mut b);
             (k.clone(), hex(&b))
         })
         .collect();
