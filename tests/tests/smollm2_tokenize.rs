@@ -1,13 +1,13 @@
-//! SmolLM2's byte-level BPE vocabulary against llama.cpp's `llama-tokenize` on the shared
-//! tokenizer corpus (fixture made by scripts/smollm2/tokenize_corpus.py): ids must be equal.
-
+//! SmolLM2's byte-level BPE vocabulary against llama.cpp's `llama-tokenize` and HF
+//! `tokenizers` (built from the same vocabulary and merges) on the shared tokenizer corpus
+//! (fixture made by scripts/smollm2/tokenize_corpus.py): ids must equal both.
 
 use nexus_tests::{root, smollm2_path};
 use nexus_runtime::gguf::GgufFile;
 use nexus_runtime::tokenizer::Tokenizer;
 
 #[test]
-fn corpus_ids_match_llama_tokenize() {
+fn corpus_ids_match_llama_tokenize_and_hf_tokenizers() {
     let Some(path) = smollm2_path() else { return };
     let tokenizer = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
     let fixture: serde_json::Value =
@@ -17,10 +17,13 @@ fn corpus_ids_match_llama_tokenize() {
     let mut failures = Vec::new();
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["llama_cpp"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let ids = |key: &str| -> Vec<u32> { case[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
         let got = tokenizer.encode(text, false, case["parse_special"].as_bool().unwrap());
-        if got != want {
-            failures.push(format!("{text:?}: ours {got:?}, llama.cpp {want:?}"));
+        for reference in ["llama_cpp", "hf"] {
+            let want = ids(reference);
+            if got != want {
+                failures.push(format!("{text:?}: ours {got:?}, {reference} {want:?}"));
+            }
         }
     }
     assert!(failures.is_empty(), "{} of {} texts differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
