@@ -4,7 +4,7 @@
 //! from llamafile's tiled sgemm).
 
 use super::avx2::{
-    bytes_from_bits_32, bytes_from_nibbles_32, h2f_pair, hsum, loadu, mul_sum_us8_pairs_float,
+    bytes_from_bits_32, bytes_from_nibbles_32, h2f, h2f_pair, hsum, loadu, mul_sum_us8_pairs_float,
     sum_i16_pairs_float,
 };
 use std::arch::x86_64::*;
@@ -158,4 +158,56 @@ pub(crate) unsafe fn dot2x4_q5_0(w: [*const u8; 2], a: [*const u8; 4], n: usize)
         signed(_mm256_or_si256(bytes_from_nibbles_32(wb.add(6)), hi))
     };
     dot_blocks32_2x4(w, a, n / 32, 22, 34, prep, 2)
+}
+
+/// Float weights against four f32 activation rows: each group of eight weights is loaded and
+/// converted to f32 once (`load(i)`) and multiplied into four accumulators. `scalar(i)` reads
+/// one weight for the tail.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_dense_x4(
+    a: [*const u8; 4],
+    n: usize,
+    load: impl Fn(usize) -> __m256,
+    scalar: impl Fn(usize) -> f32,
+) -> [f32; 4] {
+    let a = a.map(|p| p as *const f32);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 8 <= n {
+        let w = load(i);
+        for t in 0..4 {
+            acc[t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(a[t].add(i)), acc[t]);
+        }
+        i += 8;
+    }
+    let mut out = acc.map(|v| hsum(v));
+    while i < n {
+        let w = scalar(i);
+        for t in 0..4 {
+            out[t] += w * *a[t].add(i);
+        }
+        i += 1;
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_f32(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    let w = w as *const f32;
+    dot_dense_x4(a, n, |i| _mm256_loadu_ps(w.add(i)), |i| w.add(i).read_unaligned())
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_f16(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    dot_dense_x4(a, n, |i| _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * i) as *const __m128i)), |i| h2f(w.add(2 * i)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_bf16(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    let load = |i: usize| {
+        let v = _mm256_cvtepu16_epi32(_mm_loadu_si128(w.add(2 * i) as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32(v, 16))
+    };
+    dot_dense_x4(a, n, load, |i| f32::from_bits(((w.add(2 * i) as *const u16).read_unaligned() as u32) << 16))
 }

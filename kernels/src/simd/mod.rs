@@ -154,6 +154,9 @@ avx2_2x4_wrappers! {
 }
 
 avx2_x4_wrappers! {
+    dot4_f32: F32 x F32;
+    dot4_f16: F16 x F32;
+    dot4_bf16: BF16 x F32;
     dot4_q8_0: Q8_0 x Q8_0;
     dot4_q4_0: Q4_0 x Q8_0;
     dot4_q4_1: Q4_1 x Q8_1;
@@ -206,6 +209,9 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
             _ => wrap::dot_q6_k,
         };
         let dot4: Option<Dot4Fn> = match ty {
+            F32 => Some(wrap4::dot4_f32),
+            F16 => Some(wrap4::dot4_f16),
+            BF16 => Some(wrap4::dot4_bf16),
             Q8_0 => Some(wrap4::dot4_q8_0),
             Q4_0 => Some(wrap4::dot4_q4_0),
             Q4_1 => Some(wrap4::dot4_q4_1),
