@@ -183,7 +183,7 @@ pub(crate) unsafe fn dot_q5_1(w: *const u8, a: *const u8, n: usize) -> f32 {
 /// half, mins 0..8 in the high half (ggml's kmask shuffle).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k4_scales_mins(p: *const u8) -> __m256i {
+pub(super) unsafe fn k4_scales_mins(p: *const u8) -> __m256i {
     const KMASK1: u32 = 0x3f3f3f3f;
     const KMASK2: u32 = 0x0f0f0f0f;
     const KMASK3: u32 = 0x03030303;
@@ -210,7 +210,7 @@ unsafe fn k4_scales_mins(p: *const u8) -> __m256i {
 /// Broadcasts 16-bit lane `i` of a 128-bit half to all lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bcast16(v: __m256i, i: i32) -> __m256i {
+pub(super) unsafe fn bcast16(v: __m256i, i: i32) -> __m256i {
     let lo = (2 * i) as u16 | (((2 * i + 1) as u16) << 8);
     _mm256_shuffle_epi8(v, _mm256_set1_epi16(lo as i16))
 }
@@ -261,35 +261,42 @@ unsafe fn dot_k_scale_min(
     hsum(acc) + _mm_cvtss_f32(m)
 }
 
+/// Chunk `c` (64 weights) of a Q4_K superblock as two vectors of 4-bit values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4k_quants(wb: *const u8, c: usize) -> (__m256i, __m256i) {
+    let bits = loadu(wb.add(16 + 32 * c));
+    let m4 = _mm256_set1_epi8(0xf);
+    (_mm256_and_si256(bits, m4), _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4))
+}
+
+/// Chunk `c` (64 weights) of a Q5_K superblock as two vectors of 5-bit values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q5k_quants(wb: *const u8, c: usize) -> (__m256i, __m256i) {
+    let bits = loadu(wb.add(48 + 32 * c));
+    let hbits = loadu(wb.add(16));
+    let m4 = _mm256_set1_epi8(0xf);
+    let one = _mm256_set1_epi8(1);
+    // Bit 2c of each qh byte extends the low half, bit 2c+1 the high half, to 5 bits.
+    let shift = _mm_cvtsi32_si128(2 * c as i32);
+    let h = _mm256_srl_epi16(hbits, shift);
+    let h_l = _mm256_slli_epi16(_mm256_and_si256(h, one), 4);
+    let h_h = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 1), one), 4);
+    (
+        _mm256_or_si256(_mm256_and_si256(bits, m4), h_l),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), h_h),
+    )
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_k(w: *const u8, a: *const u8, n: usize) -> f32 {
-    dot_k_scale_min(w, a, n, 144, |wb, c| {
-        let bits = loadu(wb.add(16 + 32 * c));
-        let m4 = _mm256_set1_epi8(0xf);
-        (
-            _mm256_and_si256(bits, m4),
-            _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
-        )
-    })
+    dot_k_scale_min(w, a, n, 144, |wb, c| q4k_quants(wb, c))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_k(w: *const u8, a: *const u8, n: usize) -> f32 {
-    dot_k_scale_min(w, a, n, 176, |wb, c| {
-        let bits = loadu(wb.add(48 + 32 * c));
-        let hbits = loadu(wb.add(16));
-        let m4 = _mm256_set1_epi8(0xf);
-        let one = _mm256_set1_epi8(1);
-        // Bit 2c of each qh byte extends the low half, bit 2c+1 the high half, to 5 bits.
-        let shift = _mm_cvtsi32_si128(2 * c as i32);
-        let h = _mm256_srl_epi16(hbits, shift);
-        let h_l = _mm256_slli_epi16(_mm256_and_si256(h, one), 4);
-        let h_h = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 1), one), 4);
-        (
-            _mm256_or_si256(_mm256_and_si256(bits, m4), h_l),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), h_h),
-        )
-    })
+    dot_k_scale_min(w, a, n, 176, |wb, c| q5k_quants(wb, c))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

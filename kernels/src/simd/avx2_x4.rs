@@ -4,9 +4,10 @@
 //! from llamafile's tiled sgemm).
 
 use super::avx2::{
-    bytes_from_bits_32, bytes_from_nibbles_32, h2f, h2f_pair, hsum, loadu, mul_sum_us8_pairs_float,
-    sum_i16_pairs_float,
+    bcast16, bytes_from_bits_32, bytes_from_nibbles_32, h2f, h2f_pair, hsum, k4_scales_mins, loadu,
+    mul_sum_us8_pairs_float, q4k_quants, q5k_quants, sum_i16_pairs_float,
 };
+use crate::ggml_type::QK_K;
 use std::arch::x86_64::*;
 
 /// `prep(weight_block)` unpacks a weight block once; `block(prepped, act_block)` gives the
@@ -210,4 +211,68 @@ pub(crate) unsafe fn dot4_bf16(w: *const u8, a: [*const u8; 4], n: usize) -> [f3
         _mm256_castsi256_ps(_mm256_slli_epi32(v, 16))
     };
     dot_dense_x4(a, n, load, |i| f32::from_bits(((w.add(2 * i) as *const u16).read_unaligned() as u32) << 16))
+}
+
+/// Q4_K/Q5_K weights against four Q8_K activation rows: each superblock's scales, minimums and
+/// quants are unpacked once and applied to all four tokens (see `avx2::dot_k_scale_min` for
+/// the single-token form this mirrors).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_k_scale_min_x4(
+    w: *const u8,
+    a: [*const u8; 4],
+    n: usize,
+    wsz: usize,
+    quants: impl Fn(*const u8, usize) -> (__m256i, __m256i),
+) -> [f32; 4] {
+    const ASZ: usize = 4 + QK_K + 2 * QK_K / 16; // Q8_K block: d, quants, bsums
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc_m = [_mm_setzero_ps(); 4];
+    for i in 0..n / QK_K {
+        let wb = w.add(i * wsz);
+        let dm = h2f_pair(wb);
+        let mins_and_scales = k4_scales_mins(wb.add(4));
+        let mins = _mm256_extracti128_si256(mins_and_scales, 1);
+        let sc128 = _mm256_castsi256_si128(mins_and_scales);
+        let scales = _mm256_set_m128i(sc128, sc128);
+        let mut sumi = [_mm256_setzero_si256(); 4];
+        for c in 0..4 {
+            let (ql, qh) = quants(wb, c);
+            let (s_l, s_h) = (bcast16(scales, 2 * c as i32), bcast16(scales, 2 * c as i32 + 1));
+            for t in 0..4 {
+                let q8 = a[t].add(i * ASZ + 4);
+                let p_l = _mm256_madd_epi16(s_l, _mm256_maddubs_epi16(ql, loadu(q8.add(64 * c))));
+                let p_h = _mm256_madd_epi16(s_h, _mm256_maddubs_epi16(qh, loadu(q8.add(64 * c + 32))));
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p_l, p_h));
+            }
+        }
+        for t in 0..4 {
+            let ab = a[t].add(i * ASZ);
+            let d8 = (ab as *const f32).read_unaligned();
+            let d = d8 * _mm_cvtss_f32(dm);
+            let dmin = -d8 * _mm_cvtss_f32(_mm_movehdup_ps(dm));
+            let q8sums = loadu(ab.add(4 + QK_K));
+            let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1));
+            let prod = _mm_madd_epi16(mins, q8s);
+            acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        }
+    }
+    let mut out = [0f32; 4];
+    for t in 0..4 {
+        let mut m = _mm_add_ps(acc_m[t], _mm_movehl_ps(acc_m[t], acc_m[t]));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[t] = hsum(acc[t]) + _mm_cvtss_f32(m);
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q4_k(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    dot_k_scale_min_x4(w, a, n, 144, |wb, c| q4k_quants(wb, c))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q5_k(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    dot_k_scale_min_x4(w, a, n, 176, |wb, c| q5k_quants(wb, c))
 }

@@ -162,6 +162,8 @@ avx2_x4_wrappers! {
     dot4_q4_1: Q4_1 x Q8_1;
     dot4_q5_0: Q5_0 x Q8_0;
     dot4_q5_1: Q5_1 x Q8_1;
+    dot4_q4_k: Q4_K x Q8_K;
+    dot4_q5_k: Q5_K x Q8_K;
 }
 
 avx2_wrappers! {
@@ -217,6 +219,8 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
             Q4_1 => Some(wrap4::dot4_q4_1),
             Q5_0 => Some(wrap4::dot4_q5_0),
             Q5_1 => Some(wrap4::dot4_q5_1),
+            Q4_K => Some(wrap4::dot4_q4_k),
+            Q5_K => Some(wrap4::dot4_q5_k),
             _ => None,
         };
         let dot2x4: Option<Dot2x4Fn> = match ty {
