@@ -2,7 +2,7 @@
 //! `make_qx_quants`) replicate ggml's float operation order exactly: a reordered sum can flip
 //! which candidate scale wins and so change the output bytes.
 
-use super::{f16_at, f32_at, nearest_int, put_f16};
+use super::{f16_at, f32_at, nearest_int, put_f16, signed_absmax};
 use crate::ggml_type::QK_K;
 
 const GROUP_MAX_EPS: f32 = 1e-15;
@@ -100,13 +100,8 @@ pub(super) fn make_qkx2_quants(
 /// weights (the only variant the reference Q6_K quantizer uses). Writes `l + nmax` into `l_out`.
 fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     let n = x.len();
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let max = signed_absmax(x);
+    let amax = max.abs();
     if amax < GROUP_MAX_EPS {
         l_out[..n].fill(0);
         return 0.0;
@@ -327,13 +322,8 @@ pub(super) fn quantize_q6_k(x: &[f32], y: &mut [u8]) {
 /// terms be applied per 16 values without touching the quants again.
 pub(crate) fn quantize_q8_k(x: &[f32], y: &mut [u8]) {
     for (xb, yb) in x.chunks_exact(QK_K).zip(y.chunks_exact_mut(292)) {
-        let (mut max, mut amax) = (0.0f32, 0.0f32);
-        for &v in xb {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let max = signed_absmax(xb);
+        let amax = max.abs();
         if amax == 0.0 {
             yb.fill(0);
             continue;

@@ -3,7 +3,7 @@
 //! can flip which candidate scale wins and so change the output bytes.
 
 use super::kquants::make_qkx2_quants;
-use super::{f16_at, nearest_int, put_f16};
+use super::{f16_at, nearest_int, put_f16, signed_absmax};
 use crate::ggml_type::QK_K;
 
 const GROUP_MAX_EPS: f32 = 1e-15;
@@ -114,13 +114,8 @@ pub(crate) fn dequantize_q2_k(src: &[u8], dst: &mut [f32]) {
 /// ggml's `make_q3_quants` with `do_rmse`: symmetric levels in [-nmax, nmax-1], refined by
 /// coordinate descent on the weighted error. Writes `l + nmax` into `l_out`.
 fn make_q3_quants_rmse(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let max = signed_absmax(x);
+    let amax = max.abs();
     if amax < GROUP_MAX_EPS {
         l_out[..x.len()].fill(0);
         return 0.0;

@@ -2,22 +2,9 @@
 //! quantizers so the output bytes are identical, e.g. `id` comes from the f32 `d`, not from
 //! the f16 that is stored.
 
-use super::{f16_at, put_f16};
+use super::{f16_at, put_f16, signed_absmax};
 
 const QK: usize = 32;
-
-/// Signed absmax of a block: the value of largest magnitude, first one on ties.
-#[inline(always)]
-fn signed_absmax(xb: &[f32]) -> f32 {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in xb {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    max
-}
 
 #[inline(always)]
 fn min_max(xb: &[f32]) -> (f32, f32) {

@@ -127,3 +127,16 @@ pub(crate) fn nearest_int(fval: f32) -> i32 {
     let val = fval + 12_582_912.0;
     (val.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
 }
+
+/// Signed absmax of a block: the value of largest magnitude, first one on ties.
+#[inline(always)]
+pub(super) fn signed_absmax(xb: &[f32]) -> f32 {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in xb {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
