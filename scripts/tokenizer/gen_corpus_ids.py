@@ -14,10 +14,11 @@ needs: pip install tokenizers 'transformers==4.47.1' gguf sentencepiece protobuf
 import argparse
 import json
 import pathlib
-import subprocess
-import tempfile
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from llama_tokenize import llama_cpp_ids  # noqa: E402
 FIXTURES = ROOT / "tests/fixtures/tokenizer"
 VOCABS = ["llama-spm", "llama-bpe", "qwen2"]
 
@@ -36,19 +37,6 @@ def hf_ids(tok, text, parse_special):
     return tok.encode(text, add_special_tokens=False, split_special_tokens=not parse_special)
 
 
-def llama_cpp_ids(binary, gguf, text, parse_special):
-    with tempfile.NamedTemporaryFile("wb", suffix=".txt", delete=False) as f:
-        f.write(text.encode("utf-8"))
-        name = f.name
-    cmd = [binary, "-m", str(gguf), "-f", name, "--no-escape", "--no-bos", "--ids", "--log-disable"]
-    if not parse_special:
-        cmd.append("--no-parse-special")
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    finally:
-        pathlib.Path(name).unlink()
-    line = out.strip().splitlines()[-1] if out.strip() else "[]"
-    return json.loads(line)
 
 
 def main():
