@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::perplexity::{Chunks, NllStats};
+use super::perplexity::{log_norm, Chunks, NllStats};
 use super::EvalError;
 
 /// Base log-probabilities kept per position: enough to hold ~all the mass of a confident
@@ -51,13 +51,6 @@ pub struct BaseRecord {
     pub top: Vec<(u32, f32)>,
     pub rest_log_prob: f32,
     pub target_log_prob: f32,
-}
-
-/// Max and ln(Σ exp(l - max)) of a row, the two numbers every log-probability needs.
-fn log_norm(row: &[f32]) -> (f32, f64) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = row.iter().map(|&l| f64::from((l - max).exp())).sum();
-    (max, sum.ln())
 }
 
 /// Σ exp(l - max) over the ids not in `sorted_ids`, summed directly: 1 - Σ top would lose the

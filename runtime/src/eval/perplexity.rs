@@ -91,12 +91,18 @@ pub fn chunk_logits(model: &Model, cache: &mut KvCache, chunks: &Chunks, i: usiz
     Ok(logits)
 }
 
-/// Negative log-likelihood of `target` under one row of logits, computed like llama.cpp
-/// (f32 exponentials summed in f64) so that rounding matches theirs.
-pub fn row_nll(row: &[f32], target: u32) -> f64 {
+/// Max and ln(Σ exp(l - max)) of a row, the two numbers every log-probability needs,
+/// computed like llama.cpp (f32 exponentials summed in f64) so that rounding matches theirs.
+pub(super) fn log_norm(row: &[f32]) -> (f32, f64) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = row.iter().map(|&l| f64::from((l - max).exp())).sum();
-    f64::from(max) + sum.ln() - f64::from(row[target as usize])
+    (max, sum.ln())
+}
+
+/// Negative log-likelihood of `target` under one row of logits.
+pub fn row_nll(row: &[f32], target: u32) -> f64 {
+    let (max, ln_sum) = log_norm(row);
+    f64::from(max) + ln_sum - f64::from(row[target as usize])
 }
 
 /// Running sums of per-token negative log-likelihoods.
