@@ -50,7 +50,9 @@ fi
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
-python3 -m pip download --quiet --no-deps --no-binary :all: \
+# Only the sdist itself from source: with `:all:` pip would also build its build tools
+# (cmake, ninja) from source to read its metadata, which takes many minutes.
+python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python \
     "llama-cpp-python==$VERSION" -d "$TMP"
 SDIST="$(ls "$TMP"/llama_cpp_python-"$VERSION".tar.gz)"
 
