@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Builds the seed corpora under fuzz/corpus/<target>/ from real files (issue 9).
+
+Seeds are small slices of real inputs, each in the layout its fuzz target reads (see the
+comment at the top of fuzz/fuzz_targets/<target>.rs):
+  gguf_reader        tests/fixtures/gguf/all_types.gguf, the first 16 kB of the SmolLM2 model,
+                     and SmolLM2's real metadata with every array cut to 24 items, plus three
+                     small tensors (so valid tensor infos and offsets are in the corpus)
+  tokenizer_vocab    the first tokens (with types and scores) of the llama SPM and GPT-2
+                     vocabularies, GPT-2's first merges, and texts of the tokenizer corpus
+  tokenizer_text     tokenizer corpus texts, each with a vocabulary selector byte
+  detokenize         the llama.cpp ids of the corpus texts (tests/fixtures/tokenizer/corpus-ids-*)
+  chat_template      every template of tests/fixtures/chat_templates with a short conversation
+  safetensors_header a tiny llama config.json and a matching model.safetensors
+
+Needs the `gguf` Python package (llama.cpp's gguf-py) and models/ fetched by models/fetch.sh.
+Run from the repository root: python3 scripts/fuzz/make_seeds.py
+"""
+import hashlib, json, os, struct, sys
+from pathlib import Path
+
+import numpy as np
+import gguf
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "fuzz" / "corpus"
+SMOL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SPM = ROOT / "tests" / "fixtures" / "tokenizer" / "ggml-vocab-llama-spm.gguf"
+GPT2 = ROOT / "models" / "vocab" / "ggml-vocab-gpt-2.gguf"
+
+
+def put(target, name, data: bytes):
+    d = CORPUS / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data)
+
+
+def field_value(f):
+    """A gguf-py ReaderField as (GGUFValueType, python value) for GGUFWriter."""
+    t = f.types[0]
+    if t == gguf.GGUFValueType.ARRAY:
+        items = [f.parts[i] for i in f.data]
+        if f.types[1] == gguf.GGUFValueType.STRING:
+            return [bytes(x).decode("utf-8", "replace") for x in items]
+        return [x.tolist()[0] for x in items]
+    if t == gguf.GGUFValueType.STRING:
+        return bytes(f.parts[f.data[0]]).decode("utf-8", "replace")
+    return f.parts[f.data[0]].tolist()[0]
+
+
+def gguf_seeds():
+    put("gguf_reader", "all_types.gguf", (ROOT / "tests/fixtures/gguf/all_types.gguf").read_bytes())
+    if not SMOL.is_file():
+        sys.exit(f"{SMOL} is missing: run models/fetch.sh")
+    put("gguf_reader", "smollm2-first-16k.gguf", SMOL.read_bytes()[:16384])
+    r = gguf.GGUFReader(SMOL)
+    out = CORPUS / "gguf_reader" / "smollm2-trimmed.gguf"
+    w = gguf.GGUFWriter(out, "llama")
+    for name, f in r.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        v = field_value(f)
+        if isinstance(v, list):
+            v = v[:24]
+        if name == "tokenizer.chat_template":
+            v = v[:300]
+        t = f.types[0]
+        if t == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(name, v, t, sub_type=f.types[1])
+        else:
+            w.add_key_value(name, v, t)
+    w.add_tensor("token_embd.weight", np.arange(64, dtype=np.float32).reshape(2, 32))
+    w.add_tensor("output_norm.weight", np.ones(32, dtype=np.float16))
+    q8 = np.zeros((1, 34), dtype=np.uint8)
+    w.add_tensor("blk.0.attn_q.weight", q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def corpus_texts():
+    return [t["text"] for t in json.loads((ROOT / "tests/fixtures/tokenizer/corpus.json").read_text())]
+
+
+def vocab_seed(path, spm, n_tokens, n_merges, text, flags):
+    r = gguf.GGUFReader(path)
+    tokens = field_value(r.fields["tokenizer.ggml.tokens"])[:n_tokens]
+    types = field_value(r.fields["tokenizer.ggml.token_type"])[:n_tokens] if "tokenizer.ggml.token_type" in r.fields else []
+    scores = field_value(r.fields["tokenizer.ggml.scores"])[:n_tokens] if "tokenizer.ggml.scores" in r.fields else []
+    merges = field_value(r.fields["tokenizer.ggml.merges"])[:n_merges] if not spm else []
+    # Newline and NUL separate the target's sections; tokens holding them are left out.
+    keep = [i for i, t in enumerate(tokens) if "\n" not in t and "\0" not in t]
+    head = bytes([flags | (0 if spm else 1), 0 if spm else 1, 1 if spm else 0xFF, 2 if spm else 0xFF])
+    sec = [
+        "\n".join(tokens[i] for i in keep).encode(),
+        bytes(types[i] % 8 for i in keep if i < len(types)),
+        bytes((int(max(-32, min(31, scores[i] * 4))) & 0xFF) for i in keep if i < len(scores)),
+        "\n".join(m for m in merges if "\n" not in m and "\0" not in m).encode(),
+        text.encode(),
+    ]
+    return head + b"\0".join(sec)
+
+
+def tokenizer_seeds():
+    texts = [t for t in corpus_texts() if "\0" not in t]
+    picks = [t for t in texts if t.strip()][:12]
+    for i, t in enumerate(picks):
+        put("tokenizer_vocab", f"spm-{i:02}", vocab_seed(SPM, True, 400, 0, t, 0x22 if i % 2 else 0x80))
+        if GPT2.is_file():
+            put("tokenizer_vocab", f"gpt2-{i:02}", vocab_seed(GPT2, False, 600, 300, t, 0x80 if i % 3 else 0))
+    for i, t in enumerate(texts):
+        put("tokenizer_text", f"text-{i:03}", bytes([(i * 37) & 0xFF]) + t.encode())
+    for name in ["llama-spm", "llama-bpe", "qwen2"]:
+        for i, case in enumerate(json.loads((ROOT / f"tests/fixtures/tokenizer/corpus-ids-{name}.json").read_text())):
+            ids = case["llama_cpp"]
+            if not ids or i % 3:
+                continue
+            # Selector: 0 picks the SPM fixture; the BPE ids go to whichever vocabulary the
+            # selector lands on, which is what an arbitrary id stream is anyway.
+            sel = 0 if name == "llama-spm" else 2 if name == "llama-bpe" else 3
+            put("detokenize", f"{name}-{i:03}", bytes([sel | (0x20 if i % 2 else 0)]) + struct.pack(f"<{len(ids)}I", *ids))
+
+
+def chat_seeds():
+    conv = ["system", "You are terse.", "user", "Hi there", "assistant", "Hello!", "user", "2+2?"]
+    tail = b"\0" + b"\0".join(s.encode() for s in conv)
+    for p in sorted((ROOT / "tests/fixtures/chat_templates").glob("*.jinja")):
+        put("chat_template", p.stem, b"\x01" + p.read_bytes() + tail)
+    put("chat_template", "loops", b"\x00{% for m in messages %}{% for i in range(3) %}{{ m.role ~ i }}{% endfor %}{% endfor %}" + tail)
+
+
+def safetensors_seed():
+    hidden, ffn, heads, kv, vocab = 8, 16, 2, 1, 16
+    cfg = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab, "hidden_size": hidden,
+        "intermediate_size": ffn, "num_attention_heads": heads, "num_key_value_heads": kv, "num_hidden_layers": 1,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 64, "tie_word_embeddings": True,
+    }
+    hd = hidden // heads
+    shapes = {
+        "model.embed_tokens.weight": [vocab, hidden], "model.norm.weight": [hidden],
+        "model.layers.0.input_layernorm.weight": [hidden], "model.layers.0.post_attention_layernorm.weight": [hidden],
+        "model.layers.0.self_attn.q_proj.weight": [heads * hd, hidden], "model.layers.0.self_attn.k_proj.weight": [kv * hd, hidden],
+        "model.layers.0.self_attn.v_proj.weight": [kv * hd, hidden], "model.layers.0.self_attn.o_proj.weight": [hidden, heads * hd],
+        "model.layers.0.mlp.gate_proj.weight": [ffn, hidden], "model.layers.0.mlp.up_proj.weight": [ffn, hidden],
+        "model.layers.0.mlp.down_proj.weight": [hidden, ffn],
+    }
+    for dtype, size in [("F32", 4), ("BF16", 2)]:
+        header, data = {}, b""
+        for name, shape in sorted(shapes.items()):
+            n = int(np.prod(shape)) * size
+            blob = hashlib.sha256(name.encode()).digest() * (n // 32 + 1)
+            # Finite values: clear the exponent's top bit of every element.
+            arr = bytearray(blob[:n])
+            for j in range(size - 1, n, size):
+                arr[j] &= 0x3F
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + n]}
+            data += bytes(arr)
+        h = json.dumps(header, separators=(",", ":")).encode()
+        h += b" " * (-len(h) % 8)
+        shard = struct.pack("<Q", len(h)) + h + data
+        put("safetensors_header", f"llama-{dtype.lower()}", json.dumps(cfg).encode() + b"\0" + shard)
+    cfg3 = dict(cfg, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+    put("safetensors_header", "llama3-rope-f32", json.dumps(cfg3).encode() + b"\0" + shard)
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    gguf_seeds()
+    tokenizer_seeds()
+    chat_seeds()
+    safetensors_seed()
+    for d in sorted(CORPUS.iterdir()):
+        files = list(d.iterdir())
+        print(f"{d.name}: {len(files)} seeds, {sum(f.stat().st_size for f in files)} bytes")
