@@ -1,0 +1,412 @@
+//! Single-precision GEMM, `C = A·B` or `C += A·B`, row-major with leading dimensions.
+//!
+//! Goto/BLIS structure: A is packed once per call into MR-row panels per K block; each rayon
+//! task owns a block of C, packs the B columns it needs into NR-column panels (from a plain
+//! matrix, or straight from a signal for the convolutions' implicit im2col, see
+//! [`PanelSource`]) and runs a register-tiled micro-kernel over them. The B micro-panel
+//! (KC × NR) stays in L1 while the A panels stream from L2.
+//!
+//! Every element of C is summed in one fixed order (K blocks in order, k in order inside a
+//! block, whatever the task split), so results do not depend on the thread count.
+
+mod micro;
+pub(crate) mod source;
+
+use crate::simd::{self, Isa};
+use crate::KernelError;
+use micro::{MicroKernel, TileOut, MR, NR};
+use rayon::prelude::*;
+pub(crate) use source::{MatrixSource, PanelSource};
+use std::cell::RefCell;
+
+/// Columns per micro-kernel tile (block sizes of callers round to it).
+pub(crate) fn micro_nr() -> usize {
+    NR
+}
+
+/// Depth of one packed K block: 256 × NR floats of B (16 KiB) stay in L1 beside the A stream.
+const KC: usize = 256;
+/// Most NR panels one task packs per K block (24 × 16 = 384 columns, 384 KiB of B in L2).
+const NC_PANELS: usize = 24;
+/// Below this many multiply-adds one task does the whole product (fork-join costs more).
+const PAR_MIN_MACS: usize = 1 << 18;
+
+/// `C[m][n] (= or +=) A[m][k] · B[k][n]`, all row-major with leading dimensions `lda`, `ldb`,
+/// `ldc`; `accumulate = false` overwrites C without reading it.
+///
+/// # Panics
+/// If a slice is too short for its dimensions or a leading dimension is smaller than its row;
+/// use [`sgemm_checked`] to get a [`KernelError::Size`] instead.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    if let Err(e) = sgemm_with(
+        simd::detected(),
+        m,
+        n,
+        k,
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+        accumulate,
+    ) {
+        panic!("sgemm: {e}");
+    }
+}
+
+/// [`sgemm`] returning an error instead of panicking on inconsistent sizes.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_checked(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> Result<(), KernelError> {
+    sgemm_with(
+        simd::detected(),
+        m,
+        n,
+        k,
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+        accumulate,
+    )
+}
+
+/// [`sgemm_checked`] on an explicit instruction set (scalar if `isa` is unavailable); for
+/// tests and benchmarks.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_with(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> Result<(), KernelError> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    check_matrix("sgemm A", m, k, lda, a.len())?;
+    check_matrix("sgemm B", k, n, ldb, b.len())?;
+    check_matrix("sgemm C", m, n, ldc, c.len())?;
+    let src = MatrixSource { b, ldb };
+    let out = Out {
+        ptr: c.as_mut_ptr(),
+        bias: std::ptr::null(),
+        rs: ldc,
+        cs: 1,
+    };
+    // SAFETY: check_matrix proved C holds m rows of n elements at stride ldc >= n.
+    unsafe { gemm(isa, m, n, k, a, lda, &src, out, accumulate) };
+    Ok(())
+}
+
+/// A `rows × cols` matrix at leading dimension `ld` needs `(rows-1)·ld + cols` elements.
+pub(crate) fn check_matrix(
+    what: &'static str,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    len: usize,
+) -> Result<(), KernelError> {
+    if ld < cols {
+        return Err(KernelError::Size {
+            what,
+            expected: cols,
+            got: ld,
+        });
+    }
+    if rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    let need = (rows - 1)
+        .checked_mul(ld)
+        .and_then(|v| v.checked_add(cols))
+        .ok_or(KernelError::Size {
+            what,
+            expected: usize::MAX,
+            got: len,
+        })?;
+    if len < need {
+        return Err(KernelError::Size {
+            what,
+            expected: need,
+            got: len,
+        });
+    }
+    Ok(())
+}
+
+/// Where C lives: element (i, j) at `ptr + i·rs + j·cs`. `bias` (null for none) holds one
+/// value per row of C, added when C is overwritten (`accumulate = false`): folding it into
+/// the store saves the convolutions a separate pass over their output.
+#[derive(Clone, Copy)]
+pub(crate) struct Out {
+    pub ptr: *mut f32,
+    pub rs: usize,
+    pub cs: usize,
+    pub bias: *const f32,
+}
+
+impl Out {
+    /// The same layout starting `elems` elements further.
+    ///
+    /// # Safety
+    /// The result must stay inside the allocation `ptr` points into.
+    pub(crate) unsafe fn offset(self, elems: usize) -> Out {
+        Out {
+            ptr: self.ptr.add(elems),
+            ..self
+        }
+    }
+}
+
+// SAFETY: tasks write disjoint (row, column) blocks of C; see `gemm`.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// K split into equal blocks of at most KC: `(block count, block depth)`; depends on k only,
+/// which keeps the summation order independent of the task split.
+fn k_blocks(k: usize) -> (usize, usize) {
+    let nkb = k.div_ceil(KC).max(1);
+    (nkb, k.div_ceil(nkb))
+}
+
+/// A packed once per product: `[k block][MR panel][kc][MR]`, zero rows past m. Shared
+/// read-only by all tasks (and, for the polyphase transposed convolution, by many products).
+pub(crate) struct PackedA {
+    m: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs the `m × k` row-major matrix `a` (leading dimension `lda >= k`).
+    pub(crate) fn new(m: usize, k: usize, a: &[f32], lda: usize) -> Self {
+        let m_pad = m.div_ceil(MR) * MR;
+        let (nkb, kcb) = k_blocks(k);
+        let mut data = vec![0f32; m_pad * k];
+        if k == 0 {
+            return PackedA { m, k, data };
+        }
+        for kb in 0..nkb {
+            let k0 = kb * kcb;
+            let kc = kcb.min(k - k0);
+            let block = &mut data[k0 * m_pad..(k0 + kc) * m_pad];
+            for (ip, panel) in block.chunks_exact_mut(kc * MR).enumerate() {
+                for r in 0..MR.min(m - ip * MR) {
+                    let row = &a[(ip * MR + r) * lda + k0..][..kc];
+                    for (kk, &v) in row.iter().enumerate() {
+                        panel[kk * MR + r] = v;
+                    }
+                }
+            }
+        }
+        PackedA { m, k, data }
+    }
+}
+
+thread_local! {
+    /// Per-thread B panel buffer, reused across calls (a task never yields inside).
+    static B_PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The driver shared by [`sgemm`] and the convolutions: `C (=|+=) A·B` with A row-major
+/// (`lda`) and B read through `src`, split over the current rayon pool.
+///
+/// # Safety
+/// `out` must address m × n writable elements, none aliasing `a` or what `src` reads, and
+/// distinct (i, j) must map to distinct elements.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    src: &dyn PanelSource,
+    out: Out,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm_packed(
+        isa,
+        &PackedA::new(m, k, a, lda),
+        n,
+        src,
+        out,
+        accumulate,
+        true,
+    );
+}
+
+/// [`gemm`] with A already packed; `parallel = false` keeps it on the calling thread (for
+/// callers that split the work themselves).
+///
+/// # Safety
+/// As for [`gemm`], with `m = a.m`.
+pub(crate) unsafe fn gemm_packed(
+    isa: Isa,
+    a: &PackedA,
+    n: usize,
+    src: &dyn PanelSource,
+    out: Out,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let (m, k) = (a.m, a.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                let bias = if out.bias.is_null() {
+                    0.0
+                } else {
+                    *out.bias.add(i)
+                };
+                for j in 0..n {
+                    *out.ptr.add(i * out.rs + j * out.cs) = bias;
+                }
+            }
+        }
+        return;
+    }
+    let kernel = micro::select(isa);
+    let m_panels = m.div_ceil(MR);
+    let n_panels = n.div_ceil(NR);
+
+    let want = if !parallel || m * n * k < PAR_MIN_MACS {
+        1
+    } else {
+        4 * rayon::current_num_threads()
+    };
+    let mut nc_p = n_panels.min(NC_PANELS);
+    let mut n_chunks = n_panels.div_ceil(nc_p);
+    let m_chunks = m_panels.min(want.div_ceil(n_chunks));
+    let m_per = m_panels.div_ceil(m_chunks);
+    let m_chunks = m_panels.div_ceil(m_per);
+    if n_chunks * m_chunks < want {
+        nc_p = n_panels.div_ceil(want.div_ceil(m_chunks)).max(1);
+        n_chunks = n_panels.div_ceil(nc_p);
+    }
+    let task = |t: usize| {
+        let (mc, nc) = (t / n_chunks, t % n_chunks);
+        let p0 = mc * m_per;
+        let p1 = (p0 + m_per).min(m_panels);
+        let q0 = nc * nc_p;
+        let q1 = (q0 + nc_p).min(n_panels);
+        B_PACK.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            // SAFETY: this task's block [p0..p1) × [q0..q1) of C is its own.
+            unsafe {
+                gemm_block(
+                    kernel,
+                    a,
+                    n,
+                    src,
+                    out,
+                    accumulate,
+                    (p0, p1),
+                    (q0, q1),
+                    &mut buf,
+                )
+            };
+        });
+    };
+    let tasks = m_chunks * n_chunks;
+    if tasks == 1 {
+        task(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(task);
+    }
+}
+
+/// One task: rows of MR panels `ps`, columns of NR panels `qs`, all K blocks in order.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_block(
+    kernel: MicroKernel,
+    a: &PackedA,
+    n: usize,
+    src: &dyn PanelSource,
+    out: Out,
+    accumulate: bool,
+    (p0, p1): (usize, usize),
+    (q0, q1): (usize, usize),
+    buf: &mut Vec<f32>,
+) {
+    let (m, k) = (a.m, a.k);
+    let m_pad = m.div_ceil(MR) * MR;
+    let (nkb, kcb) = k_blocks(k);
+    let need = kcb * NR * (q1 - q0);
+    if buf.len() < need {
+        buf.resize(need, 0.0);
+    }
+    for kb in 0..nkb {
+        let k0 = kb * kcb;
+        let kc = kcb.min(k - k0);
+        for q in q0..q1 {
+            let n0 = q * NR;
+            let panel = &mut buf[(q - q0) * kc * NR..][..kc * NR];
+            src.pack_panel(k0, kc, n0, NR.min(n - n0), panel);
+        }
+        let acc = accumulate || kb > 0;
+        let a_block = &a.data[k0 * m_pad..];
+        for q in q0..q1 {
+            let n0 = q * NR;
+            let nr = NR.min(n - n0);
+            let b = buf[(q - q0) * kc * NR..].as_ptr();
+            for p in p0..p1 {
+                let i0 = p * MR;
+                let ap = a_block[p * kc * MR..].as_ptr();
+                let tile = TileOut {
+                    c: out.ptr.add(i0 * out.rs + n0 * out.cs),
+                    rs: out.rs,
+                    cs: out.cs,
+                    mr: MR.min(m - i0),
+                    nr,
+                    accumulate: acc,
+                    bias: if out.bias.is_null() {
+                        out.bias
+                    } else {
+                        out.bias.add(i0)
+                    },
+                };
+                kernel(kc, ap, b, &tile);
+            }
+        }
+    }
+}
