@@ -1,0 +1,133 @@
+//! `--device` and `-ngl`: where a command runs, with llama.cpp's meaning of -ngl.
+
+use anyhow::{bail, Result};
+use nexus_runtime::decoder::Decoder;
+use nexus_runtime::kv_cache::KvCache;
+use nexus_runtime::model::{Logits, Model, ModelError};
+
+use crate::args::ModelArgs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "CPU",
+            Device::Cuda(_) => "CUDA",
+        }
+    }
+}
+
+/// The device for `args`: an explicit `--device`, else `-ngl 0` for the CPU, else CUDA when
+/// this binary has it and a GPU is present.
+pub fn select(args: &ModelArgs, n_layer: usize) -> Result<Device> {
+    let explicit = match args.device.as_deref() {
+        None => None,
+        Some("cpu") => Some(Device::Cpu),
+        Some("cuda") => Some(Device::Cuda(0)),
+        Some(s) => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Some(Device::Cuda(n)),
+            None => bail!("--device {s:?}: expected cpu, cuda or cuda:N"),
+        },
+    };
+    if let Some(ngl) = args.n_gpu_layers {
+        if ngl > 0 && (ngl as usize) < n_layer {
+            bail!(
+                "-ngl {ngl}: partial offload is not supported yet; use -ngl 0 (CPU) or -ngl {n_layer} or more (all {n_layer} layers on the GPU)"
+            );
+        }
+        match (explicit, ngl) {
+            (Some(Device::Cuda(_)), 0) => bail!("--device cuda with -ngl 0 puts no layer on the GPU"),
+            (Some(Device::Cpu), n) if n > 0 => bail!("--device cpu with -ngl {n}: pick one"),
+            (None, 0) => return Ok(Device::Cpu),
+            (None, _) => return cuda_or_explain(0),
+            _ => {}
+        }
+    }
+    match explicit {
+        Some(Device::Cuda(n)) => cuda_or_explain(n),
+        Some(d) => Ok(d),
+        None => Ok(default_device()),
+    }
+}
+
+/// Set to use the CUDA backend before its parity suite has passed on a GPU.
+#[cfg(feature = "cuda")]
+const UNVERIFIED_ENV: &str = "NEXUS_CUDA_UNVERIFIED";
+
+/// The CUDA backend was written without a GPU to run it on: until `scripts/cuda/device_check.sh`
+/// has passed on one (kernel and whole-model parity with the CPU, memcheck clean), it must not
+/// be picked silently, and an explicit request says why it is refused.
+#[cfg(feature = "cuda")]
+fn cuda_verified() -> bool {
+    std::env::var_os(UNVERIFIED_ENV).is_some_and(|v| v == "1")
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_or_explain(n: usize) -> Result<Device> {
+    if !cuda_verified() {
+        bail!(
+            "the CUDA backend has not yet passed its parity tests on a GPU, so it is off by default; \
+             set {UNVERIFIED_ENV}=1 to use it anyway (and compare its output with --device cpu)"
+        );
+    }
+    let count = nexus_kernels::cuda::device_count()?;
+    if n >= count {
+        bail!("--device cuda:{n}: this machine has {count} CUDA device(s)");
+    }
+    Ok(Device::Cuda(n))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_or_explain(_: usize) -> Result<Device> {
+    bail!("this nexus-cli was built without CUDA; rebuild with `cargo build --release --features cuda`")
+}
+
+#[cfg(feature = "cuda")]
+fn default_device() -> Device {
+    if !cuda_verified() {
+        return Device::Cpu;
+    }
+    match nexus_kernels::cuda::device_count() {
+        Ok(n) if n > 0 => Device::Cuda(0),
+        _ => Device::Cpu,
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn default_device() -> Device {
+    Device::Cpu
+}
+
+/// The CPU backend with a cache it owns.
+pub struct CpuBackend<'a> {
+    pub model: &'a Model,
+    pub cache: KvCache,
+}
+
+impl Decoder for CpuBackend<'_> {
+    fn forward(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
+        self.model.forward(tokens, &mut self.cache, logits)
+    }
+    fn len(&self) -> usize {
+        self.cache.len()
+    }
+    fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+}
+
+/// A backend on `device` for `model` with `n_ctx` positions.
+pub fn open<'a>(device: Device, model: &'a Model, n_ctx: usize) -> Result<Box<dyn Decoder + 'a>> {
+    match device {
+        Device::Cpu => Ok(Box::new(CpuBackend { model, cache: model.new_cache(n_ctx) })),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(n) => Ok(Box::new(nexus_runtime::model::CudaModel::load(model, n_ctx, n)?)),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => cuda_or_explain(0).map(|_| unreachable!("cuda_or_explain always fails without CUDA")),
+    }
+}

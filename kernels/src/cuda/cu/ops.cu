@@ -1,0 +1,229 @@
+// Small per-token operations of the decode step. The token id and the position live in device
+// memory (`state[0]` = token, `state[1]` = position) so one captured graph serves every step.
+
+struct EmbedArgs {
+    Mat w;
+    u64 state, out;
+    int ty, cols;
+};
+extern "C" __global__ void embed(const EmbedArgs A) {
+    int tok = ((const int*)A.state)[0];
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < A.cols; c += gridDim.x * blockDim.x)
+        ((float*)A.out)[c] = dequant_elem(A.ty, A.w, A.cols, tok, c);
+}
+
+// RoPE on Q (in place) and K, then K and V stored as f16 at the current position.
+// One thread per (head, pair of dims); pairs past rope_dim/2 are copied unrotated.
+struct RopeArgs {
+    u64 q, k, v, kc, vc, inv_freq, state;
+    float freq_scale;
+    int n_head, n_kv, hd, rope_dim, neox, n_tok;
+};
+extern "C" __global__ void rope_store(const RopeArgs A) {
+    int half_hd = A.hd / 2, half_rot = A.rope_dim / 2;
+    int heads = A.n_head + A.n_kv;
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    int t = blockIdx.y;  // token within the batch
+    if (idx >= heads * half_hd) return;
+    int head = idx / half_hd, j = idx % half_hd;
+    int pos = ((const int*)A.state)[1] + t;
+    int qd = A.n_head * A.hd, kvd = A.n_kv * A.hd;
+    float* base = head < A.n_head ? (float*)A.q + (u64)t * qd + head * A.hd
+                                  : (float*)A.k + (u64)t * kvd + (head - A.n_head) * A.hd;
+    int a, b;
+    float x0, x1, y0, y1;
+    if (j < half_rot) {
+        if (A.neox) { a = j; b = j + half_rot; }
+        else { a = 2 * j; b = 2 * j + 1; }
+        double th = (double)pos * (double)A.freq_scale * ((const double*)A.inv_freq)[j];
+        double s, c;
+        sincos(th, &s, &c);
+        float cf = (float)c, sf = (float)s;
+        x0 = base[a];
+        x1 = base[b];
+        y0 = x0 * cf - x1 * sf;
+        y1 = x0 * sf + x1 * cf;
+    } else {
+        a = A.rope_dim + 2 * (j - half_rot);
+        b = a + 1;
+        y0 = base[a];
+        y1 = base[b];
+    }
+    if (head < A.n_head) {
+        base[a] = y0;
+        base[b] = y1;
+    } else {
+        int kh = head - A.n_head;
+        u64 off = (u64)pos * kvd + kh * A.hd;
+        __half* kc = (__half*)A.kc;
+        __half* vc = (__half*)A.vc;
+        const float* v = (const float*)A.v + (u64)t * kvd + kh * A.hd;
+        kc[off + a] = __float2half(y0);
+        kc[off + b] = __float2half(y1);
+        vc[off + a] = __float2half(v[a]);
+        vc[off + b] = __float2half(v[b]);
+    }
+}
+
+// Decode attention, split over the positions ("flash-decoding"): block (h, s) handles query
+// head h against positions [s*split, (s+1)*split) of its KV head with an online softmax; the
+// last block of a head to finish merges the partial results. GQA reads K/V in place.
+struct AttnArgs {
+    u64 q, kc, vc, out, part, counter, state;
+    float scale;
+    int n_head, n_kv, hd, split;
+};
+#define ATTN_THREADS 128
+#define MAX_HD_LANE 8
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attn_decode(const AttnArgs A) {
+    __shared__ float sm_m[ATTN_THREADS / WARP], sm_l[ATTN_THREADS / WARP];
+    __shared__ float sm_acc[ATTN_THREADS / WARP][256];
+    __shared__ int is_last;
+    const int h = blockIdx.x, s = blockIdx.y, n_split = gridDim.y;
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nw = ATTN_THREADS / WARP;
+    const int hd = A.hd, kvd = A.n_kv * hd, kvh = h / (A.n_head / A.n_kv);
+    const int n_pos = ((const int*)A.state)[1] + 1;
+    const int p0 = s * A.split, p1 = min(n_pos, p0 + A.split);
+    float qv[MAX_HD_LANE], acc[MAX_HD_LANE];
+#pragma unroll
+    for (int i = 0; i < MAX_HD_LANE; i++) {
+        qv[i] = lane + WARP * i < hd ? ((const float*)A.q)[h * hd + lane + WARP * i] * A.scale : 0.f;
+        acc[i] = 0.f;
+    }
+    float m = -INFINITY, l = 0.f;
+    const __half* kc = (const __half*)A.kc + kvh * hd;
+    const __half* vc = (const __half*)A.vc + kvh * hd;
+    for (int p = p0 + warp; p < p1; p += nw) {
+        const __half* kr = kc + (u64)p * kvd;
+        float dot = 0.f;
+#pragma unroll
+        for (int i = 0; i < MAX_HD_LANE; i++)
+            if (lane + WARP * i < hd) dot = fmaf(qv[i], __half2float(kr[lane + WARP * i]), dot);
+        dot = warp_sum(dot);
+        float m_new = fmaxf(m, dot);
+        float corr = __expf(m - m_new), e = __expf(dot - m_new);
+        l = l * corr + e;
+        const __half* vr = vc + (u64)p * kvd;
+#pragma unroll
+        for (int i = 0; i < MAX_HD_LANE; i++)
+            if (lane + WARP * i < hd) acc[i] = acc[i] * corr + e * __half2float(vr[lane + WARP * i]);
+        m = m_new;
+    }
+    // Merge the warps of this block.
+    if (lane == 0) { sm_m[warp] = m; sm_l[warp] = l; }
+#pragma unroll
+    for (int i = 0; i < MAX_HD_LANE; i++)
+        if (lane + WARP * i < hd) sm_acc[warp][lane + WARP * i] = acc[i];
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < nw; w++) M = fmaxf(M, sm_m[w]);
+    float L = 0.f;
+    for (int w = 0; w < nw; w++) L += sm_m[w] == -INFINITY ? 0.f : sm_l[w] * __expf(sm_m[w] - M);
+    float* part = (float*)A.part;
+    for (int d = threadIdx.x; d < hd; d += ATTN_THREADS) {
+        float o = 0.f;
+        for (int w = 0; w < nw; w++)
+            if (sm_m[w] != -INFINITY) o += sm_acc[w][d] * __expf(sm_m[w] - M);
+        if (n_split == 1) ((float*)A.out)[h * hd + d] = o / L;
+        else part[((u64)h * n_split + s) * (hd + 2) + 2 + d] = o;
+    }
+    if (n_split == 1) return;
+    if (threadIdx.x == 0) {
+        part[((u64)h * n_split + s) * (hd + 2)] = M;
+        part[((u64)h * n_split + s) * (hd + 2) + 1] = L;
+    }
+    // The last block of head h to arrive merges the splits.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int done = atomicAdd((int*)A.counter + h, 1);
+        is_last = done == n_split - 1;
+    }
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    const volatile float* vp = part + (u64)h * n_split * (hd + 2);
+    float GM = -INFINITY;
+    for (int k = 0; k < n_split; k++) GM = fmaxf(GM, vp[k * (hd + 2)]);
+    float GL = 0.f;
+    for (int k = 0; k < n_split; k++) {
+        float mk = vp[k * (hd + 2)];
+        if (mk != -INFINITY) GL += vp[k * (hd + 2) + 1] * __expf(mk - GM);
+    }
+    for (int d = threadIdx.x; d < hd; d += ATTN_THREADS) {
+        float o = 0.f;
+        for (int k = 0; k < n_split; k++) {
+            float mk = vp[k * (hd + 2)];
+            if (mk != -INFINITY) o += vp[k * (hd + 2) + 2 + d] * __expf(mk - GM);
+        }
+        ((float*)A.out)[h * hd + d] = o / GL;
+    }
+    if (threadIdx.x == 0) ((int*)A.counter)[h] = 0;
+}
+
+// Greedy pick on the device: state[0] = argmax(logits) (lowest index on ties, as the CPU).
+// Each block reduces a slice; the last block to finish reduces the blocks' winners.
+// `scratch` holds gridDim.x (value, index) pairs and a zeroed counter after them.
+__device__ __forceinline__ void best_of(float& best, int& idx, float ov, int oi) {
+    if (ov > best || (ov == best && oi < idx)) { best = ov; idx = oi; }
+}
+__device__ void block_argmax(float& best, int& idx) {
+    __shared__ float bv[32];
+    __shared__ int bi[32];
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+        best_of(best, idx, ov, oi);
+    }
+    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nw = blockDim.x / WARP;
+    __syncthreads();
+    if (lane == 0) { bv[warp] = best; bi[warp] = idx; }
+    __syncthreads();
+    best = lane < nw ? bv[lane] : -INFINITY;
+    idx = lane < nw ? bi[lane] : 0x7fffffff;
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+        best_of(best, idx, ov, oi);
+    }
+}
+extern "C" __global__ void argmax(const float* logits, int n, int* state, float* scratch) {
+    __shared__ int is_last;
+    int chunk = (n + gridDim.x - 1) / gridDim.x;
+    int lo = blockIdx.x * chunk, hi = min(n, lo + chunk);
+    float best = -INFINITY;
+    int idx = 0x7fffffff;
+    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) best_of(best, idx, logits[i], i);
+    block_argmax(best, idx);
+    int* counter = (int*)(scratch + 2 * gridDim.x);
+    if (threadIdx.x == 0) {
+        scratch[2 * blockIdx.x] = best;
+        scratch[2 * blockIdx.x + 1] = __int_as_float(idx);
+        __threadfence();
+        is_last = atomicAdd(counter, 1) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    const volatile float* vs = scratch;
+    best = -INFINITY;
+    idx = 0x7fffffff;
+    for (int b = threadIdx.x; b < gridDim.x; b += blockDim.x) best_of(best, idx, vs[2 * b], __float_as_int(vs[2 * b + 1]));
+    block_argmax(best, idx);
+    if (threadIdx.x == 0) {
+        state[0] = idx;
+        *counter = 0;
+    }
+}
+
+// End of a step: the position moves past the tokens just stored.
+extern "C" __global__ void advance(int* state, int n) { state[1] += n; }
+
+// gate = silu(gate) * up, for gate/up projections of different types (not fused).
+extern "C" __global__ void swiglu(float* gate, const float* up, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float g = gate[i];
+        gate[i] = g / (1.f + expf(-g)) * up[i];
+    }
+}

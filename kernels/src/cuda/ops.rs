@@ -1,0 +1,309 @@
+//! Typed launchers: Rust mirrors of the kernels' parameter structs and the checks that make
+//! each launch's memory accesses valid.
+
+use super::device::MATVEC_SMEM_MAX;
+use super::{CudaError, DeviceWeight, Gpu};
+use crate::GgmlType;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Mat {
+    q: u64,
+    a: u64,
+    b: u64,
+    bias: u64,
+    y: u64,
+    rows: i32,
+    pad: i32,
+}
+
+#[repr(C)]
+struct MatvecArgs {
+    m: [Mat; 3],
+    x: u64,
+    norm: u64,
+    eps: f32,
+    cols: i32,
+    n_mats: i32,
+    mode: i32,
+    total_rows: i32,
+    pad: i32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatvecMode {
+    /// y = W·x (+ bias)
+    Store,
+    /// y += W·x (+ bias): the residual add fused into the projection.
+    Add,
+    /// y = silu(W0·x) ⊙ (W1·x): SwiGLU's gate and up projections in one pass.
+    SwiGlu,
+}
+
+/// Up to three matrices with the same type and width that read the same x (Q/K/V, gate/up).
+pub struct MatvecJob<'a> {
+    /// Each matrix with the address of its output vector (f32, `rows` long).
+    pub mats: Vec<(&'a DeviceWeight, u64)>,
+    /// f32 input of `cols` elements.
+    pub x: u64,
+    /// RMSNorm weight (f32, `cols`): x is normalized and scaled before the products.
+    pub norm: Option<u64>,
+    pub eps: f32,
+    pub mode: MatvecMode,
+}
+
+const ARGMAX_BLOCKS: usize = 128;
+/// f32 elements of scratch `Gpu::argmax` needs: a (value, index) pair per block and a counter.
+pub const ARGMAX_SCRATCH: usize = 2 * ARGMAX_BLOCKS + 1;
+
+fn kernel_name(ty: GgmlType) -> Result<&'static str, CudaError> {
+    use GgmlType::*;
+    Ok(match ty {
+        F32 => "matvec_f32",
+        F16 => "matvec_f16",
+        BF16 => "matvec_bf16",
+        Q8_0 => "matvec_q8_0",
+        Q4_0 => "matvec_q4_0",
+        Q4_1 => "matvec_q4_1",
+        Q5_0 => "matvec_q5_0",
+        Q4_K => "matvec_q4_k",
+        Q5_K => "matvec_q5_k",
+        Q6_K => "matvec_q6_k",
+        other => return Err(CudaError::Unsupported(format!("no CUDA mat-vec kernel for {other}"))),
+    })
+}
+
+/// Shared memory a mat-vec block needs for x of `cols` elements.
+pub(crate) fn matvec_smem(ty: GgmlType, cols: usize) -> usize {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => cols * 4,
+        _ => (cols / 32 * 8).next_multiple_of(16) + cols,
+    }
+}
+
+impl Gpu {
+    pub fn matvec(&self, job: &MatvecJob) -> Result<(), CudaError> {
+        let (first, _) = *job.mats.first().ok_or_else(|| CudaError::Unsupported("mat-vec without a matrix".into()))?;
+        let (ty, cols) = (first.ty, first.cols);
+        if job.mats.len() > 3 || job.mats.iter().any(|(w, _)| w.ty != ty || w.cols != cols) {
+            return Err(CudaError::Unsupported("fused mat-vec needs ≤ 3 matrices of one type and width".into()));
+        }
+        if job.mode == MatvecMode::SwiGlu && (job.mats.len() != 2 || job.mats[0].0.rows != job.mats[1].0.rows) {
+            return Err(CudaError::Unsupported("SwiGLU mat-vec needs two matrices of equal shape".into()));
+        }
+        let smem = matvec_smem(ty, cols);
+        if smem > MATVEC_SMEM_MAX as usize {
+            return Err(CudaError::Unsupported(format!("mat-vec over {cols} columns of {ty} exceeds shared memory")));
+        }
+        let mut m = [Mat::default(); 3];
+        for (slot, (w, y)) in m.iter_mut().zip(&job.mats) {
+            let (q, a, b) = w.ptrs();
+            *slot = Mat { q, a, b, bias: w.bias.as_ref().map_or(0, |b| b.ptr()), y: *y, rows: w.rows as i32, pad: 0 };
+        }
+        let total_rows = match job.mode {
+            MatvecMode::SwiGlu => first.rows,
+            _ => job.mats.iter().map(|(w, _)| w.rows).sum(),
+        };
+        let args = MatvecArgs {
+            m,
+            x: job.x,
+            norm: job.norm.unwrap_or(0),
+            eps: job.eps,
+            cols: cols as i32,
+            n_mats: job.mats.len() as i32,
+            mode: match job.mode {
+                MatvecMode::Store => 0,
+                MatvecMode::Add => 1,
+                MatvecMode::SwiGlu => 2,
+            },
+            total_rows: total_rows as i32,
+            pad: 0,
+        };
+        // Each warp takes two rows at a time (one in SwiGLU mode, which reads two matrices).
+        const WARPS: usize = 8;
+        let per_block = if job.mode == MatvecMode::SwiGlu { WARPS } else { 2 * WARPS };
+        let blocks = total_rows.div_ceil(per_block).min(self.sm_count * 4).max(1);
+        unsafe { self.launch(kernel_name(ty)?, (blocks as u32, 1, 1), (WARPS * 32) as u32, smem as u32, &args) }
+    }
+
+    /// x = row `state[0]` of `w` (the token embedding), as f32.
+    pub fn embed(&self, w: &DeviceWeight, state: u64, out: u64) -> Result<(), CudaError> {
+        #[repr(C)]
+        struct EmbedArgs {
+            w: Mat,
+            state: u64,
+            out: u64,
+            ty: i32,
+            cols: i32,
+        }
+        kernel_name(w.ty)?;
+        let (q, a, b) = w.ptrs();
+        let args = EmbedArgs {
+            w: Mat { q, a, b, bias: 0, y: 0, rows: w.rows as i32, pad: 0 },
+            state,
+            out,
+            ty: w.ty.id() as i32,
+            cols: w.cols as i32,
+        };
+        let blocks = w.cols.div_ceil(256) as u32;
+        unsafe { self.launch("embed", (blocks, 1, 1), 256, 0, &args) }
+    }
+
+    pub fn rope_store(&self, a: &RopeStore) -> Result<(), CudaError> {
+        let pairs = (a.n_head + a.n_kv) * (a.hd / 2);
+        unsafe { self.launch("rope_store", (pairs.div_ceil(128) as u32, a.n_tok as u32, 1), 128, 0, &a.args()) }
+    }
+
+    /// `splits` blocks per head, each over `split` positions; `splits × split` must cover the
+    /// positions the step will see.
+    pub fn attn_decode(&self, a: &AttnDecode, splits: usize) -> Result<(), CudaError> {
+        if a.hd % 2 != 0 || a.hd > 256 || a.n_head % a.n_kv != 0 {
+            return Err(CudaError::Unsupported(format!(
+                "attention with head size {} and {}/{} heads (needs an even size up to 256, whole groups)",
+                a.hd, a.n_head, a.n_kv
+            )));
+        }
+        unsafe { self.launch("attn_decode", (a.n_head as u32, splits as u32, 1), 128, 0, &a.args()) }
+    }
+
+    /// state[0] = index of the largest of `n` logits. `scratch` is f32 of at least
+    /// [`ARGMAX_SCRATCH`] elements, zeroed once before first use (the kernel leaves it zeroed).
+    pub fn argmax(&self, logits: u64, n: usize, state: u64, scratch: u64) -> Result<(), CudaError> {
+        let blocks = n.div_ceil(4096).clamp(1, ARGMAX_BLOCKS);
+        let (mut logits, mut n, mut state, mut scratch) = (logits, n as i32, state, scratch);
+        let mut params = [
+            &mut logits as *mut u64 as *mut std::ffi::c_void,
+            &mut n as *mut i32 as *mut std::ffi::c_void,
+            &mut state as *mut u64 as *mut std::ffi::c_void,
+            &mut scratch as *mut u64 as *mut std::ffi::c_void,
+        ];
+        unsafe { self.launch_raw("argmax", (blocks as u32, 1, 1), 512, 0, &mut params) }
+    }
+
+    /// gate = silu(gate) ⊙ up over `n` elements.
+    pub fn swiglu(&self, gate: u64, up: u64, n: usize) -> Result<(), CudaError> {
+        let (mut g, mut u, mut n32) = (gate, up, n as i32);
+        let mut params = [
+            &mut g as *mut u64 as *mut std::ffi::c_void,
+            &mut u as *mut u64 as *mut std::ffi::c_void,
+            &mut n32 as *mut i32 as *mut std::ffi::c_void,
+        ];
+        unsafe { self.launch_raw("swiglu", (n.div_ceil(256) as u32, 1, 1), 256, 0, &mut params) }
+    }
+
+    /// The step's position advances by `n`.
+    pub fn advance(&self, state: u64, n: usize) -> Result<(), CudaError> {
+        let mut state = state;
+        let mut n = n as i32;
+        let mut params = [&mut state as *mut u64 as *mut std::ffi::c_void, &mut n as *mut i32 as *mut std::ffi::c_void];
+        unsafe { self.launch_raw("advance", (1, 1, 1), 1, 0, &mut params) }
+    }
+}
+
+/// RoPE on q (in place) and k, then k and v into the f16 cache at `state[1] + t`.
+pub struct RopeStore {
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    pub k_cache: u64,
+    pub v_cache: u64,
+    /// f64 `[rope_dim / 2]`: angle per position of each rotated pair.
+    pub inv_freq: u64,
+    pub state: u64,
+    pub freq_scale: f32,
+    pub n_head: usize,
+    pub n_kv: usize,
+    pub hd: usize,
+    pub rope_dim: usize,
+    pub neox: bool,
+    pub n_tok: usize,
+}
+
+impl RopeStore {
+    fn args(&self) -> impl Sized {
+        #[repr(C)]
+        struct RopeArgs {
+            q: u64,
+            k: u64,
+            v: u64,
+            kc: u64,
+            vc: u64,
+            inv_freq: u64,
+            state: u64,
+            freq_scale: f32,
+            n_head: i32,
+            n_kv: i32,
+            hd: i32,
+            rope_dim: i32,
+            neox: i32,
+            n_tok: i32,
+        }
+        RopeArgs {
+            q: self.q,
+            k: self.k,
+            v: self.v,
+            kc: self.k_cache,
+            vc: self.v_cache,
+            inv_freq: self.inv_freq,
+            state: self.state,
+            freq_scale: self.freq_scale,
+            n_head: self.n_head as i32,
+            n_kv: self.n_kv as i32,
+            hd: self.hd as i32,
+            rope_dim: self.rope_dim as i32,
+            neox: self.neox as i32,
+            n_tok: self.n_tok as i32,
+        }
+    }
+}
+
+/// One decode step's attention over positions `0..=state[1]` of one layer's f16 cache.
+pub struct AttnDecode {
+    pub q: u64,
+    pub k_cache: u64,
+    pub v_cache: u64,
+    pub out: u64,
+    /// f32 scratch `[n_head × splits × (hd + 2)]` and i32 `[n_head]` zeroed counters.
+    pub part: u64,
+    pub counter: u64,
+    pub state: u64,
+    pub scale: f32,
+    pub n_head: usize,
+    pub n_kv: usize,
+    pub hd: usize,
+    pub split: usize,
+}
+
+impl AttnDecode {
+    fn args(&self) -> impl Sized {
+        #[repr(C)]
+        struct AttnArgs {
+            q: u64,
+            kc: u64,
+            vc: u64,
+            out: u64,
+            part: u64,
+            counter: u64,
+            state: u64,
+            scale: f32,
+            n_head: i32,
+            n_kv: i32,
+            hd: i32,
+            split: i32,
+        }
+        AttnArgs {
+            q: self.q,
+            kc: self.k_cache,
+            vc: self.v_cache,
+            out: self.out,
+            part: self.part,
+            counter: self.counter,
+            state: self.state,
+            scale: self.scale,
+            n_head: self.n_head as i32,
+            n_kv: self.n_kv as i32,
+            hd: self.hd as i32,
+            split: self.split as i32,
+        }
+    }
+}

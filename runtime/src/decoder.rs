@@ -1,0 +1,48 @@
+//! What the generation loop needs from a backend: run tokens after those already cached and
+//! give logits. The CPU backend is a model plus its KV cache; the CUDA backend keeps both on
+//! the GPU (`model::CudaModel`).
+
+use crate::kv_cache::KvCache;
+use crate::model::{Logits, Model, ModelError};
+
+pub trait Decoder {
+    /// Runs `tokens` at the positions after `len()`, like [`Model::forward`].
+    fn forward(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError>;
+    /// Positions held.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn capacity(&self) -> usize;
+}
+
+/// The CPU backend: the model's forward pass over a KV cache in host memory.
+pub struct CpuDecoder<'a> {
+    pub model: &'a Model,
+    pub cache: &'a mut KvCache,
+}
+
+impl Decoder for CpuDecoder<'_> {
+    fn forward(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
+        self.model.forward(tokens, self.cache, logits)
+    }
+    fn len(&self) -> usize {
+        self.cache.len()
+    }
+    fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Decoder for crate::model::CudaModel {
+    fn forward(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
+        crate::model::CudaModel::forward(self, tokens, logits)
+    }
+    fn len(&self) -> usize {
+        crate::model::CudaModel::len(self)
+    }
+    fn capacity(&self) -> usize {
+        crate::model::CudaModel::capacity(self)
+    }
+}

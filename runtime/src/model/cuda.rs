@@ -1,0 +1,344 @@
+//! The LLaMA-family forward pass on an NVIDIA GPU. Weights are uploaded once in the device
+//! layout; the KV cache is f16 on the device. A decode step is one captured CUDA graph (per
+//! bucket of attention splits): the token and position live in device memory, so the host
+//! only writes them, replays the graph and reads the logits or the greedy token.
+
+use std::collections::HashMap;
+
+use half::f16;
+use nexus_kernels::cuda::{ARGMAX_SCRATCH, AttnDecode, CudaError, DeviceWeight, Gpu, GpuBuffer, Graph, MatvecJob, MatvecMode, RopeStore};
+
+use super::{Linear, Logits, Model, ModelConfig, ModelError, RopeStyle};
+
+mod prefill;
+
+/// Positions one attention block covers in a decode step.
+const ATTN_SPLIT: usize = 256;
+
+struct GpuLayer {
+    attn_norm: GpuBuffer<f32>,
+    wq: DeviceWeight,
+    wk: DeviceWeight,
+    wv: DeviceWeight,
+    wo: DeviceWeight,
+    ffn_norm: GpuBuffer<f32>,
+    w_gate: DeviceWeight,
+    w_up: DeviceWeight,
+    w_down: DeviceWeight,
+}
+
+/// Activations of one decode step.
+struct Scratch {
+    x: GpuBuffer<f32>,
+    q: GpuBuffer<f32>,
+    k: GpuBuffer<f32>,
+    v: GpuBuffer<f32>,
+    attn: GpuBuffer<f32>,
+    gate: GpuBuffer<f32>,
+    up: GpuBuffer<f32>,
+    logits: GpuBuffer<f32>,
+    part: GpuBuffer<f32>,
+    counter: GpuBuffer<i32>,
+    argmax: GpuBuffer<f32>,
+    /// [token, position] of the step.
+    state: GpuBuffer<i32>,
+}
+
+pub struct CudaModel {
+    pub config: ModelConfig,
+    gpu: Gpu,
+    embd: DeviceWeight,
+    output: DeviceWeight,
+    output_norm: GpuBuffer<f32>,
+    layers: Vec<GpuLayer>,
+    inv_freq: GpuBuffer<f64>,
+    freq_scale: f32,
+    k_cache: GpuBuffer<f16>,
+    v_cache: GpuBuffer<f16>,
+    n_ctx: usize,
+    len: usize,
+    s: Scratch,
+    /// Decode graphs by number of attention splits, with or without the greedy pick.
+    graphs: HashMap<(usize, bool), Graph>,
+    weight_bytes: u64,
+    /// Prompt-processing activations, allocated by the first prompt of two or more tokens.
+    prefill: Option<prefill::PrefillScratch>,
+}
+
+fn gpu_err(e: CudaError) -> ModelError {
+    ModelError::Gpu(e.to_string())
+}
+
+impl CudaModel {
+    /// Uploads `model` to GPU `ordinal` with a KV cache of `n_ctx` positions.
+    pub fn load(model: &Model, n_ctx: usize, ordinal: usize) -> Result<Self, ModelError> {
+        let c = model.config.clone();
+        if n_ctx == 0 || n_ctx > c.n_ctx_train.max(1) * 4 {
+            return Err(ModelError::Gpu(format!(
+                "context of {n_ctx} positions requested; the model was trained for {}",
+                c.n_ctx_train
+            )));
+        }
+        let gpu = Gpu::open(ordinal).map_err(gpu_err)?;
+        let linears = std::iter::once(&model.token_embd)
+            .chain(model.layers.iter().flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]))
+            .chain(std::iter::once(&model.output));
+        let weight_bytes: usize = linears.map(|w| w.data().len()).sum();
+        let max_splits = n_ctx.div_ceil(ATTN_SPLIT).next_power_of_two();
+        let cache_bytes = 2 * c.n_layer * n_ctx * c.kv_dim() * 2;
+        let scratch_bytes = 4 * (c.n_embd * 2 + c.q_dim() * 2 + c.kv_dim() * 2 + c.n_ff * 2 + c.n_vocab)
+            + 4 * c.n_head * max_splits * (c.head_dim + 2);
+        gpu.ensure_free(
+            &format!("{} ({} MiB of weights, {} MiB of KV cache)", c.arch.name(), weight_bytes >> 20, cache_bytes >> 20),
+            weight_bytes + cache_bytes + scratch_bytes,
+        )
+        .map_err(gpu_err)?;
+
+        let up = |w: &Linear| -> Result<DeviceWeight, ModelError> {
+            let dw = DeviceWeight::upload(&gpu, w.ty, w.rows, w.cols, w.data())
+                .map_err(|e| ModelError::Gpu(format!("{}: {e}", w.name)))?;
+            match w.bias() {
+                Some(b) => dw.with_bias(&gpu, b).map_err(gpu_err),
+                None => Ok(dw),
+            }
+        };
+        let vec = |v: &[f32]| gpu.upload(v).map_err(gpu_err);
+        let layers = model
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(GpuLayer {
+                    attn_norm: vec(&l.attn_norm)?,
+                    wq: up(&l.wq)?,
+                    wk: up(&l.wk)?,
+                    wv: up(&l.wv)?,
+                    wo: up(&l.wo)?,
+                    ffn_norm: vec(&l.ffn_norm)?,
+                    w_gate: up(&l.w_gate)?,
+                    w_up: up(&l.w_up)?,
+                    w_down: up(&l.w_down)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let f32s = |n: usize| gpu.alloc::<f32>(n).map_err(gpu_err);
+        let s = Scratch {
+            x: f32s(c.n_embd)?,
+            q: f32s(c.q_dim())?,
+            k: f32s(c.kv_dim())?,
+            v: f32s(c.kv_dim())?,
+            attn: f32s(c.q_dim())?,
+            gate: f32s(c.n_ff)?,
+            up: f32s(c.n_ff)?,
+            logits: f32s(c.n_vocab)?,
+            part: f32s(c.n_head * max_splits * (c.head_dim + 2))?,
+            counter: gpu.alloc::<i32>(c.n_head).map_err(gpu_err)?,
+            argmax: f32s(ARGMAX_SCRATCH)?,
+            state: gpu.alloc::<i32>(2).map_err(gpu_err)?,
+        };
+        Ok(CudaModel {
+            embd: up(&model.token_embd)?,
+            output: up(&model.output)?,
+            output_norm: vec(&model.output_norm)?,
+            inv_freq: gpu.upload(model.rope.inv_freq()).map_err(gpu_err)?,
+            freq_scale: model.rope.freq_scale() as f32,
+            k_cache: gpu.alloc::<f16>(c.n_layer * n_ctx * c.kv_dim()).map_err(gpu_err)?,
+            v_cache: gpu.alloc::<f16>(c.n_layer * n_ctx * c.kv_dim()).map_err(gpu_err)?,
+            layers,
+            n_ctx,
+            len: 0,
+            s,
+            graphs: HashMap::new(),
+            weight_bytes: model.weight_bytes_per_token(),
+            prefill: None,
+            config: c,
+            gpu,
+        })
+    }
+
+    pub fn device_name(&self) -> &str {
+        &self.gpu.name
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Measured device-to-device copy bandwidth, bytes/s.
+    pub fn copy_bandwidth(&self) -> Result<f64, ModelError> {
+        self.gpu.copy_bandwidth().map_err(gpu_err)
+    }
+
+    /// KV-cache bytes one decode step reads at `n_pos` positions (f16 keys and values).
+    pub fn kv_bytes_per_token(&self, n_pos: usize) -> u64 {
+        (2 * 2 * self.config.n_layer * n_pos * self.config.kv_dim()) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Forgets positions from `len` on; they are overwritten by the next tokens.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        self.weight_bytes
+    }
+
+    /// Runs `tokens` after what the cache holds, like [`Model::forward`].
+    /// Two or more tokens take the batched prompt path (NEXUS_CUDA_PREFILL=0 sends them through
+    /// the one-token decode graph instead, to tell the two paths apart).
+    pub fn forward(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
+        self.check(tokens)?;
+        if tokens.len() >= 2 && std::env::var_os("NEXUS_CUDA_PREFILL").is_none_or(|v| v != "0") {
+            return self.prefill(tokens, logits);
+        }
+        let mut out = Vec::new();
+        for (i, &t) in tokens.iter().enumerate() {
+            let want = logits == Logits::All || i + 1 == tokens.len();
+            self.step(t, false)?;
+            if want {
+                out.extend(self.gpu.read(&self.s.logits, self.config.n_vocab).map_err(gpu_err)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Greedy generation kept on the device: feeds `first`, then each argmax, `n` times, and
+    /// returns the `n` tokens picked. Only the picked token crosses to the host per step.
+    pub fn generate_greedy(&mut self, first: u32, n: usize) -> Result<Vec<u32>, ModelError> {
+        self.check(&[first])?;
+        if self.len + n > self.n_ctx {
+            return Err(ModelError::ContextOverflow { needed: self.len + n, capacity: self.n_ctx });
+        }
+        let mut out = Vec::with_capacity(n);
+        let mut tok = first;
+        for _ in 0..n {
+            self.step(tok, true)?;
+            let st = self.gpu.read(&self.s.state, 1).map_err(gpu_err)?;
+            tok = st[0] as u32;
+            out.push(tok);
+        }
+        Ok(out)
+    }
+
+    fn check(&self, tokens: &[u32]) -> Result<(), ModelError> {
+        let needed = self.len + tokens.len();
+        if needed > self.n_ctx {
+            return Err(ModelError::ContextOverflow { needed, capacity: self.n_ctx });
+        }
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= self.config.n_vocab) {
+            return Err(ModelError::BadToken { id, n_vocab: self.config.n_vocab });
+        }
+        Ok(())
+    }
+
+    /// One token through the model at position `self.len`.
+    fn step(&mut self, token: u32, greedy: bool) -> Result<(), ModelError> {
+        let splits = (self.len + 1).div_ceil(ATTN_SPLIT).next_power_of_two();
+        self.gpu.write(&mut self.s.state, &[token as i32, self.len as i32]).map_err(gpu_err)?;
+        if self.gpu.sync_each() {
+            self.record_step(splits, greedy).map_err(gpu_err)?;
+        } else {
+            if !self.graphs.contains_key(&(splits, greedy)) {
+                let graph = self.gpu.capture(|| self.record_step(splits, greedy)).map_err(gpu_err)?;
+                self.graphs.insert((splits, greedy), graph);
+            }
+            self.gpu.replay(&self.graphs[&(splits, greedy)]).map_err(gpu_err)?;
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The launches of one decode step, in the order of the architecture.
+    fn record_step(&self, splits: usize, greedy: bool) -> Result<(), CudaError> {
+        let (c, g, s) = (&self.config, &self.gpu, &self.s);
+        let layer_cache = self.n_ctx * c.kv_dim();
+        g.embed(&self.embd, s.state.ptr(), s.x.ptr())?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Attention block: RMSNorm fused into the Q/K/V products.
+            self.projections(
+                &[(&layer.wq, s.q.ptr()), (&layer.wk, s.k.ptr()), (&layer.wv, s.v.ptr())],
+                s.x.ptr(),
+                Some(layer.attn_norm.ptr()),
+                MatvecMode::Store,
+            )?;
+            let (kc, vc) = (self.k_cache.ptr_at(l * layer_cache), self.v_cache.ptr_at(l * layer_cache));
+            g.rope_store(&RopeStore {
+                q: s.q.ptr(),
+                k: s.k.ptr(),
+                v: s.v.ptr(),
+                k_cache: kc,
+                v_cache: vc,
+                inv_freq: self.inv_freq.ptr(),
+                state: s.state.ptr(),
+                freq_scale: self.freq_scale,
+                n_head: c.n_head,
+                n_kv: c.n_head_kv,
+                hd: c.head_dim,
+                rope_dim: c.rope_dim,
+                neox: c.rope_style == RopeStyle::Neox,
+                n_tok: 1,
+            })?;
+            g.attn_decode(
+                &AttnDecode {
+                    q: s.q.ptr(),
+                    k_cache: kc,
+                    v_cache: vc,
+                    out: s.attn.ptr(),
+                    part: s.part.ptr(),
+                    counter: s.counter.ptr(),
+                    state: s.state.ptr(),
+                    scale: 1.0 / (c.head_dim as f32).sqrt(),
+                    n_head: c.n_head,
+                    n_kv: c.n_head_kv,
+                    hd: c.head_dim,
+                    split: ATTN_SPLIT,
+                },
+                splits,
+            )?;
+            // Output projection with the residual add fused.
+            self.projections(&[(&layer.wo, s.x.ptr())], s.attn.ptr(), None, MatvecMode::Add)?;
+
+            // Feed-forward block (SwiGLU), RMSNorm fused into gate/up.
+            if layer.w_gate.ty == layer.w_up.ty {
+                g.matvec(&MatvecJob {
+                    mats: vec![(&layer.w_gate, s.gate.ptr()), (&layer.w_up, s.up.ptr())],
+                    x: s.x.ptr(),
+                    norm: Some(layer.ffn_norm.ptr()),
+                    eps: c.rms_eps,
+                    mode: MatvecMode::SwiGlu,
+                })?;
+            } else {
+                self.projections(&[(&layer.w_gate, s.gate.ptr())], s.x.ptr(), Some(layer.ffn_norm.ptr()), MatvecMode::Store)?;
+                self.projections(&[(&layer.w_up, s.up.ptr())], s.x.ptr(), Some(layer.ffn_norm.ptr()), MatvecMode::Store)?;
+                g.swiglu(s.gate.ptr(), s.up.ptr(), c.n_ff)?;
+            }
+            self.projections(&[(&layer.w_down, s.x.ptr())], s.gate.ptr(), None, MatvecMode::Add)?;
+        }
+        self.projections(&[(&self.output, s.logits.ptr())], s.x.ptr(), Some(self.output_norm.ptr()), MatvecMode::Store)?;
+        if greedy {
+            g.argmax(s.logits.ptr(), c.n_vocab, s.state.ptr(), s.argmax.ptr())?;
+        }
+        Ok(())
+    }
+
+    /// Products that read the same x: one launch per run of matrices of the same type.
+    fn projections(&self, mats: &[(&DeviceWeight, u64)], x: u64, norm: Option<u64>, mode: MatvecMode) -> Result<(), CudaError> {
+        let mut i = 0;
+        while i < mats.len() {
+            let mut j = i + 1;
+            while j < mats.len() && mats[j].0.ty == mats[i].0.ty && mats[j].0.cols == mats[i].0.cols {
+                j += 1;
+            }
+            self.gpu.matvec(&MatvecJob { mats: mats[i..j].to_vec(), x, norm, eps: self.config.rms_eps, mode })?;
+            i = j;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! The CUDA backend against the CPU backend on whole models: the golden fixtures (converted by
+//! llama.cpp: GQA, llama3 rope scaling, qwen2 biases) and synthetic models of SmolLM2's real
+//! shapes in several weight types. Runs only with `--features cuda`; without a GPU it prints
+//! why and passes, unless NEXUS_REQUIRE_CUDA=1 makes an absent GPU a failure.
+#![cfg(feature = "cuda")]
+
+use std::path::Path;
+
+use nexus_convert::quantize::QuantType;
+use nexus_runtime::model::{CudaModel, Logits, Model};
+use nexus_tests::root;
+
+fn gpu_available() -> bool {
+    match nexus_kernels::cuda::device_count() {
+        Ok(n) if n > 0 => true,
+        other if std::env::var_os("NEXUS_REQUIRE_CUDA").is_some() => {
+            panic!("NEXUS_REQUIRE_CUDA is set but no GPU is usable: {other:?}")
+        }
+        other => {
+            eprintln!("skipped: no CUDA device ({other:?})");
+            false
+        }
+    }
+}
+
+fn argmax(v: &[f32]) -> (usize, f32) {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    let second = v.iter().enumerate().filter(|&(i, _)| i != best).map(|(_, &x)| x).fold(f32::MIN, f32::max);
+    (best, v[best] - second)
+}
+
+/// Greedy on the CPU for `steps` tokens, then the GPU teacher-forced along the same tokens:
+/// logits must agree within `tol` (relative to the largest |logit|), the picked token must agree
+/// wherever the CPU's top-2 gap exceeds twice the measured difference, and the GPU's own
+/// greedy run (kept on the device) must follow the CPU's text up to the first near-tie.
+fn compare(path: &Path, prompt: &[u32], steps: usize, tol: f32) {
+    let model = Model::load(path).unwrap();
+    let n_ctx = prompt.len() + steps + 1;
+    let mut cache = model.new_cache(n_ctx);
+    let mut tokens = prompt.to_vec();
+    let mut cpu_logits = Vec::new();
+    let mut logits = model.forward(prompt, &mut cache, Logits::Last).unwrap();
+    for _ in 0..steps {
+        let (id, _) = argmax(&logits);
+        cpu_logits.push(logits.clone());
+        tokens.push(id as u32);
+        logits = model.forward(&[id as u32], &mut cache, Logits::Last).unwrap();
+    }
+    let mut gpu = CudaModel::load(&model, n_ctx, 0).unwrap();
+    let all = gpu.forward(&tokens[..tokens.len() - 1], Logits::All).unwrap();
+    let nv = model.config.n_vocab;
+    let mut worst = 0f32;
+    let mut first_tie = steps;
+    for (s, cpu) in cpu_logits.iter().enumerate() {
+        let g = &all[(prompt.len() - 1 + s) * nv..(prompt.len() + s) * nv];
+        let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let diff = cpu.iter().zip(g).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(g.iter().all(|v| v.is_finite()), "{}: step {s}: non-finite GPU logits", path.display());
+        worst = worst.max(diff / scale);
+        let (cpu_id, gap) = argmax(cpu);
+        let (gpu_id, _) = argmax(g);
+        if gap > 2.0 * diff {
+            assert_eq!(gpu_id, cpu_id, "{}: step {s}: GPU picks {gpu_id}, CPU {cpu_id} (gap {gap}, diff {diff})", path.display());
+        } else {
+            first_tie = first_tie.min(s);
+        }
+    }
+    assert!(worst <= tol, "{}: logits differ by {worst:.2e} of the largest (bound {tol:.0e})", path.display());
+    gpu.truncate(0);
+    gpu.forward(&prompt[..prompt.len() - 1], Logits::Last).unwrap();
+    let greedy = gpu.generate_greedy(prompt[prompt.len() - 1], steps).unwrap();
+    let agree = greedy.iter().zip(&tokens[prompt.len()..]).take_while(|(a, b)| a == b).count();
+    assert!(agree >= first_tie, "{}: device greedy leaves the CPU's text at step {agree}, before the first near-tie at {first_tie}", path.display());
+    eprintln!(
+        "{}: {steps} steps, max logit difference {worst:.2e} of the largest, greedy identical for {agree} steps (first near-tie at {first_tie})",
+        path.file_name().unwrap().to_string_lossy()
+    );
+}
+
+#[test]
+fn golden_fixtures_match_cpu() {
+    if !gpu_available() {
+        return;
+    }
+    for name in ["llama-spm-gqa.f32", "llama-spm-gqa.f16", "llama-spm-gqa.q8_0", "llama3-scaled.f32", "qwen2-bias.f32"] {
+        let path = root().join(format!("tests/fixtures/golden/{name}.gguf"));
+        // The GPU's KV cache is f16 (the CPU's f32): ~5e-4 per element, ~2e-3 on the logits.
+        // With Q8_0 weights both quantize activations to 8 bits; a sum rounded differently
+        // before that moves a whole quantization step (measured 3.5e-2).
+        let tol = if name.ends_with("q8_0") { 5e-2 } else { 5e-3 };
+        compare(&path, &[1, 15, 27, 3, 99, 42], 64, tol);
+    }
+}
+
+#[test]
+fn synthetic_smollm2_shapes_match_cpu() {
+    if !gpu_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = nexus_convert::synth::config("smollm2-135m").unwrap();
+    for ty in ["q4_1", "q8_0", "q4_k_m", "f16", "q6_k", "q4_0"] {
+        let path = dir.path().join(format!("smollm2-{ty}.gguf"));
+        nexus_convert::synth::synth(cfg, QuantType::from_name(ty).unwrap(), &path, 5).unwrap();
+        // Random weights give flat logits; the CPU quantizes activations per 256 for K-quants
+        // and per 32 on the GPU, so the bound is relative to the largest logit.
+        compare(&path, &[1, 200, 3000, 17, 9000, 45000, 12], 64, 5e-2);
+    }
+}
+
+/// The batched prompt path (f16 GEMMs, causal prefill attention) against the one-token decode
+/// graph on the same prompt, which the tests above check against the CPU: the logits of every
+/// position, and the cache they leave behind (the next decode step reads it).
+#[test]
+fn prefill_matches_token_by_token_decode() {
+    if !gpu_available() {
+        return;
+    }
+    for name in ["llama-spm-gqa.f32", "llama-spm-gqa.q8_0", "llama3-scaled.f32", "qwen2-bias.f32"] {
+        let path = root().join(format!("tests/fixtures/golden/{name}.gguf"));
+        let model = Model::load(&path).unwrap();
+        let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % model.config.n_vocab as u32).collect();
+        let mut gpu = CudaModel::load(&model, 64, 0).unwrap();
+        let batched = gpu.forward(&prompt, Logits::All).unwrap();
+        let next_batched = gpu.forward(&[7], Logits::Last).unwrap();
+        gpu.truncate(0);
+        std::env::set_var("NEXUS_CUDA_PREFILL", "0");
+        let stepped = gpu.forward(&prompt, Logits::All).unwrap();
+        let next_stepped = gpu.forward(&[7], Logits::Last).unwrap();
+        std::env::remove_var("NEXUS_CUDA_PREFILL");
+        let rel = |a: &[f32], b: &[f32]| {
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+        };
+        let (all, next) = (rel(&batched, &stepped), rel(&next_batched, &next_stepped));
+        // f16 GEMM inputs against 8-bit (or f32) decode activations.
+        let tol = if name.ends_with("q8_0") { 5e-2 } else { 1e-2 };
+        assert!(all <= tol && next <= tol, "{name}: prefill vs decode {all:.2e}, next step {next:.2e} (bound {tol:.0e})");
+        eprintln!("{name}: prefill vs decode {all:.2e}, next step {next:.2e}");
+    }
+}
