@@ -14,6 +14,13 @@ pub struct ModelArgs {
     /// CPU threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Where to run: cpu, cuda or cuda:N (default: CUDA when this binary has it and a GPU is
+    /// present, else the CPU).
+    #[arg(long = "device")]
+    pub device: Option<String>,
+    /// Layers on the GPU (llama.cpp's -ngl): 0 runs on the CPU; all layers (e.g. 99) on the GPU.
+    #[arg(long = "n-gpu-layers", visible_alias = "ngl")]
+    pub n_gpu_layers: Option<i64>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -75,22 +75,69 @@ fn time_once(model: &Model, n: usize, batch: bool, seed: u64) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// The same on the GPU. tg keeps greedy decoding on the device: per token the graph is
+/// replayed and the picked token read back (a sync per token, as llama-bench's decode has).
+#[cfg(feature = "cuda")]
+fn time_once_cuda(gpu: &mut nexus_runtime::model::CudaModel, model: &Model, n: usize, batch: bool, seed: u64) -> Result<f64> {
+    let tokens = random_tokens(model, n, seed);
+    gpu.truncate(0);
+    let start = Instant::now();
+    if batch {
+        gpu.forward(&tokens, Logits::Last)?;
+    } else {
+        gpu.generate_greedy(tokens[0], n)?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
 pub fn bench(args: BenchArgs) -> Result<()> {
     if args.repetitions == 0 {
         bail!("--repetitions must be at least 1");
     }
     let loaded = load::load(&args.model)?;
-    let threads = rayon::current_num_threads();
     let model = &loaded.model;
+    let device = crate::device::select(&args.model, model.config.n_layer)?;
+    let threads = rayon::current_num_threads();
+    #[cfg(feature = "cuda")]
+    let mut gpu = match device {
+        crate::device::Device::Cuda(n) => {
+            let ctx = args.n_prompt.max(args.n_gen).max(16) + 1;
+            Some(nexus_runtime::model::CudaModel::load(model, ctx, n)?)
+        }
+        crate::device::Device::Cpu => None,
+    };
+    #[allow(unused_mut)]
+    let mut timed = |n: usize, batch: bool, seed: u64| -> Result<f64> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = gpu.as_mut() {
+            return time_once_cuda(g, model, n, batch, seed);
+        }
+        time_once(model, n, batch, seed)
+    };
     let mut results = Vec::new();
     for (name, n, batch) in [("pp", args.n_prompt, true), ("tg", args.n_gen, false)] {
         if n == 0 {
             continue;
         }
-        time_once(model, n.min(16), batch, 0)?; // warm-up: page the weights in, spin up threads
-        let secs = (0..args.repetitions).map(|r| time_once(model, n, batch, r as u64 + 1)).collect::<Result<_>>()?;
+        // Warm-up: page the weights in, spin up threads, capture the GPU graphs.
+        timed(n, batch, 0)?;
+        let secs = (0..args.repetitions).map(|r| timed(n, batch, r as u64 + 1)).collect::<Result<_>>()?;
         results.push(TestResult { name: format!("{name}{n}"), tokens: n, secs });
     }
+    // The roofline: bytes a tg token must read (weights, plus the KV cache at the average
+    // position) over the device's measured copy bandwidth.
+    #[allow(unused_mut)]
+    let mut roofline: Option<(f64, f64)> = None;
+    #[cfg(feature = "cuda")]
+    if let Some(g) = gpu.as_ref() {
+        let kv = g.kv_bytes_per_token(args.n_gen / 2) as f64;
+        roofline = Some((g.copy_bandwidth()?, kv));
+    }
+    let backend = device.name();
+    let par = match device {
+        crate::device::Device::Cpu => format!("{threads}"),
+        crate::device::Device::Cuda(_) => "99".to_string(),
+    };
 
     let file = model.file();
     let size: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
@@ -99,13 +146,22 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let weight_bytes = model.weight_bytes_per_token() as f64;
     match args.output {
         Format::Md => {
-            println!("| model | size | params | backend | threads | test | t/s | weights GB/s |");
-            println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
+            let par_name = if device == crate::device::Device::Cpu { "threads" } else { "ngl" };
+            let roof = if roofline.is_some() { " roofline |" } else { "" };
+            let roof_sep = if roofline.is_some() { " ---: |" } else { "" };
+            println!("| model | size | params | backend | {par_name} | test | t/s | weights GB/s |{roof}");
+            println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |{roof_sep}");
             for r in &results {
                 let (mean, sd) = r.mean_sd();
-                let gbs = if r.name.starts_with("tg") { format!("{:.2}", weight_bytes * mean / 1e9) } else { "".into() };
+                let tg = r.name.starts_with("tg");
+                let gbs = if tg { format!("{:.2}", weight_bytes * mean / 1e9) } else { "".into() };
+                let roof = match roofline {
+                    Some((bw, kv)) if tg => format!(" {:.0}% of {:.0} GB/s |", 100.0 * (weight_bytes + kv) * mean / bw, bw / 1e9),
+                    Some(_) => " |".to_string(),
+                    None => String::new(),
+                };
                 println!(
-                    "| {model_name} | {:.2} MiB | {:.2} M | CPU | {threads} | {} | {mean:.2} ± {sd:.2} | {gbs} |",
+                    "| {model_name} | {:.2} MiB | {:.2} M | {backend} | {par} | {} | {mean:.2} ± {sd:.2} | {gbs} |{roof}",
                     size as f64 / (1 << 20) as f64,
                     params as f64 / 1e6,
                     r.name
@@ -118,9 +174,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 .map(|r| {
                     let (mean, sd) = r.mean_sd();
                     serde_json::json!({
-                        "model": model_name, "size": size, "params": params, "backend": "CPU",
-                        "threads": threads, "test": r.name, "avg_ts": mean, "stddev_ts": sd,
+                        "model": model_name, "size": size, "params": params, "backend": backend,
+                        "threads": threads, "n_gpu_layers": if device == crate::device::Device::Cpu { 0 } else { 99 },
+                        "test": r.name, "avg_ts": mean, "stddev_ts": sd,
                         "samples_s": r.secs, "weight_bytes_per_token": weight_bytes,
+                        "copy_bandwidth": roofline.map(|r| r.0), "kv_bytes_per_token": roofline.map(|r| r.1),
                     })
                 })
                 .collect();

@@ -12,6 +12,7 @@ use nexus_runtime::generate::StopReason;
 
 use crate::args::{GenArgs, ModelArgs};
 use crate::load;
+use crate::speak::{self, VoiceArgs};
 
 #[derive(Args)]
 pub struct ChatArgs {
@@ -26,6 +27,14 @@ pub struct ChatArgs {
     /// template; overrides the model's tokenizer.chat_template.
     #[arg(long = "chat-template")]
     chat_template: Option<String>,
+    /// Speak each answer aloud as it streams, sentence by sentence (needs --features speech).
+    #[arg(long = "speak")]
+    speak: bool,
+    /// With --speak: write the spoken answers to this WAV file instead of the sound card.
+    #[arg(long = "speak-out", requires = "speak")]
+    speak_out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    voice: VoiceArgs,
 }
 
 pub fn chat(args: ChatArgs) -> Result<()> {
@@ -42,6 +51,17 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     )?;
     let params = args.gen.params();
     let mut session = ChatSession::new(model, tokenizer, template, args.system_prompt.clone(), n_ctx);
+    let mut speaker = match args.speak {
+        true => Some(speak::open_speaker(&args.voice, args.speak_out.as_deref(), params.sampling.seed)?),
+        false => None,
+    };
+    // Waits for the last answer to be heard (or written) before the session ends.
+    let finish_speech = |speaker: Option<nexus_runtime::tts::speaker::Speaker>| -> Result<()> {
+        if let Some(s) = speaker {
+            speak::report(&s.finish()?);
+        }
+        Ok(())
+    };
 
     // Ctrl-C while answering stops the answer; at the prompt it ends the session.
     let generating = Arc::new(AtomicBool::new(false));
@@ -71,12 +91,12 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         line.clear();
         if stdin.lock().read_line(&mut line)? == 0 {
             println!();
-            return Ok(());
+            return finish_speech(speaker);
         }
         let input = line.trim_end_matches(['\n', '\r']);
         match input.trim() {
             "" => continue,
-            "/exit" | "/quit" => return Ok(()),
+            "/exit" | "/quit" => return finish_speech(speaker),
             "/reset" => {
                 session.reset();
                 eprintln!("(history cleared)");
@@ -87,11 +107,24 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         cancel.store(false, Ordering::SeqCst);
         generating.store(true, Ordering::SeqCst);
         let mut out = std::io::stdout().lock();
+        let mut speech_error = None;
         let reply = session.respond(input, &params, &cancel, |piece| {
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();
+            // Text first, then speech: pushing only queues the sentences it completes.
+            if let Some(Err(e)) = speaker.as_mut().map(|s| s.push(piece)) {
+                speech_error = Some(e);
+                speaker = None;
+            }
         });
         drop(out);
+        if let Some(Err(e)) = speaker.as_mut().map(|s| s.flush()) {
+            speech_error = Some(e);
+            speaker = None;
+        }
+        if let Some(e) = speech_error {
+            eprintln!("\nerror: {e} (speech is off for the rest of the session)");
+        }
         generating.store(false, Ordering::SeqCst);
         println!();
         match reply {

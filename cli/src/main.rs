@@ -1,14 +1,18 @@
 //! `nexus-cli`: parses arguments and calls library code; nothing else lives here.
 
+mod device;
+mod synth;
 mod args;
 mod bench;
 mod chat;
 mod convert;
+mod convert_voice;
 mod inspect;
 mod load;
 mod perplexity;
 mod quantize;
 mod run;
+mod speak;
 mod tokenize;
 
 use clap::Parser;
@@ -22,6 +26,10 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Convert an HF model directory to GGUF, like convert_hf_to_gguf.py.
     Convert(convert::ConvertArgs),
+    /// Convert a Piper VITS voice (VOICE.onnx + VOICE.onnx.json) to a voice GGUF.
+    ConvertVoice(convert_voice::ConvertVoiceArgs),
+    /// Speak text aloud with a VITS voice (or write it to a WAV file).
+    Speak(speak::SpeakArgs),
     /// Print a GGUF file's metadata and tensor table.
     Inspect(inspect::InspectArgs),
     /// Measure prompt processing and generation speed, like llama-bench.
@@ -32,18 +40,25 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Quantize a GGUF model to another type, like llama-quantize.
     Quantize(quantize::QuantizeArgs),
+    /// Write a GGUF with random weights in a real model's shapes (for speed runs).
+    Synth(synth::SynthArgs),
 }
 
 fn main() {
-    let result = match Command::parse() {
+    // llama.cpp spells it `-ngl`; clap only knows single-letter short flags.
+    let argv = std::env::args().map(|a| if a == "-ngl" { "--n-gpu-layers".to_string() } else { a });
+    let result = match Command::parse_from(argv) {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::chat(a),
         Command::Convert(a) => convert::convert(a),
+        Command::ConvertVoice(a) => convert_voice::convert_voice(a),
+        Command::Speak(a) => speak::speak(a),
         Command::Inspect(a) => inspect::inspect(a),
         Command::Bench(a) => bench::bench(a),
         Command::Tokenize(a) => tokenize::tokenize(a),
         Command::Perplexity(a) => perplexity::perplexity(a),
         Command::Quantize(a) => quantize::quantize(a),
+        Command::Synth(a) => synth::synth(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -33,7 +33,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     if prompt.len() >= n_ctx {
         anyhow::bail!("the prompt is {} tokens; the context holds {n_ctx} (raise --ctx-size)", prompt.len());
     }
-    let mut cache = model.new_cache(n_ctx);
+    let device = crate::device::select(&args.model, model.config.n_layer)?;
+    let mut backend = crate::device::open(device, model, n_ctx)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))?;
@@ -41,7 +42,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     write!(out, "{}", args.prompt)?;
     out.flush()?;
-    let generation = generate(model, tokenizer, &mut cache, &prompt, &args.gen.params(), &cancel, |piece| {
+    let generation = generate(backend.as_mut(), tokenizer, &prompt, &args.gen.params(), &cancel, |piece| {
         let _ = out.write_all(piece.as_bytes());
         let _ = out.flush();
     })?;

@@ -2,6 +2,10 @@
 //!
 //! `hf`: an HF model directory (config.json, tokenizer.json, safetensors) → GGUF, matching
 //! llama.cpp's `convert_hf_to_gguf.py` (llama and qwen2).
+//! `onnx` + `voice`: a Piper VITS voice (ONNX + .onnx.json) → a voice GGUF (docs/VOICE.md).
 
 pub mod hf;
+pub mod onnx;
 pub mod quantize;
+pub mod synth;
+pub mod voice;

@@ -3,6 +3,10 @@
 //! Depends on nothing of ours. Everything above it (the runtime's model graph, the converter,
 //! the trainer) reaches weights only through the functions exported here.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod conv;
+pub mod gemm;
 pub mod ggml_type;
 pub mod matmul;
 pub mod ops;

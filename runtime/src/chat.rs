@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::chat_template::{ChatTemplate, Message};
 use crate::generate::{generate, GenerateParams, Generation};
+use crate::decoder::CpuDecoder;
 use crate::kv_cache::KvCache;
 use crate::model::{Model, ModelError};
 use crate::tokenizer::Tokenizer;
@@ -134,7 +135,8 @@ impl<'m> ChatSession<'m> {
         let keep = common.min(prompt.len() - 1);
         self.cache.truncate(keep);
         self.cached.truncate(keep);
-        let generation = generate(self.model, self.tokenizer, &mut self.cache, &prompt[keep..], params, cancel, on_text);
+        let mut decoder = CpuDecoder { model: self.model, cache: &mut self.cache };
+        let generation = generate(&mut decoder, self.tokenizer, &prompt[keep..], params, cancel, on_text);
         let generation = match generation {
             Ok(g) => g,
             Err(e) => {

@@ -19,6 +19,14 @@ pub use builtins::BUILTIN_NAMES;
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Template instructions one render may execute. Real templates spend a few hundred per
+/// message (Qwen3's, with tools, about 250), so this allows conversations of tens of
+/// thousands of messages while a runaway loop stops within about a second.
+pub const RENDER_FUEL: u64 = 20_000_000;
+/// Bytes one render may produce: far beyond any context window's worth of text, small
+/// enough that a template repeating a string cannot exhaust memory through the output.
+pub const MAX_RENDER_BYTES: usize = 64 << 20;
+
 /// One turn of the conversation. `role` is usually `system`, `user` or `assistant`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
@@ -57,6 +65,11 @@ pub enum ChatTemplateError {
 
     #[error("unknown built-in chat template {name:?}; available: {}", BUILTIN_NAMES.join(", "))]
     UnknownBuiltin { name: String },
+
+    /// The render hit [`RENDER_FUEL`] or [`MAX_RENDER_BYTES`]: a template that loops without
+    /// end or produces an unbounded prompt.
+    #[error("the {family} chat template exceeded its limit: {limit}")]
+    TooLarge { family: String, limit: String },
 }
 
 /// A compiled chat template plus the special-token strings it is rendered with.
@@ -132,6 +145,7 @@ impl ChatTemplate {
         });
         // Hostile or buggy templates must not hang or overflow the stack.
         env.set_recursion_limit(100);
+        env.set_fuel(Some(RENDER_FUEL));
         env.add_filter("length", pyfuncs::length);
         env.add_filter("count", pyfuncs::length);
         env.add_template_owned(TEMPLATE_NAME, pyfuncs::rewrite_generation_tags(&source))
@@ -157,12 +171,27 @@ impl ChatTemplate {
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
         };
-        tmpl.render(ctx).map_err(|e| match raised_message(&e) {
-            Some(message) => {
-                ChatTemplateError::Rejected { family: self.family.unwrap_or("unknown").to_string(), message }
+        let family = || self.family.unwrap_or("unknown").to_string();
+        let mut out = BoundedOutput { bytes: Vec::new(), overflowed: false };
+        match tmpl.render_to_write(ctx, &mut out) {
+            Ok(_) => {}
+            Err(_) if out.overflowed => {
+                let limit = format!("the prompt grew past {MAX_RENDER_BYTES} bytes");
+                return Err(ChatTemplateError::TooLarge { family: family(), limit });
             }
-            None => unsupported(self.family, &e),
-        })
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => {
+                let limit = format!("rendering took more than {RENDER_FUEL} template instructions");
+                return Err(ChatTemplateError::TooLarge { family: family(), limit });
+            }
+            Err(e) => {
+                return Err(match raised_message(&e) {
+                    Some(message) => ChatTemplateError::Rejected { family: family(), message },
+                    None => unsupported(self.family, &e),
+                })
+            }
+        }
+        // Every piece minijinja writes is a &str, so the concatenation is valid UTF-8.
+        String::from_utf8(out.bytes).map_err(|e| ChatTemplateError::Unsupported { family: family(), reason: e.to_string() })
     }
 
     /// The template family: the builtin's name, or one guessed from the source's
@@ -246,6 +275,26 @@ fn unsupported(family: Option<&str>, err: &minijinja::Error) -> ChatTemplateErro
         reason.push_str(" (a Python method this engine does not implement)");
     }
     ChatTemplateError::Unsupported { family: family.unwrap_or("unknown").to_string(), reason }
+}
+
+/// The render's output, refusing to grow past [`MAX_RENDER_BYTES`].
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDER_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("chat template output limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn raised_message(err: &minijinja::Error) -> Option<String> {

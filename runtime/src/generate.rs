@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::kv_cache::KvCache;
-use crate::model::{Logits, Model, ModelError};
+use crate::decoder::Decoder;
+use crate::model::{Logits, ModelError};
 use crate::sampling::{Sampler, SamplingParams, StopStrings};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -52,12 +52,11 @@ pub struct Generation {
     pub stats: GenerationStats,
 }
 
-/// Feeds `prompt` after what `cache` already holds and generates, calling `on_text` with
+/// Feeds `prompt` after what the decoder already holds and generates, calling `on_text` with
 /// each piece of valid UTF-8 as soon as no stop string can still swallow it.
 pub fn generate(
-    model: &Model,
+    backend: &mut dyn Decoder,
     tokenizer: &Tokenizer,
-    cache: &mut KvCache,
     prompt: &[u32],
     params: &GenerateParams,
     cancel: &AtomicBool,
@@ -77,7 +76,7 @@ pub fn generate(
     };
 
     let start = Instant::now();
-    let mut logits = if prompt.is_empty() { Vec::new() } else { model.forward(prompt, cache, Logits::Last)? };
+    let mut logits = if prompt.is_empty() { Vec::new() } else { backend.forward(prompt, Logits::Last)? };
     let prompt_secs = start.elapsed().as_secs_f64();
     let gen_start = Instant::now();
     let stop_reason = loop {
@@ -102,10 +101,10 @@ pub fn generate(
         if out.stopped {
             break StopReason::StopString;
         }
-        if cache.len() >= cache.capacity() {
+        if backend.len() >= backend.capacity() {
             break StopReason::ContextFull;
         }
-        logits = model.forward(&[id], cache, Logits::Last)?;
+        logits = backend.forward(&[id], Logits::Last)?;
     };
     if stop_reason != StopReason::StopString {
         let tail = decoder.finish();

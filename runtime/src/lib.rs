@@ -8,6 +8,7 @@
 
 pub mod chat;
 pub mod chat_template;
+pub mod decoder;
 pub mod eval;
 pub mod generate;
 pub mod gguf;
@@ -15,3 +16,4 @@ pub mod kv_cache;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;
+pub mod tts;

@@ -53,6 +53,18 @@ pub struct ConvertSummary {
     pub n_tensors: usize,
 }
 
+/// Reads `config.json` and the safetensors shards of `dir` and produces every tensor's GGUF
+/// bytes, as `convert` does, but writes nothing: the number of tensors a conversion would
+/// write. It exercises the converter's readers without a tokenizer (the fuzz target uses it).
+pub fn check_tensors(dir: &Path, outtype: OutType) -> Result<usize, HfError> {
+    let cfg = HfConfig::load(dir)?;
+    let plan = tensors::plan(dir, &cfg, outtype)?;
+    for i in 0..plan.items.len() {
+        plan.produce(i, &cfg)?;
+    }
+    Ok(plan.items.len())
+}
+
 /// Converts `dir` into `out`. `progress(done, total)` is called after each tensor.
 pub fn convert(
     dir: &Path,

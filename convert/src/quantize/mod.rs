@@ -4,7 +4,7 @@
 
 mod policy;
 
-pub use policy::QuantType;
+pub use policy::{Policy, QuantType};
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -16,7 +16,7 @@ use nexus_runtime::gguf::{
 };
 use rayon::prelude::*;
 
-use policy::{layer_of, Policy};
+use policy::layer_of;
 
 /// ggml's `GGML_QNT_VERSION`, which llama-quantize writes into every file.
 const QUANTIZATION_VERSION: u32 = 2;

@@ -22,6 +22,8 @@ pub enum GgufErrorKind {
     CountTooLarge { what: String, count: u64, available: u64 },
     #[error("metadata key {key:?}: unknown value type {ty}")]
     BadValueType { key: String, ty: u32 },
+    #[error("metadata key {key:?}: the metadata holds more than {max} values in all")]
+    TooManyValues { key: String, max: u64 },
     #[error("metadata key {key:?}: arrays nested deeper than {max}")]
     TooDeep { key: String, max: usize },
     #[error("duplicate metadata key {0:?}")]

@@ -15,6 +15,10 @@ use super::{GgufError, GgufErrorKind, Value, ValueType, DEFAULT_ALIGNMENT, GGUF_
 const MAX_ARRAY_DEPTH: usize = 8;
 /// ggml supports at most four dimensions.
 const MAX_DIMS: u32 = 4;
+/// Metadata values (array elements included) one file may hold: 2^26, over a hundred times
+/// the largest real vocabulary's tokens + merges. Each value takes 32 bytes in memory against
+/// as little as one in the file, so without a cap a 1 GB array of u8 would take 32 GB.
+pub const MAX_METADATA_VALUES: u64 = 1 << 26;
 
 #[derive(Debug, Clone)]
 pub struct TensorInfo {
@@ -58,7 +62,7 @@ impl GgufFile {
     }
 
     fn parse(path: PathBuf, mmap: Mmap) -> Result<Self, GgufError> {
-        let mut cur = Cursor { buf: &mmap, pos: 0 };
+        let mut cur = Cursor { buf: &mmap, pos: 0, values_left: MAX_METADATA_VALUES };
         let err = |kind| GgufError::new(&path, kind);
 
         let magic = cur.u32("magic").map_err(err)?;
@@ -261,6 +265,8 @@ pub(crate) fn align_up(x: u64, alignment: u64) -> u64 {
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// What remains of [`MAX_METADATA_VALUES`].
+    values_left: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -340,6 +346,10 @@ impl<'a> Cursor<'a> {
                     .ok_or_else(|| GgufErrorKind::BadValueType { key: key.into(), ty: elem_raw })?;
                 let n = self.u64(key)?;
                 self.check_count(&format!("array {key:?}"), n, elem.min_encoded_size())?;
+                self.values_left = self
+                    .values_left
+                    .checked_sub(n)
+                    .ok_or_else(|| GgufErrorKind::TooManyValues { key: key.into(), max: MAX_METADATA_VALUES })?;
                 let mut items = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     items.push(self.value(key, elem as u32, depth + 1)?);

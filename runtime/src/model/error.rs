@@ -14,6 +14,8 @@ pub enum ModelError {
     ContextOverflow { needed: usize, capacity: usize },
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
     BadToken { id: u32, n_vocab: usize },
+    #[error("GPU: {0}")]
+    Gpu(String),
     #[error("kernel failed in {tensor}: {source}")]
     Kernel { tensor: String, source: nexus_kernels::KernelError },
 }

@@ -28,11 +28,11 @@ const MAX_BATCH: usize = 512;
 pub struct Model {
     pub config: ModelConfig,
     file: Arc<GgufFile>,
-    token_embd: Linear,
-    layers: Vec<LayerWeights>,
-    output_norm: Vec<f32>,
-    output: Linear,
-    rope: Rope,
+    pub(crate) token_embd: Linear,
+    pub(crate) layers: Vec<LayerWeights>,
+    pub(crate) output_norm: Vec<f32>,
+    pub(crate) output: Linear,
+    pub(crate) rope: Rope,
 }
 
 impl Model {

@@ -2,11 +2,15 @@
 //! and the forward pass.
 
 mod config;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod error;
 mod llama;
 mod rope;
 mod weights;
 
+#[cfg(feature = "cuda")]
+pub use cuda::CudaModel;
 pub use config::{Arch, ModelConfig, RopeStyle};
 pub use error::ModelError;
 pub use llama::{Logits, Model};

@@ -24,6 +24,17 @@ impl Rope {
         Rope { style: cfg.rope_style, inv_freq, freq_scale: cfg.rope_freq_scale as f64 }
     }
 
+    /// Angle per position of each rotated pair (before the linear scale).
+    #[cfg(feature = "cuda")]
+    pub fn inv_freq(&self) -> &[f64] {
+        &self.inv_freq
+    }
+
+    #[cfg(feature = "cuda")]
+    pub fn freq_scale(&self) -> f64 {
+        self.freq_scale
+    }
+
     /// Rotates every head in `x` (`n_heads × head_dim`, one token) for position `pos`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
         let p = pos as f64 * self.freq_scale;

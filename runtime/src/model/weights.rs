@@ -37,6 +37,10 @@ impl Linear {
         Ok(self)
     }
 
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
     pub fn data(&self) -> &[u8] {
         self.file.tensor_data(&self.info)
     }

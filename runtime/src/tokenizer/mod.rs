@@ -228,9 +228,12 @@ fn byte_token_value(text: &str) -> u8 {
 }
 
 /// GPT-2 alphabet → bytes. A char outside the alphabet cannot come from a real
-/// vocabulary; llama.cpp spells it out as "[UNK_BYTE_0x..]" and so do we.
+/// vocabulary; llama.cpp spells it out as "[UNK_BYTE_0x..<token text>]" and so do we, but
+/// with the token text only after the first such char: llama.cpp repeats it for each, which
+/// makes a hostile 100 kB token decode to gigabytes (found in the issue-9 review).
 fn gpt2_decode(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len());
+    let mut text_written = false;
     for c in text.chars() {
         match unicode::char_to_byte(c) {
             Some(b) => out.push(b),
@@ -240,7 +243,10 @@ fn gpt2_decode(text: &str) -> Vec<u8> {
                 for b in c.encode_utf8(&mut buf).bytes() {
                     out.extend_from_slice(format!("{b:02x}").as_bytes());
                 }
-                out.extend_from_slice(text.as_bytes());
+                if !text_written {
+                    out.extend_from_slice(text.as_bytes());
+                    text_written = true;
+                }
                 out.push(b']');
             }
         }
