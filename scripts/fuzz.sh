@@ -4,6 +4,9 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
+# FUZZ_SEED=N fixes libFuzzer's random seed (CI sets it, so its short run is the same
+# sequence of inputs every time rather than a lottery).
+#
 # Uses `cargo +nightly fuzz` when a nightly toolchain is installed, else the stable toolchain
 # with RUSTC_BOOTSTRAP=1 (its rustlib ships the ASan runtime cargo-fuzz links). Installs
 # cargo-fuzz from crates.io when it is missing. New corpus entries go to fuzz/work/ (ignored);
@@ -14,7 +17,7 @@ set -u
 cd "$(dirname "$0")/../fuzz"
 SECONDS_EACH=${1:-60}
 shift || true
-ALL_TARGETS=(gguf_reader tokenizer_vocab tokenizer_text detokenize chat_template safetensors_header)
+ALL_TARGETS=(gguf_reader tokenizer_vocab tokenizer_text detokenize chat_template safetensors_header onnx_voice voice_gguf)
 TARGETS=("${@:-${ALL_TARGETS[@]}}")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL_TARGETS[@]}")
 
@@ -39,6 +42,8 @@ options() {
         tokenizer_text | detokenize) echo "-max_len=4096 -dict=dicts/tokenizer.dict" ;;
         chat_template) echo "-max_len=8192 -dict=dicts/jinja.dict" ;;
         safetensors_header) echo "-max_len=16384" ;;
+        onnx_voice) echo "-max_len=65536 -dict=dicts/onnx.dict" ;;
+        voice_gguf) echo "-max_len=32768 -dict=dicts/gguf.dict" ;;
     esac
 }
 
@@ -50,7 +55,8 @@ for t in "${TARGETS[@]}"; do
     # shellcheck disable=SC2046
     "${FUZZ[@]}" run -O -a "$t" "work/corpus/$t" "corpus/$t" -- \
         -max_total_time="$SECONDS_EACH" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
-        -print_final_stats=1 -artifact_prefix="artifacts/$t/" $(options "$t") >"$log" 2>&1
+        -print_final_stats=1 -artifact_prefix="artifacts/$t/" ${FUZZ_SEED:+-seed=$FUZZ_SEED} \
+        $(options "$t") >"$log" 2>&1
     rc=$?
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
     [ -z "$execs" ] && execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')

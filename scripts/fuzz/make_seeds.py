@@ -12,8 +12,14 @@ comment at the top of fuzz/fuzz_targets/<target>.rs):
   detokenize         the llama.cpp ids of the corpus texts (tests/fixtures/tokenizer/corpus-ids-*)
   chat_template      every template of tests/fixtures/chat_templates with a short conversation
   safetensors_header a tiny llama config.json and a matching model.safetensors
+  onnx_voice         the Piper voice's real .onnx.json with slices of its ONNX graph (the first
+                     nodes with their initializers shrunk to one element, the flow's renamed
+                     `onnx::Conv_*` WaveNet convs, and the first 16 kB of the real file); also
+                     writes fuzz/dicts/onnx.dict (the graph's op types and attribute names)
+  voice_gguf         the first 32 kB of the converted voice (header, metadata, tensor infos)
 
-Needs the `gguf` Python package (llama.cpp's gguf-py) and models/ fetched by models/fetch.sh.
+Needs the `gguf` and `onnx` Python packages, models/ fetched by models/fetch.sh, and the voice
+converted (nexus-cli convert-voice models/en_US-joe-medium.onnx -o models/en_US-joe-medium.gguf).
 Run from the repository root: python3 scripts/fuzz/make_seeds.py
 """
 import hashlib, json, os, struct, sys
@@ -166,12 +172,52 @@ def safetensors_seed():
     put("safetensors_header", "llama3-rope-f32", json.dumps(cfg3).encode() + b"\0" + shard)
 
 
+def voice_seeds():
+    import onnx
+    from onnx import helper, numpy_helper
+
+    onnx_path = ROOT / "models" / "en_US-joe-medium.onnx"
+    config = (ROOT / "models" / "en_US-joe-medium.onnx.json").read_bytes()
+    model = onnx.load(str(onnx_path))
+    inits = {t.name: t for t in model.graph.initializer}
+
+    def shrunk(name):
+        a = numpy_helper.to_array(inits[name])
+        if a.size <= 16:
+            return inits[name]
+        return numpy_helper.from_array(np.full([1] * a.ndim, a.flat[0], dtype=a.dtype), name)
+
+    def sliced(label, nodes):
+        used = sorted({i for n in nodes for i in n.input if i in inits})
+        graph = helper.make_graph(nodes, "main_graph", list(model.graph.input), list(model.graph.output),
+                                  [shrunk(n) for n in used])
+        m = helper.make_model(graph, opset_imports=model.opset_import, producer_name=model.producer_name)
+        put("onnx_voice", label, config + b"\0" + m.SerializeToString())
+
+    sliced("joe-first-120-nodes", list(model.graph.node[:120]))
+    sliced("joe-flow-wavenet", [n for n in model.graph.node
+                                if n.op_type == "Conv" and any(i.startswith("onnx::Conv_") for i in n.input)][:8])
+    put("onnx_voice", "joe-first-16k", config + b"\0" + onnx_path.read_bytes()[:16384])
+
+    ops = sorted({n.op_type for n in model.graph.node})
+    attrs = sorted({a.name for n in model.graph.node for a in n.attribute})
+    words = ops + attrs + ["enc_p.", "dp.", "flow.", "dec.", "onnx::Conv_", "/enc_p/emb/Gather", "sid",
+                           ".weight", ".bias", "/Conv"]
+    with open(ROOT / "fuzz" / "dicts" / "onnx.dict", "w") as f:
+        f.write("# ONNX op types, attribute names and VITS module prefixes of the Piper voice "
+                "(scripts/fuzz/make_seeds.py)\n")
+        f.writelines(f'"{w}"\n' for w in words)
+
+    put("voice_gguf", "joe-first-32k.gguf", (ROOT / "models" / "en_US-joe-medium.gguf").read_bytes()[:32768])
+
+
 if __name__ == "__main__":
     os.chdir(ROOT)
     gguf_seeds()
     tokenizer_seeds()
     chat_seeds()
     safetensors_seed()
+    voice_seeds()
     for d in sorted(CORPUS.iterdir()):
         files = list(d.iterdir())
         print(f"{d.name}: {len(files)} seeds, {sum(f.stat().st_size for f in files)} bytes")
