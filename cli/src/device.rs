@@ -55,26 +55,8 @@ pub fn select(args: &ModelArgs, n_layer: usize) -> Result<Device> {
     }
 }
 
-/// Set to use the CUDA backend before its parity suite has passed on a GPU.
-#[cfg(feature = "cuda")]
-const UNVERIFIED_ENV: &str = "NEXUS_CUDA_UNVERIFIED";
-
-/// The CUDA backend was written without a GPU to run it on: until `scripts/cuda/device_check.sh`
-/// has passed on one (kernel and whole-model parity with the CPU, memcheck clean), it must not
-/// be picked silently, and an explicit request says why it is refused.
-#[cfg(feature = "cuda")]
-fn cuda_verified() -> bool {
-    std::env::var_os(UNVERIFIED_ENV).is_some_and(|v| v == "1")
-}
-
 #[cfg(feature = "cuda")]
 fn cuda_or_explain(n: usize) -> Result<Device> {
-    if !cuda_verified() {
-        bail!(
-            "the CUDA backend has not yet passed its parity tests on a GPU, so it is off by default; \
-             set {UNVERIFIED_ENV}=1 to use it anyway (and compare its output with --device cpu)"
-        );
-    }
     let count = nexus_kernels::cuda::device_count()?;
     if n >= count {
         bail!("--device cuda:{n}: this machine has {count} CUDA device(s)");
@@ -89,9 +71,6 @@ fn cuda_or_explain(_: usize) -> Result<Device> {
 
 #[cfg(feature = "cuda")]
 fn default_device() -> Device {
-    if !cuda_verified() {
-        return Device::Cpu;
-    }
     match nexus_kernels::cuda::device_count() {
         Ok(n) if n > 0 => Device::Cuda(0),
         _ => Device::Cpu,

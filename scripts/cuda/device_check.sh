@@ -5,7 +5,7 @@
 # real shapes. Logs go to $OUT. Build the carried binaries with scripts/cuda/build_carry.sh.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} NEXUS_REQUIRE_CUDA=1 NEXUS_CUDA_UNVERIFIED=1 PATH=/usr/local/cuda/bin:$PATH
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} NEXUS_REQUIRE_CUDA=1 PATH=/usr/local/cuda/bin:$PATH
 B=.carry/cuda
 STAGE=${STAGE:-check,bench}
 M=$HOME/nexus-models; mkdir -p "$M"

@@ -52,7 +52,11 @@ fn compare(path: &Path, prompt: &[u32], steps: usize, tol: f32) {
         logits = model.forward(&[id as u32], &mut cache, Logits::Last).unwrap();
     }
     let mut gpu = CudaModel::load(&model, n_ctx, 0).unwrap();
+    // Teacher-forced through the one-token decode graph (what generation runs); the batched
+    // prompt path is checked against it in `prefill_matches_token_by_token_decode`.
+    std::env::set_var("NEXUS_CUDA_PREFILL", "0");
     let all = gpu.forward(&tokens[..tokens.len() - 1], Logits::All).unwrap();
+    std::env::remove_var("NEXUS_CUDA_PREFILL");
     let nv = model.config.n_vocab;
     let mut worst = 0f32;
     let mut first_tie = steps;
@@ -89,10 +93,11 @@ fn golden_fixtures_match_cpu() {
     }
     for name in ["llama-spm-gqa.f32", "llama-spm-gqa.f16", "llama-spm-gqa.q8_0", "llama3-scaled.f32", "qwen2-bias.f32"] {
         let path = root().join(format!("tests/fixtures/golden/{name}.gguf"));
-        // The GPU's KV cache is f16 (the CPU's f32): ~5e-4 per element, ~2e-3 on the logits.
-        // With Q8_0 weights both quantize activations to 8 bits; a sum rounded differently
-        // before that moves a whole quantization step (measured 3.5e-2).
-        let tol = if name.ends_with("q8_0") { 5e-2 } else { 5e-3 };
+        // The GPU's KV cache is f16 (the CPU's f32): rounding the CPU's cache to f16 alone
+        // moves these logits by 1.9e-3–3.8e-3 (measured). With Q8_0 weights both quantize
+        // activations to 8 bits, and a sum rounded differently before that moves a whole
+        // quantization step: the CPU itself is 7.2e-2 from transformers on this file.
+        let tol = if name.ends_with("q8_0") { 8e-2 } else { 5e-3 };
         compare(&path, &[1, 15, 27, 3, 99, 42], 64, tol);
     }
 }
@@ -138,8 +143,10 @@ fn prefill_matches_token_by_token_decode() {
             a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
         };
         let (all, next) = (rel(&batched, &stepped), rel(&next_batched, &next_stepped));
-        // f16 GEMM inputs against 8-bit (or f32) decode activations.
-        let tol = if name.ends_with("q8_0") { 5e-2 } else { 1e-2 };
+        // f16 GEMM inputs (weights and activations rounded to f16) against 8-bit (or f32)
+        // decode activations; for Q8_0 the bound is the CPU's own distance from transformers
+        // on this file (7.2e-2), since both sides differ from exact by about that much.
+        let tol = if name.ends_with("q8_0") { 8e-2 } else { 1e-2 };
         assert!(all <= tol && next <= tol, "{name}: prefill vs decode {all:.2e}, next step {next:.2e} (bound {tol:.0e})");
         eprintln!("{name}: prefill vs decode {all:.2e}, next step {next:.2e}");
     }
