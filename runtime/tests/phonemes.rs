@@ -170,7 +170,7 @@ fn phonemizer_without_espeak_says_how_to_rebuild() {
 #[cfg(feature = "espeak")]
 mod espeak {
     use super::*;
-    use nexus_runtime::tts::phonemize::{has_phonemes, Phonemizer};
+    use nexus_runtime::tts::phonemize::{for_espeak, has_phonemes, Phonemizer};
 
     /// Texts where piper-tts 1.8.0 (its bundled espeak-ng "1.52.0.1") and Debian's espeak-ng
     /// 1.51 phonemize differently; see tests/fixtures/phonemes/README.md for why each differs.
@@ -260,6 +260,8 @@ mod espeak {
     #[test]
     fn strange_characters_do_not_crash() {
         let p = en_us();
+        // Format characters vanish, unpronounceable ones become spaces.
+        assert_eq!(for_espeak("co\u{ad}op\u{200d}erate\u{e000}x\u{fdfd}y\u{7}z"), "cooperate x y z");
         // NULs are removed before the text becomes a C string.
         assert_eq!(p.phonemize("Hello\0 world.").unwrap(), p.phonemize("Hello world.").unwrap());
         let long = "word, ".repeat(3000);

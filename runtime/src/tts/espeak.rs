@@ -62,12 +62,33 @@ fn select_voice(engine: &mut Engine, voice: &str) -> Result<(), TtsError> {
     Ok(())
 }
 
+/// espeak-ng recurses deeply on some inputs: the test suite overflowed a 2 MiB thread stack
+/// (Rust's default for spawned threads, and so for rayon workers and test threads) about one
+/// run in four, and never with 4 MiB. Every call into it therefore runs on a thread of its own
+/// with this much stack (a thread start costs tens of microseconds, nothing next to espeak).
+const ESPEAK_STACK: usize = 16 << 20;
+
+fn on_espeak_stack<T: Send>(f: impl FnOnce() -> Result<T, TtsError> + Send) -> Result<T, TtsError> {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("espeak-ng".into())
+            .stack_size(ESPEAK_STACK)
+            .spawn_scoped(scope, f)
+            .map_err(|e| TtsError::Phonemizer(format!("cannot start the espeak-ng thread: {e}")))?;
+        worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// Initialises espeak-ng if needed and selects `voice`, so a bad voice fails early.
 pub(super) fn check_voice(voice: &str) -> Result<(), TtsError> {
-    select_voice(&mut *engine()?, voice)
+    on_espeak_stack(|| select_voice(&mut *engine()?, voice))
 }
 
 pub(super) fn version() -> Result<String, TtsError> {
+    on_espeak_stack(version_here)
+}
+
+fn version_here() -> Result<String, TtsError> {
     let _engine = engine()?;
     let mut data_path: *const c_char = std::ptr::null();
     // SAFETY: espeak_Info returns a pointer to a static NUL-terminated string.
@@ -82,7 +103,26 @@ pub(super) fn version() -> Result<String, TtsError> {
 /// Runs `espeak_TextToPhonemes` (IPA) over `text` clause by clause, calling
 /// `each(ipa, consumed_text, at_end)` for every clause. `text` must not contain NUL.
 pub(super) fn clauses(voice: &str, text: &str, mut each: impl FnMut(&str, &str, bool)) -> Result<(), TtsError> {
+    // (ipa, consumed text, at end) per clause, gathered on the big-stack thread.
+    let found = on_espeak_stack(|| {
+        let mut found = Vec::new();
+        clauses_here(voice, text, |ipa, consumed, at_end| found.push((ipa.to_string(), consumed.len(), at_end)))?;
+        Ok(found)
+    })?;
+    let mut start = 0;
+    for (ipa, len, at_end) in found {
+        each(&ipa, &text[start..start + len], at_end);
+        start += len;
+    }
+    Ok(())
+}
+
+fn clauses_here(voice: &str, text: &str, mut each: impl FnMut(&str, &str, bool)) -> Result<(), TtsError> {
     let mut engine = engine()?;
+    // Selected afresh for every text, as Piper does: espeak-ng switches its translator by
+    // itself on text in other scripts, and that switch can outlive the call, so a voice
+    // remembered as selected gave another language's phonemes (seen in the test suite).
+    engine.voice = None;
     select_voice(&mut engine, voice)?;
     let c_text = CString::new(text)
         .map_err(|e| TtsError::Phonemizer(format!("text contains a NUL character at byte {}", e.nul_position())))?;
