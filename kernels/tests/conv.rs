@@ -17,10 +17,18 @@ use rand_chacha::ChaCha8Rng;
 
 const TOL: f64 = 1e-5;
 
+/// Every instruction set this CPU runs; says which it cannot (so a run on a CPU without
+/// AVX-512 shows that path went unchecked instead of passing silently).
 fn isas() -> Vec<Isa> {
-    [Isa::Scalar, Isa::Avx2]
+    [Isa::Scalar, Isa::Avx2, Isa::Avx512]
         .into_iter()
-        .filter(|&i| available(i))
+        .filter(|&i| {
+            let ok = available(i);
+            if !ok {
+                println!("skipped: {i:?} is not available on this CPU");
+            }
+            ok
+        })
         .collect()
 }
 
@@ -515,4 +523,101 @@ fn wrong_sizes_are_errors() {
     assert!(sgemm_checked(3, 4, 2, &[0.0; 6], 2, &[0.0; 8], 4, &mut c, 4, false).is_ok());
     assert_eq!(conv1d_out_len(5, &ConvParams { stride: 0, ..p }), 0);
     assert_eq!(conv_transpose1d_out_len(0, &t), 0);
+}
+
+/// The AVX-512 kernel (8 × 48 tiles, masked edges) against the scalar one on sizes that
+/// leave partial tiles in both directions, several K blocks, strided output (transposed
+/// convolution) and fused bias; skipped, saying so, on CPUs without AVX-512.
+#[test]
+fn avx512_matches_scalar_on_odd_sizes() {
+    if !available(Isa::Avx512) {
+        println!("skipped: this CPU has no AVX-512F, the AVX-512 GEMM kernel went unchecked");
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (7, 47, 3),
+        (9, 49, 257),
+        (17, 97, 600),
+        (33, 130, 31),
+    ] {
+        let a = rand_vec(&mut rng, m * k);
+        let b = rand_vec(&mut rng, k * n);
+        let c0 = rand_vec(&mut rng, m * n);
+        for acc in [false, true] {
+            let (mut c512, mut c1) = (c0.clone(), c0.clone());
+            sgemm_with(Isa::Avx512, m, n, k, &a, k, &b, n, &mut c512, n, acc).unwrap();
+            sgemm_with(Isa::Scalar, m, n, k, &a, k, &b, n, &mut c1, n, acc).unwrap();
+            let want = ref_gemm(m, n, k, &a, k, &b, n, acc.then_some(&c0[..]), n);
+            check(&format!("avx512 sgemm {m}x{n}x{k} acc {acc}"), &c512, &want);
+            check(&format!("scalar sgemm {m}x{n}x{k} acc {acc}"), &c1, &want);
+        }
+    }
+    for &(c_in, c_out, kernel, stride, len) in
+        &[(5, 9, 7, 1, 53), (13, 11, 16, 8, 29), (3, 17, 8, 4, 50)]
+    {
+        let transposed = stride > 1;
+        let p = if transposed {
+            params(c_in, c_out, kernel, stride, 1, (kernel - stride) / 2, 1)
+        } else {
+            params(c_in, c_out, kernel, 1, 2, kernel - 1, 1)
+        };
+        let x = rand_vec(&mut rng, c_in * len);
+        let w = rand_vec(&mut rng, c_in * c_out * kernel);
+        let bias = rand_vec(&mut rng, c_out);
+        let run = |isa| {
+            let l_out = if transposed {
+                conv_transpose1d_out_len(len, &p)
+            } else {
+                conv1d_out_len(len, &p)
+            };
+            let mut y = vec![f32::NAN; c_out * l_out];
+            if transposed {
+                conv_transpose1d_with(isa, &x, len, &w, Some(&bias), &p, &mut y).unwrap();
+            } else {
+                conv1d_with(isa, &x, len, &w, Some(&bias), &p, &mut y).unwrap();
+            }
+            y
+        };
+        let want = if transposed {
+            ref_conv_transpose1d(&x, len, &w, Some(&bias), &p)
+        } else {
+            ref_conv1d(&x, len, &w, Some(&bias), &p)
+        };
+        check(&format!("avx512 {p:?} len {len}"), &run(Isa::Avx512), &want);
+        check(&format!("scalar {p:?} len {len}"), &run(Isa::Scalar), &want);
+    }
+}
+
+/// `forward_fused` (LeakyReLU in the packing, residual in the store) is bit-identical to the
+/// separate passes on every instruction set.
+#[test]
+fn fused_leaky_relu_and_residual_equal_separate_passes() {
+    use nexus_kernels::conv::Conv1d;
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    let (c, len, slope) = (19, 301, 0.1f32);
+    // kernel 3 keeps K under one block; kernel 37 splits it (residual added after the last).
+    for kernel in [3, 37] {
+        let p = params(c, c, kernel, 1, 1, kernel / 2, 1);
+        let x = rand_vec(&mut rng, c * len);
+        let w = rand_vec(&mut rng, c * c * kernel);
+        let bias = rand_vec(&mut rng, c);
+        let res = rand_vec(&mut rng, c * len);
+        for isa in isas() {
+            let conv = Conv1d::new_with(isa, &w, Some(&bias), &p).unwrap();
+            let act: Vec<f32> = x
+                .iter()
+                .map(|&v| if v >= 0.0 { v } else { v * slope })
+                .collect();
+            let mut want = vec![0f32; c * len];
+            conv.forward(&act, len, &mut want).unwrap();
+            want.iter_mut().zip(&res).for_each(|(y, &r)| *y += r);
+            let mut got = vec![f32::NAN; c * len];
+            conv.forward_fused(&x, len, Some(slope), Some(&res), &mut got)
+                .unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{isa:?} kernel {kernel}");
+        }
+    }
 }

@@ -9,7 +9,7 @@
 mod depthwise;
 mod transpose;
 
-use crate::gemm::{self, source::Im2colSource, Out};
+use crate::gemm::{self, source::Im2colSource, Out, PackedA};
 use crate::simd::{self, Isa};
 use crate::KernelError;
 
@@ -73,61 +73,145 @@ pub fn conv1d_with(
     p: &ConvParams,
     y: &mut [f32],
 ) -> Result<usize, KernelError> {
-    check_params(p)?;
-    if !p.c_in.is_multiple_of(p.groups) || !p.c_out.is_multiple_of(p.groups) {
-        return Err(size(
-            "conv1d groups (must divide c_in and c_out)",
-            p.c_in,
-            p.groups,
-        ));
-    }
-    let l_out = conv1d_out_len(len, p);
-    if l_out == 0 {
-        let span = p.dilation * (p.kernel - 1) + 1;
-        return Err(size(
-            "conv1d padded input length",
-            span,
-            len + 2 * p.padding,
-        ));
-    }
-    let (cin_g, cout_g) = (p.c_in / p.groups, p.c_out / p.groups);
-    check_at_least("conv1d x", p.c_in * len, x.len())?;
-    check_exact("conv1d weight", p.c_out * cin_g * p.kernel, w.len())?;
-    check_bias("conv1d bias", p.c_out, bias)?;
-    check_at_least("conv1d y", p.c_out * l_out, y.len())?;
-    let x = &x[..p.c_in * len];
-    let y = &mut y[..p.c_out * l_out];
+    Conv1d::new_with(isa, w, bias, p)?.forward(x, len, y)
+}
 
-    if cin_g == 1 && p.groups > 1 {
-        depthwise::conv1d_depthwise(x, len, w, bias, p, y, l_out);
-        return Ok(l_out);
+/// A Conv1d layer with its weights packed once for the GEMM: packing A on every call cost as
+/// much as a tenth of the small layers' time. Same semantics as [`conv1d`].
+pub struct Conv1d {
+    p: ConvParams,
+    bias: Option<Vec<f32>>,
+    offsets: Vec<isize>,
+    kind: Conv1dKind,
+}
+
+enum Conv1dKind {
+    /// One packed `c_out/groups × (c_in/groups)·kernel` matrix per group.
+    Gemm(Vec<PackedA>),
+    /// The raw `[c_out][1][kernel]` weights of a depthwise convolution.
+    Depthwise(Vec<f32>),
+}
+
+impl Conv1d {
+    /// Weight `[c_out][c_in/groups][kernel]`, bias `[c_out]`, for the detected instruction set.
+    pub fn new(w: &[f32], bias: Option<&[f32]>, p: &ConvParams) -> Result<Self, KernelError> {
+        Self::new_with(simd::detected(), w, bias, p)
     }
-    let offsets: Vec<isize> = (0..p.kernel)
-        .map(|j| (j * p.dilation) as isize - p.padding as isize)
-        .collect();
-    for g in 0..p.groups {
-        let xg = &x[g * cin_g * len..(g + 1) * cin_g * len];
-        let wg = &w[g * cout_g * cin_g * p.kernel..(g + 1) * cout_g * cin_g * p.kernel];
-        let src = Im2colSource {
-            x: xg,
-            len,
-            offsets: &offsets,
-            base: 0,
-            stride: p.stride,
+
+    /// [`Conv1d::new`] on an explicit instruction set; for tests and benchmarks.
+    pub fn new_with(
+        isa: Isa,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        p: &ConvParams,
+    ) -> Result<Self, KernelError> {
+        check_params(p)?;
+        if !p.c_in.is_multiple_of(p.groups) || !p.c_out.is_multiple_of(p.groups) {
+            return Err(size(
+                "conv1d groups (must divide c_in and c_out)",
+                p.c_in,
+                p.groups,
+            ));
+        }
+        let (cin_g, cout_g) = (p.c_in / p.groups, p.c_out / p.groups);
+        check_exact("conv1d weight", p.c_out * cin_g * p.kernel, w.len())?;
+        check_bias("conv1d bias", p.c_out, bias)?;
+        let kind = if cin_g == 1 && p.groups > 1 {
+            Conv1dKind::Depthwise(w.to_vec())
+        } else {
+            let k = cin_g * p.kernel;
+            Conv1dKind::Gemm(
+                w.chunks_exact(cout_g * k)
+                    .map(|wg| PackedA::new(isa, cout_g, k, wg, k))
+                    .collect(),
+            )
         };
-        let yg = &mut y[g * cout_g * l_out..(g + 1) * cout_g * l_out];
-        let out = Out {
-            ptr: yg.as_mut_ptr(),
-            rs: l_out,
-            cs: 1,
-            bias: bias.map_or(std::ptr::null(), |b| b[g * cout_g..].as_ptr()),
-        };
-        let k = cin_g * p.kernel;
-        // SAFETY: yg holds cout_g rows of l_out and the bias cout_g values; y aliases
-        // neither w, x nor the bias.
-        unsafe { gemm::gemm(isa, cout_g, l_out, k, wg, k, &src, out, false) };
+        Ok(Conv1d {
+            p: *p,
+            bias: bias.map(<[f32]>::to_vec),
+            offsets: (0..p.kernel)
+                .map(|j| (j * p.dilation) as isize - p.padding as isize)
+                .collect(),
+            kind,
+        })
     }
-    Ok(l_out)
+
+    pub fn params(&self) -> &ConvParams {
+        &self.p
+    }
+
+    /// `y = conv(x)` for `x` holding at least `c_in·len` values and `y` at least
+    /// `c_out·l_out`; returns `l_out`.
+    pub fn forward(&self, x: &[f32], len: usize, y: &mut [f32]) -> Result<usize, KernelError> {
+        self.forward_fused(x, len, None, None, y)
+    }
+
+    /// `y = conv(leaky_relu(x, slope)) + residual`, the LeakyReLU (when `leaky` is set) fused
+    /// into the GEMM's packing and the residual (`c_out·l_out` values, when set) into its
+    /// store, each bit-identical to a separate pass; a depthwise layer takes neither.
+    pub fn forward_fused(
+        &self,
+        x: &[f32],
+        len: usize,
+        leaky: Option<f32>,
+        residual: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> Result<usize, KernelError> {
+        let p = &self.p;
+        let l_out = conv1d_out_len(len, p);
+        if l_out == 0 {
+            let span = p.dilation * (p.kernel - 1) + 1;
+            return Err(size(
+                "conv1d padded input length",
+                span,
+                len + 2 * p.padding,
+            ));
+        }
+        check_at_least("conv1d x", p.c_in * len, x.len())?;
+        check_at_least("conv1d y", p.c_out * l_out, y.len())?;
+        let x = &x[..p.c_in * len];
+        let y = &mut y[..p.c_out * l_out];
+        if let Some(r) = residual {
+            check_at_least("conv1d residual", p.c_out * l_out, r.len())?;
+        }
+        let bias = self.bias.as_deref();
+        let groups = match &self.kind {
+            Conv1dKind::Depthwise(_) if leaky.is_some() || residual.is_some() => {
+                return Err(KernelError::Unsupported {
+                    ty: crate::GgmlType::F32,
+                    what: "fused activation or residual on a depthwise conv1d",
+                })
+            }
+            Conv1dKind::Depthwise(w) => {
+                depthwise::conv1d_depthwise(x, len, w, bias, p, y, l_out);
+                return Ok(l_out);
+            }
+            Conv1dKind::Gemm(groups) => groups,
+        };
+        let (cin_g, cout_g) = (p.c_in / p.groups, p.c_out / p.groups);
+        for (g, a) in groups.iter().enumerate() {
+            let src = Im2colSource {
+                x: &x[g * cin_g * len..(g + 1) * cin_g * len],
+                len,
+                offsets: &self.offsets,
+                base: 0,
+                stride: p.stride,
+                leaky,
+            };
+            let yg = &mut y[g * cout_g * l_out..(g + 1) * cout_g * l_out];
+            let out = Out {
+                ptr: yg.as_mut_ptr(),
+                rs: l_out,
+                cs: 1,
+                bias: bias.map_or(std::ptr::null(), |b| b[g * cout_g..].as_ptr()),
+                res: residual.map_or(std::ptr::null(), |r| r[g * cout_g * l_out..].as_ptr()),
+            };
+            // SAFETY: yg holds cout_g rows of l_out, the bias cout_g values and the residual
+            // (checked above) as many as y; y aliases none of them, nor the weights or x.
+            unsafe { gemm::gemm_packed(a, l_out, &src, out, false, true) };
+        }
+        Ok(l_out)
+    }
 }
 
 /// PyTorch ConvTranspose1d (groups 1, output_padding 0), weight `[c_in][c_out][kernel]`:
@@ -154,34 +238,74 @@ pub fn conv_transpose1d_with(
     p: &ConvParams,
     y: &mut [f32],
 ) -> Result<usize, KernelError> {
-    check_params(p)?;
-    if p.groups != 1 {
-        return Err(size(
-            "conv_transpose1d groups (only 1 is supported)",
-            1,
-            p.groups,
-        ));
+    ConvTranspose1d::new_with(isa, w, bias, p)?.forward(x, len, y)
+}
+
+/// A ConvTranspose1d layer with its polyphase weights packed once; same semantics as
+/// [`conv_transpose1d`].
+pub struct ConvTranspose1d {
+    p: ConvParams,
+    bias: Option<Vec<f32>>,
+    phases: Vec<transpose::Phase>,
+}
+
+impl ConvTranspose1d {
+    /// Weight `[c_in][c_out][kernel]`, bias `[c_out]`, for the detected instruction set.
+    pub fn new(w: &[f32], bias: Option<&[f32]>, p: &ConvParams) -> Result<Self, KernelError> {
+        Self::new_with(simd::detected(), w, bias, p)
     }
-    let l_out = conv_transpose1d_out_len(len, p);
-    if l_out == 0 {
-        return Err(size(
-            "conv_transpose1d output length (input too short for the padding)",
-            1,
-            0,
-        ));
+
+    /// [`ConvTranspose1d::new`] on an explicit instruction set; for tests and benchmarks.
+    pub fn new_with(
+        isa: Isa,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        p: &ConvParams,
+    ) -> Result<Self, KernelError> {
+        check_params(p)?;
+        if p.groups != 1 {
+            return Err(size(
+                "conv_transpose1d groups (only 1 is supported)",
+                1,
+                p.groups,
+            ));
+        }
+        check_exact(
+            "conv_transpose1d weight",
+            p.c_in * p.c_out * p.kernel,
+            w.len(),
+        )?;
+        check_bias("conv_transpose1d bias", p.c_out, bias)?;
+        Ok(ConvTranspose1d {
+            p: *p,
+            bias: bias.map(<[f32]>::to_vec),
+            phases: transpose::pack_phases(isa, w, p),
+        })
     }
-    check_at_least("conv_transpose1d x", p.c_in * len, x.len())?;
-    check_exact(
-        "conv_transpose1d weight",
-        p.c_in * p.c_out * p.kernel,
-        w.len(),
-    )?;
-    check_bias("conv_transpose1d bias", p.c_out, bias)?;
-    check_at_least("conv_transpose1d y", p.c_out * l_out, y.len())?;
-    let y = &mut y[..p.c_out * l_out];
-    fill_bias(y, l_out, bias);
-    transpose::conv_transpose1d_polyphase(isa, &x[..p.c_in * len], len, w, p, y, l_out);
-    Ok(l_out)
+
+    pub fn params(&self) -> &ConvParams {
+        &self.p
+    }
+
+    /// `y = conv_transpose(x)` for `x` holding at least `c_in·len` values and `y` at least
+    /// `c_out·l_out`; returns `l_out`.
+    pub fn forward(&self, x: &[f32], len: usize, y: &mut [f32]) -> Result<usize, KernelError> {
+        let p = &self.p;
+        let l_out = conv_transpose1d_out_len(len, p);
+        if l_out == 0 {
+            return Err(size(
+                "conv_transpose1d output length (input too short for the padding)",
+                1,
+                0,
+            ));
+        }
+        check_at_least("conv_transpose1d x", p.c_in * len, x.len())?;
+        check_at_least("conv_transpose1d y", p.c_out * l_out, y.len())?;
+        let y = &mut y[..p.c_out * l_out];
+        fill_bias(y, l_out, self.bias.as_deref());
+        transpose::conv_transpose1d_polyphase(&self.phases, &x[..p.c_in * len], len, p, y, l_out);
+        Ok(l_out)
+    }
 }
 
 /// Rows of y start at the bias (later accumulated into) or at zero.

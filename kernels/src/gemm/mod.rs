@@ -14,20 +14,16 @@ pub(crate) mod source;
 
 use crate::simd::{self, Isa};
 use crate::KernelError;
-use micro::{MicroKernel, TileOut, MR, NR};
+use micro::{MicroKernel, TileOut};
 use rayon::prelude::*;
 pub(crate) use source::{MatrixSource, PanelSource};
 use std::cell::RefCell;
 
-/// Columns per micro-kernel tile (block sizes of callers round to it).
-pub(crate) fn micro_nr() -> usize {
-    NR
-}
-
-/// Depth of one packed K block: 256 × NR floats of B (16 KiB) stay in L1 beside the A stream.
+/// Depth of one packed K block: 256 × NR floats of B (16 KiB at NR = 16, 48 KiB at 48) stay
+/// in L1 (or next to it) beside the A stream.
 const KC: usize = 256;
-/// Most NR panels one task packs per K block (24 × 16 = 384 columns, 384 KiB of B in L2).
-const NC_PANELS: usize = 24;
+/// Most columns one task packs per K block (384 columns, 384 KiB of B in L2).
+const NC_COLS: usize = 384;
 /// Below this many multiply-adds one task does the whole product (fork-join costs more).
 const PAR_MIN_MACS: usize = 1 << 18;
 
@@ -122,6 +118,7 @@ pub fn sgemm_with(
     let out = Out {
         ptr: c.as_mut_ptr(),
         bias: std::ptr::null(),
+        res: std::ptr::null(),
         rs: ldc,
         cs: 1,
     };
@@ -168,13 +165,16 @@ pub(crate) fn check_matrix(
 
 /// Where C lives: element (i, j) at `ptr + i·rs + j·cs`. `bias` (null for none) holds one
 /// value per row of C, added when C is overwritten (`accumulate = false`): folding it into
-/// the store saves the convolutions a separate pass over their output.
+/// the store saves the convolutions a separate pass over their output. `res` (null for none)
+/// is a residual laid out like C, added after the last K block (`c = (c + tile) + res`, the
+/// order of a separate pass after the product).
 #[derive(Clone, Copy)]
 pub(crate) struct Out {
     pub ptr: *mut f32,
     pub rs: usize,
     pub cs: usize,
     pub bias: *const f32,
+    pub res: *const f32,
 }
 
 impl Out {
@@ -203,35 +203,57 @@ fn k_blocks(k: usize) -> (usize, usize) {
 
 /// A packed once per product: `[k block][MR panel][kc][MR]`, zero rows past m. Shared
 /// read-only by all tasks (and, for the polyphase transposed convolution, by many products).
+/// Packed for the micro-kernel of one instruction set, whose MR it uses.
 pub(crate) struct PackedA {
+    isa: Isa,
+    mr: usize,
     m: usize,
     k: usize,
     data: Vec<f32>,
 }
 
 impl PackedA {
-    /// Packs the `m × k` row-major matrix `a` (leading dimension `lda >= k`).
-    pub(crate) fn new(m: usize, k: usize, a: &[f32], lda: usize) -> Self {
-        let m_pad = m.div_ceil(MR) * MR;
+    /// Columns of the micro-kernel tile this A was packed for.
+    pub(crate) fn nr(&self) -> usize {
+        micro::select(self.isa).nr
+    }
+
+    /// Packs the `m × k` row-major matrix `a` (leading dimension `lda >= k`) for `isa`'s
+    /// micro-kernel.
+    pub(crate) fn new(isa: Isa, m: usize, k: usize, a: &[f32], lda: usize) -> Self {
+        let mr = micro::select(isa).mr;
+        let m_pad = m.div_ceil(mr) * mr;
         let (nkb, kcb) = k_blocks(k);
         let mut data = vec![0f32; m_pad * k];
         if k == 0 {
-            return PackedA { m, k, data };
+            return PackedA {
+                isa,
+                mr,
+                m,
+                k,
+                data,
+            };
         }
         for kb in 0..nkb {
             let k0 = kb * kcb;
             let kc = kcb.min(k - k0);
             let block = &mut data[k0 * m_pad..(k0 + kc) * m_pad];
-            for (ip, panel) in block.chunks_exact_mut(kc * MR).enumerate() {
-                for r in 0..MR.min(m - ip * MR) {
-                    let row = &a[(ip * MR + r) * lda + k0..][..kc];
+            for (ip, panel) in block.chunks_exact_mut(kc * mr).enumerate() {
+                for r in 0..mr.min(m - ip * mr) {
+                    let row = &a[(ip * mr + r) * lda + k0..][..kc];
                     for (kk, &v) in row.iter().enumerate() {
-                        panel[kk * MR + r] = v;
+                        panel[kk * mr + r] = v;
                     }
                 }
             }
         }
-        PackedA { m, k, data }
+        PackedA {
+            isa,
+            mr,
+            m,
+            k,
+            data,
+        }
     }
 }
 
@@ -262,8 +284,7 @@ pub(crate) unsafe fn gemm(
         return;
     }
     gemm_packed(
-        isa,
-        &PackedA::new(m, k, a, lda),
+        &PackedA::new(isa, m, k, a, lda),
         n,
         src,
         out,
@@ -272,13 +293,13 @@ pub(crate) unsafe fn gemm(
     );
 }
 
-/// [`gemm`] with A already packed; `parallel = false` keeps it on the calling thread (for
-/// callers that split the work themselves).
+/// [`gemm`] with A already packed (on the instruction set it was packed for);
+/// `parallel = false` keeps it on the calling thread (for callers that split the work
+/// themselves).
 ///
 /// # Safety
 /// As for [`gemm`], with `m = a.m`.
 pub(crate) unsafe fn gemm_packed(
-    isa: Isa,
     a: &PackedA,
     n: usize,
     src: &dyn PanelSource,
@@ -299,22 +320,28 @@ pub(crate) unsafe fn gemm_packed(
                     *out.bias.add(i)
                 };
                 for j in 0..n {
-                    *out.ptr.add(i * out.rs + j * out.cs) = bias;
+                    let at = i * out.rs + j * out.cs;
+                    *out.ptr.add(at) = if out.res.is_null() {
+                        bias
+                    } else {
+                        bias + *out.res.add(at)
+                    };
                 }
             }
         }
         return;
     }
-    let kernel = micro::select(isa);
-    let m_panels = m.div_ceil(MR);
-    let n_panels = n.div_ceil(NR);
+    let kernel = micro::select(a.isa);
+    debug_assert_eq!(kernel.mr, a.mr);
+    let m_panels = m.div_ceil(kernel.mr);
+    let n_panels = n.div_ceil(kernel.nr);
 
     let want = if !parallel || m * n * k < PAR_MIN_MACS {
         1
     } else {
         4 * rayon::current_num_threads()
     };
-    let mut nc_p = n_panels.min(NC_PANELS);
+    let mut nc_p = n_panels.min(NC_COLS.div_ceil(kernel.nr));
     let mut n_chunks = n_panels.div_ceil(nc_p);
     let m_chunks = m_panels.min(want.div_ceil(n_chunks));
     let m_per = m_panels.div_ceil(m_chunks);
@@ -369,35 +396,41 @@ unsafe fn gemm_block(
     buf: &mut Vec<f32>,
 ) {
     let (m, k) = (a.m, a.k);
-    let m_pad = m.div_ceil(MR) * MR;
+    let (mr, nr) = (kernel.mr, kernel.nr);
+    let m_pad = m.div_ceil(mr) * mr;
     let (nkb, kcb) = k_blocks(k);
-    let need = kcb * NR * (q1 - q0);
+    // One B panel at a time, used by all of this task's A panels while it is still in L1
+    // (packing every panel of the block first left them in L2 for the kernel to re-read).
+    let need = kcb * nr;
     if buf.len() < need {
         buf.resize(need, 0.0);
     }
     for kb in 0..nkb {
         let k0 = kb * kcb;
         let kc = kcb.min(k - k0);
-        for q in q0..q1 {
-            let n0 = q * NR;
-            let panel = &mut buf[(q - q0) * kc * NR..][..kc * NR];
-            src.pack_panel(k0, kc, n0, NR.min(n - n0), panel);
-        }
         let acc = accumulate || kb > 0;
         let a_block = &a.data[k0 * m_pad..];
         for q in q0..q1 {
-            let n0 = q * NR;
-            let nr = NR.min(n - n0);
-            let b = buf[(q - q0) * kc * NR..].as_ptr();
+            let n0 = q * nr;
+            let cols = nr.min(n - n0);
+            let panel = &mut buf[..kc * nr];
+            src.pack_panel(k0, kc, n0, cols, nr, panel);
+            let b = panel.as_ptr();
             for p in p0..p1 {
-                let i0 = p * MR;
-                let ap = a_block[p * kc * MR..].as_ptr();
+                let i0 = p * mr;
+                let ap = a_block[p * kc * mr..].as_ptr();
+                let at = i0 * out.rs + n0 * out.cs;
                 let tile = TileOut {
-                    c: out.ptr.add(i0 * out.rs + n0 * out.cs),
+                    c: out.ptr.add(at),
+                    res: if out.res.is_null() || kb + 1 < nkb {
+                        std::ptr::null()
+                    } else {
+                        out.res.add(at)
+                    },
                     rs: out.rs,
                     cs: out.cs,
-                    mr: MR.min(m - i0),
-                    nr,
+                    mr: mr.min(m - i0),
+                    nr: cols,
                     accumulate: acc,
                     bias: if out.bias.is_null() {
                         out.bias
@@ -405,7 +438,7 @@ unsafe fn gemm_block(
                         out.bias.add(i0)
                     },
                 };
-                kernel(kc, ap, b, &tile);
+                (kernel.run)(kc, ap, b, &tile);
             }
         }
     }

@@ -20,6 +20,16 @@ pub enum Isa {
     Scalar,
     /// AVX2 + FMA + F16C; only ever selected when the running CPU has all three.
     Avx2,
+    /// Avx2 plus AVX-512F. Only the f32 GEMM (and so the convolutions) has kernels of its
+    /// own for it; everything else runs its AVX2 kernels under this value.
+    Avx512,
+}
+
+impl Isa {
+    /// Whether the AVX2 kernels may run under this value (given it is available).
+    pub fn has_avx2(self) -> bool {
+        matches!(self, Isa::Avx2 | Isa::Avx512)
+    }
 }
 
 fn cpu_has_avx2() -> bool {
@@ -38,12 +48,28 @@ fn cpu_has_avx2() -> bool {
     }
 }
 
+fn cpu_has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| cpu_has_avx2() && is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The best instruction set of this CPU, unless `NEXUS_NO_SIMD=1` asks for the scalar path.
 pub fn detected() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
         let forced_off = std::env::var("NEXUS_NO_SIMD").is_ok_and(|v| v == "1");
-        if !forced_off && cpu_has_avx2() {
+        if forced_off {
+            Isa::Scalar
+        } else if cpu_has_avx512() {
+            Isa::Avx512
+        } else if cpu_has_avx2() {
             Isa::Avx2
         } else {
             Isa::Scalar
@@ -56,6 +82,7 @@ pub fn available(isa: Isa) -> bool {
     match isa {
         Isa::Scalar => true,
         Isa::Avx2 => cpu_has_avx2(),
+        Isa::Avx512 => cpu_has_avx512(),
     }
 }
 
@@ -194,7 +221,7 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
         _ => return None,
     };
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && cpu_has_avx2() {
+    if isa.has_avx2() && cpu_has_avx2() {
         let dot: DotFn = match ty {
             F32 => wrap::dot_f32,
             F16 => wrap::dot_f16,
@@ -254,7 +281,7 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
 pub(crate) fn dot_f32_slices(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     #[cfg(target_arch = "x86_64")]
-    if detected() == Isa::Avx2 {
+    if detected().has_avx2() {
         // SAFETY: AVX2/FMA/F16C detected; both slices hold n f32s.
         return unsafe { avx2::dot_f32(a.as_ptr() as *const u8, b.as_ptr() as *const u8, n) };
     }

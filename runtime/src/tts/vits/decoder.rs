@@ -2,9 +2,10 @@
 //! upsampling stages each followed by the average of multi-receptive-field residual blocks.
 
 use super::config::VitsConfig;
-use super::ops::{add_inplace, leaky_relu, leaky_relu_into, map_inplace};
+use super::ops::{add_inplace, leaky_relu, map_inplace};
 use super::weights::{Conv1d, ConvShape, ConvTranspose1d, Tensors};
 use crate::tts::TtsError;
+use std::sync::Mutex;
 
 /// HiFi-GAN's LeakyReLU slope inside the generator; the one before `conv_post` is PyTorch's
 /// default 0.01.
@@ -16,6 +17,18 @@ pub struct Decoder {
     conv_pre: Conv1d,
     stages: Vec<UpsampleStage>,
     conv_post: Conv1d,
+    /// Activation buffers kept between calls (about 50 MB for a sentence): fresh ones cost a
+    /// page fault per 4 KiB, a twentieth of the decoder's time, and serialise the threads on
+    /// the kernel's page-table lock. A second concurrent caller gets fresh ones.
+    scratch: Mutex<Scratch>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    up: Vec<f32>,
+    sum: Vec<f32>,
+    res: ResBlockBuffers,
 }
 
 struct UpsampleStage {
@@ -60,6 +73,7 @@ impl Decoder {
             )?,
             stages,
             conv_post: t.conv("dec.conv_post", ConvShape::new(ch, 1, CONV_PRE_POST_KERNEL).no_bias())?,
+            scratch: Mutex::default(),
         })
     }
 
@@ -70,29 +84,33 @@ impl Decoder {
 
     /// Waveform `[hop·frames]` in [−1, 1] from z `[hidden][frames]`.
     pub fn forward(&self, z: &[f32], frames: usize) -> Result<Vec<f32>, TtsError> {
-        let mut x = self.conv_pre.forward(z, frames)?;
+        let mut fresh = Scratch::default();
+        let mut kept = self.scratch.try_lock();
+        let s = match kept.as_deref_mut() {
+            Ok(kept) => kept,
+            Err(_) => &mut fresh,
+        };
+        self.conv_pre.forward_into(z, frames, &mut s.x)?;
         let mut len = frames;
         // Averaging the resblocks is folded into the LeakyReLU that always follows it.
         let mut n_avg = 1.0;
-        let mut buf = ResBlockBuffers::default();
         for stage in &self.stages {
-            map_inplace(&mut x, |v| leaky_relu(v / n_avg, LRELU_SLOPE));
-            x = stage.up.forward(&x, len)?;
+            map_inplace(&mut s.x, |v| leaky_relu(v / n_avg, LRELU_SLOPE));
+            stage.up.forward_into(&s.x, len, &mut s.up)?;
             len *= stage.up.stride();
-            let mut sum = Vec::new();
             for (j, block) in stage.resblocks.iter().enumerate() {
-                block.forward(&x, len, &mut buf)?;
+                block.forward(&s.up, len, &mut s.res)?;
                 if j == 0 {
-                    std::mem::swap(&mut sum, &mut buf.out);
+                    std::mem::swap(&mut s.sum, &mut s.res.out);
                 } else {
-                    add_inplace(&mut sum, &buf.out);
+                    add_inplace(&mut s.sum, &s.res.out);
                 }
             }
             n_avg = stage.resblocks.len() as f32;
-            x = sum;
+            std::mem::swap(&mut s.x, &mut s.sum);
         }
-        map_inplace(&mut x, |v| leaky_relu(v / n_avg, LRELU_SLOPE_POST));
-        let mut audio = self.conv_post.forward(&x, len)?;
+        map_inplace(&mut s.x, |v| leaky_relu(v / n_avg, LRELU_SLOPE_POST));
+        let mut audio = self.conv_post.forward(&s.x, len)?;
         map_inplace(&mut audio, f32::tanh);
         Ok(audio)
     }
@@ -102,21 +120,16 @@ impl Decoder {
 #[derive(Default)]
 struct ResBlockBuffers {
     out: Vec<f32>,
-    act: Vec<f32>,
     conv: Vec<f32>,
 }
 
 impl ResBlock2 {
-    /// `buf.out = block(x)`.
+    /// `buf.out = block(x)`; each step's LeakyReLU and residual add ride inside its conv.
     fn forward(&self, x: &[f32], len: usize, buf: &mut ResBlockBuffers) -> Result<(), TtsError> {
-        buf.act.resize(x.len(), 0.0);
-        leaky_relu_into(x, LRELU_SLOPE, &mut buf.act);
-        self.convs[0].forward_into(&buf.act, len, &mut buf.out)?;
-        add_inplace(&mut buf.out, x);
+        self.convs[0].forward_leaky_residual_into(x, len, LRELU_SLOPE, x, &mut buf.out)?;
         for conv in &self.convs[1..] {
-            leaky_relu_into(&buf.out, LRELU_SLOPE, &mut buf.act);
-            conv.forward_into(&buf.act, len, &mut buf.conv)?;
-            add_inplace(&mut buf.out, &buf.conv);
+            conv.forward_leaky_residual_into(&buf.out, len, LRELU_SLOPE, &buf.out, &mut buf.conv)?;
+            std::mem::swap(&mut buf.out, &mut buf.conv);
         }
         Ok(())
     }

@@ -24,17 +24,6 @@ pub fn leaky_relu(v: f32, slope: f32) -> f32 {
     }
 }
 
-/// `dst = leaky_relu(src, slope)`, the pre-activation of every HiFi-GAN convolution.
-pub fn leaky_relu_into(src: &[f32], slope: f32, dst: &mut [f32]) {
-    if src.len() < PAR_MIN {
-        dst.iter_mut().zip(src).for_each(|(d, &s)| *d = leaky_relu(s, slope));
-    } else {
-        dst.par_chunks_mut(PAR_CHUNK).zip(src.par_chunks(PAR_CHUNK)).for_each(|(d, s)| {
-            d.iter_mut().zip(s).for_each(|(d, &s)| *d = leaky_relu(s, slope));
-        });
-    }
-}
-
 /// GELU with the exact error function, as PyTorch's default `F.gelu` (the DDSConv activation).
 pub fn gelu(v: f32) -> f32 {
     0.5 * v * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2))

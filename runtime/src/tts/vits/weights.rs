@@ -1,7 +1,7 @@
 //! Reading the voice's tensors (F32, named by VITS module path, ONNX shapes stored reversed)
 //! and the layer types built from them: convolutions, transposed convolutions, layer norms.
 
-use nexus_kernels::conv::{conv1d, conv_transpose1d, ConvParams};
+use nexus_kernels::conv::{self, ConvParams};
 use nexus_kernels::GgmlType;
 
 use crate::gguf::GgufFile;
@@ -34,7 +34,7 @@ impl Tensors<'_> {
         let bias = if bias { Some(self.get(&format!("{prefix}.bias"), &[c_out])?) } else { None };
         let params =
             ConvParams { c_in, c_out, kernel, stride: 1, dilation, padding: dilation * (kernel - 1) / 2, groups };
-        Ok(Conv1d { weight, bias, params })
+        Ok(Conv1d { conv: conv::Conv1d::new(&weight, bias.as_deref(), &params)? })
     }
 
     /// A 1×1 convolution with bias: a dense layer over channels.
@@ -60,7 +60,7 @@ impl Tensors<'_> {
         let bias = Some(self.get(&format!("{prefix}.bias"), &[c_out])?);
         let params =
             ConvParams { c_in, c_out, kernel, stride, dilation: 1, padding: (kernel - stride) / 2, groups: 1 };
-        Ok(ConvTranspose1d { weight, bias, params })
+        Ok(ConvTranspose1d { conv: conv::ConvTranspose1d::new(&weight, bias.as_deref(), &params)? })
     }
 
     pub fn layer_norm(&self, prefix: &str, channels: usize, eps: f32) -> Result<LayerNorm, TtsError> {
@@ -99,15 +99,14 @@ impl ConvShape {
 }
 
 /// Conv1d over a channels-first `[c_in][len]` input; stride 1 and "same" padding keep the length.
+/// The weights are packed for the GEMM once, at load.
 pub struct Conv1d {
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
-    params: ConvParams,
+    conv: conv::Conv1d,
 }
 
 impl Conv1d {
     pub fn c_out(&self) -> usize {
-        self.params.c_out
+        self.conv.params().c_out
     }
 
     /// `[c_out][len]` from `[c_in][len]`.
@@ -120,29 +119,43 @@ impl Conv1d {
     /// [`Conv1d::forward`] into a reused buffer: the decoder's are megabytes, and fresh ones
     /// cost a page fault per 4 KiB.
     pub fn forward_into(&self, x: &[f32], len: usize, y: &mut Vec<f32>) -> Result<(), TtsError> {
-        y.resize(self.params.c_out * len, 0.0);
-        conv1d(x, len, &self.weight, self.bias.as_deref(), &self.params, y)?;
+        y.resize(self.c_out() * len, 0.0);
+        self.conv.forward(x, len, y)?;
+        Ok(())
+    }
+
+    /// `y = conv(leaky_relu(x, slope)) + residual` with both folded into the convolution
+    /// (no passes over the signal of their own), bit-identical to the separate steps.
+    pub fn forward_leaky_residual_into(
+        &self,
+        x: &[f32],
+        len: usize,
+        slope: f32,
+        residual: &[f32],
+        y: &mut Vec<f32>,
+    ) -> Result<(), TtsError> {
+        y.resize(self.c_out() * len, 0.0);
+        self.conv.forward_fused(x, len, Some(slope), Some(residual), y)?;
         Ok(())
     }
 }
 
 /// ConvTranspose1d with padding `(k − stride)/2`: the output is exactly `stride·len` long.
 pub struct ConvTranspose1d {
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
-    params: ConvParams,
+    conv: conv::ConvTranspose1d,
 }
 
 impl ConvTranspose1d {
     pub fn stride(&self) -> usize {
-        self.params.stride
+        self.conv.params().stride
     }
 
-    /// `[c_out][stride·len]` from `[c_in][len]`.
-    pub fn forward(&self, x: &[f32], len: usize) -> Result<Vec<f32>, TtsError> {
-        let mut y = vec![0f32; self.params.c_out * len * self.params.stride];
-        conv_transpose1d(x, len, &self.weight, self.bias.as_deref(), &self.params, &mut y)?;
-        Ok(y)
+    /// `y = [c_out][stride·len]` from `[c_in][len]`, into a reused buffer.
+    pub fn forward_into(&self, x: &[f32], len: usize, y: &mut Vec<f32>) -> Result<(), TtsError> {
+        let p = self.conv.params();
+        y.resize(p.c_out * len * p.stride, 0.0);
+        self.conv.forward(x, len, y)?;
+        Ok(())
     }
 }
 
