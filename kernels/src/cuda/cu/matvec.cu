@@ -189,7 +189,21 @@ __device__ __forceinline__ float2 rows_dot2(const Mat& w0, int r0, const Mat& w1
                                             const i8* xq, const float2* xds, const float* xf, int lane) {
     float a0 = 0.f, a1 = 0.f;
     int n = n_items<TY>(cols);
-    for (int it = lane; it < n; it += WARP) {
+    // Q8_0: two items per row per pass, so up to four independent 32-byte loads per lane are
+    // in flight (profile: the big mat-vecs of a 1B model read at ~1 TB/s with one item per
+    // pass). Measured on an H100: Llama-3.2-1B Q8_0 tg128 771 -> 819 t/s; the same change
+    // cost Q4_0 and the K-quants 2-6% (more registers per lane), so they keep one per pass.
+    int it = lane;
+    if (TY == T_Q8_0)
+    for (; it + WARP < n; it += 2 * WARP) {
+        float p0 = item_dot<TY>(w0, r0, it, cols, xq, xds, xf);
+        float q0 = item_dot<TY>(w0, r0, it + WARP, cols, xq, xds, xf);
+        float p1 = two ? item_dot<TY>(w1, r1, it, cols, xq, xds, xf) : 0.f;
+        float q1 = two ? item_dot<TY>(w1, r1, it + WARP, cols, xq, xds, xf) : 0.f;
+        a0 += p0 + q0;
+        a1 += p1 + q1;
+    }
+    for (; it < n; it += WARP) {
         a0 += item_dot<TY>(w0, r0, it, cols, xq, xds, xf);
         if (two) a1 += item_dot<TY>(w1, r1, it, cols, xq, xds, xf);
     }
