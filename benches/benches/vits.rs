@@ -45,6 +45,10 @@ fn bench(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("synthesize_1_sentence", threads), |b| {
             b.iter(|| pool.install(|| voice.synthesize(&IDS, ZERO, 0).unwrap()))
         });
+        // Five sentences in turn, as onnxruntime's five-sentence figure (scripts/voice/ort_rtf.py).
+        g.bench_function(BenchmarkId::new("synthesize_5_sentences", threads), |b| {
+            b.iter(|| pool.install(|| (0..5).map(|_| voice.synthesize(&IDS, ZERO, 0).unwrap().len()).sum::<usize>()))
+        });
         g.bench_function(BenchmarkId::new("first_chunk_16_frames", threads), |b| {
             b.iter(|| {
                 pool.install(|| {

@@ -123,7 +123,7 @@ fn streamed_chunks_equal_whole_sentence_synthesis() {
         let whole = voice.synthesize(&ids, scales, seed).unwrap();
         for first in [1, 5, 16] {
             let (streamed, sizes) = chunked(&voice, &ids, scales, seed, first);
-            assert!(sizes.len() > 2, "{sizes:?}: expected several chunks");
+            assert!(sizes.len() >= 2, "{sizes:?}: expected several chunks");
             assert_eq!(sizes[0], first * voice.hop());
             let err = max_abs_diff(&streamed, &whole);
             println!("scales {scales:?}, first chunk {first} frames: {} chunks, max abs error {err:.3e}", sizes.len());
