@@ -21,6 +21,10 @@ pub struct ModelArgs {
     /// Layers on the GPU (llama.cpp's -ngl): 0 runs on the CPU; all layers (e.g. 99) on the GPU.
     #[arg(long = "n-gpu-layers", visible_alias = "ngl")]
     pub n_gpu_layers: Option<i64>,
+    /// Refuse a model whose weights plus KV cache would take more host memory than this
+    /// (bytes, or with K/M/G/T; default: the memory the system has available).
+    #[arg(long = "max-memory", value_parser = crate::load::parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -40,7 +40,7 @@ pub struct ChatArgs {
 pub fn chat(args: ChatArgs) -> Result<()> {
     let loaded = load::load(&args.model)?;
     let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
-    let n_ctx = load::context_size(model, args.gen.ctx_size)?;
+    let n_ctx = load::context_size(&loaded, args.gen.ctx_size)?;
     let text_of = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or("").to_string();
     let gguf_template = model.file().get("tokenizer.chat_template").and_then(|v| v.as_str());
     let template = chat_template::resolve(

@@ -41,6 +41,38 @@ pub struct Loaded {
     pub path: PathBuf,
     pub model: Model,
     pub tokenizer: Tokenizer,
+    /// Host memory the weights (the mapped file) and the KV cache may take, when known.
+    pub memory_limit: Option<MemoryLimit>,
+}
+
+/// A memory budget and where it came from, for the error message.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryLimit {
+    pub bytes: u64,
+    pub from_flag: bool,
+}
+
+impl MemoryLimit {
+    fn of(args: &ModelArgs) -> Option<MemoryLimit> {
+        match args.max_memory {
+            Some(bytes) => Some(MemoryLimit { bytes, from_flag: true }),
+            None => available_memory().map(|bytes| MemoryLimit { bytes, from_flag: false }),
+        }
+    }
+
+    fn check(self, path: &Path, what: &str, need: u64) -> Result<()> {
+        if need > self.bytes {
+            let source = if self.from_flag { "--max-memory" } else { "the memory this machine has available" };
+            bail!(
+                "{}: {what} need {} but {source} is {}{}",
+                path.display(),
+                human(need),
+                human(self.bytes),
+                if self.from_flag { "" } else { " (set --max-memory to override)" }
+            );
+        }
+        Ok(())
+    }
 }
 
 pub fn load(args: &ModelArgs) -> Result<Loaded> {
@@ -49,27 +81,104 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
         None => default_model()?,
     };
     set_threads(args.threads)?;
-    load_path(&path)
+    // Before the file is mapped: the mapping would be paged in as the weights are used, and a
+    // model that cannot fit should fail here, not in the middle of a forward pass.
+    let memory_limit = MemoryLimit::of(args);
+    if let Some(limit) = memory_limit {
+        let len = std::fs::metadata(&path).with_context(|| format!("{}: reading its size", path.display()))?.len();
+        limit.check(&path, "the weights", len)?;
+    }
+    let mut loaded = load_path(&path)?;
+    loaded.memory_limit = memory_limit;
+    Ok(loaded)
 }
 
 pub fn load_path(path: &Path) -> Result<Loaded> {
     let file = Arc::new(GgufFile::open(path)?);
     let tokenizer = Tokenizer::from_gguf(&file).with_context(|| format!("{}: reading the tokenizer", path.display()))?;
     let model = Model::from_file(file)?;
-    Ok(Loaded { path: path.to_path_buf(), model, tokenizer })
+    Ok(Loaded { path: path.to_path_buf(), model, tokenizer, memory_limit: None })
+}
+
+/// `MemAvailable` of /proc/meminfo, where there is one.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A size in bytes, with an optional K, M, G or T suffix (powers of 1024; `B`/`iB` allowed).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{s:?}: unknown size suffix {c:?} (use K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let value: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size (e.g. 512M, 8G, 1073741824)"))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("{s:?} is not a usable memory size"));
+    }
+    Ok(bytes as u64)
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_048_576 => format!("{:.1} KiB", b / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", b / 1_048_576.0),
+        _ => format!("{:.2} GiB", b / 1_073_741_824.0),
+    }
 }
 
 /// Context used when `--ctx-size` is not given (llama.cpp's default), capped by the model's.
 const DEFAULT_CTX: usize = 4096;
 
 /// The context size to allocate: 0 means the model's own, and more than that is refused
-/// before any work, since positions past the training context give garbage.
-pub fn context_size(model: &Model, requested: Option<usize>) -> Result<usize> {
-    let train = model.config.n_ctx_train;
-    match requested {
-        None => Ok(DEFAULT_CTX.min(train)),
-        Some(0) => Ok(train),
+/// before any work, since positions past the training context give garbage. The weights and
+/// an f32 KV cache of that size must fit the memory limit (a file's `context_length` is
+/// whatever its author wrote, so `-c 0` could otherwise ask for any amount).
+pub fn context_size(loaded: &Loaded, requested: Option<usize>) -> Result<usize> {
+    let config = &loaded.model.config;
+    let train = config.n_ctx_train;
+    let n_ctx = match requested {
+        None => DEFAULT_CTX.min(train),
+        Some(0) => train,
         Some(n) if n > train => bail!("--ctx-size {n} exceeds the model's training context of {train} tokens"),
-        Some(n) => Ok(n),
+        Some(n) => n,
+    };
+    if let Some(limit) = loaded.memory_limit {
+        let weights = std::fs::metadata(&loaded.path).map(|m| m.len()).unwrap_or(0);
+        let kv = 2 * 4 * (config.n_layer as u64) * (config.kv_dim() as u64) * (n_ctx as u64);
+        limit.check(&loaded.path, &format!("the weights and a {n_ctx}-token KV cache"), weights.saturating_add(kv))?;
+    }
+    Ok(n_ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("1073741824"), Ok(1 << 30));
+        assert_eq!(parse_size("8G"), Ok(8 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert_eq!(parse_size("2TB"), Ok(2 << 40));
+        for bad in ["", "G", "lots", "8X", "-1G", "0", "1e30T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
     }
 }

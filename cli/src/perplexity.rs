@@ -66,7 +66,7 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
         return kl_divergence(&loaded, &args, base_path, bos);
     }
     let Some(file) = &args.file else { bail!("give the evaluation text with -f FILE") };
-    let n_ctx = load::context_size(model, Some(args.ctx_size))?;
+    let n_ctx = load::context_size(&loaded, Some(args.ctx_size))?;
     let tokens = text_tokens(&loaded, file)?;
     let chunks = Chunks::new(tokens, n_ctx, args.chunks).with_context(|| file.display().to_string())?;
     eprintln!("perplexity: {} chunks of {n_ctx} tokens, {} scored per chunk", chunks.n_chunk(), chunks.scored_per_chunk());
@@ -92,7 +92,7 @@ fn kl_divergence(loaded: &Loaded, args: &PerplexityArgs, base_path: &Path, bos: 
     if args.ctx_size != 512 && args.ctx_size != chunks.n_ctx() {
         bail!("{}: the base was computed with -c {}, not {}", base_path.display(), chunks.n_ctx(), args.ctx_size);
     }
-    load::context_size(model, Some(chunks.n_ctx()))?;
+    load::context_size(loaded, Some(chunks.n_ctx()))?;
     if let Some(file) = &args.file {
         base.check_tokens(&text_tokens(loaded, file)?)?;
     }

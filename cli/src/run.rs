@@ -28,7 +28,7 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<()> {
     let loaded = load::load(&args.model)?;
     let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
-    let n_ctx = load::context_size(model, args.gen.ctx_size)?;
+    let n_ctx = load::context_size(&loaded, args.gen.ctx_size)?;
     let prompt = tokenizer.encode(&args.prompt, true, !args.no_parse_special);
     if prompt.len() >= n_ctx {
         anyhow::bail!("the prompt is {} tokens; the context holds {n_ctx} (raise --ctx-size)", prompt.len());

@@ -61,3 +61,33 @@ fn chat_refuses_a_message_longer_than_the_context_and_goes_on() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains("the context holds"), "no message about the context: {err}");
 }
+
+#[test]
+fn a_model_larger_than_max_memory_is_refused_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny(dir.path());
+    let o = cli(&["run", "-m", &m, "--max-memory", "1K", "-p", "hi", "-n", "1"], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "expected a clean error exit: {err}");
+    assert!(err.contains("the weights need") && err.contains("--max-memory is 1.0 KiB"), "{err}");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn a_kv_cache_beyond_max_memory_is_refused_and_a_smaller_context_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny(dir.path());
+    let len = std::fs::metadata(&m).unwrap().len();
+    // The weights fit with 4 KiB to spare; a 512-token f32 KV cache of the tiny model does not.
+    let limit = (len + 4096).to_string();
+    let o = cli(&["run", "-m", &m, "--max-memory", &limit, "-c", "512", "-p", "hi", "-n", "1", "--temp", "0"], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "expected a clean error exit: {err}");
+    assert!(err.contains("a 512-token KV cache need") && err.contains("--max-memory"), "{err}");
+    let o = cli(&["run", "-m", &m, "--max-memory", &limit, "-c", "4", "-p", "hi", "-n", "1", "--temp", "0"], "");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = cli(&["run", "-m", &m, "--max-memory", "lots", "-p", "hi"], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "a bad size is a usage error: {err}");
+    assert!(err.contains("--max-memory") && err.contains("lots"), "{err}");
+}
