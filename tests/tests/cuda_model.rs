@@ -54,9 +54,9 @@ fn compare(path: &Path, prompt: &[u32], steps: usize, tol: f32) {
     let mut gpu = CudaModel::load(&model, n_ctx, 0).unwrap();
     // Teacher-forced through the one-token decode graph (what generation runs); the batched
     // prompt path is checked against it in `prefill_matches_token_by_token_decode`.
-    std::env::set_var("NEXUS_CUDA_PREFILL", "0");
+    gpu.set_batched_prompts(false);
     let all = gpu.forward(&tokens[..tokens.len() - 1], Logits::All).unwrap();
-    std::env::remove_var("NEXUS_CUDA_PREFILL");
+    gpu.set_batched_prompts(true);
     let nv = model.config.n_vocab;
     let mut worst = 0f32;
     let mut first_tie = steps;
@@ -134,10 +134,10 @@ fn prefill_matches_token_by_token_decode() {
         let batched = gpu.forward(&prompt, Logits::All).unwrap();
         let next_batched = gpu.forward(&[7], Logits::Last).unwrap();
         gpu.truncate(0);
-        std::env::set_var("NEXUS_CUDA_PREFILL", "0");
+        gpu.set_batched_prompts(false);
         let stepped = gpu.forward(&prompt, Logits::All).unwrap();
         let next_stepped = gpu.forward(&[7], Logits::Last).unwrap();
-        std::env::remove_var("NEXUS_CUDA_PREFILL");
+        gpu.set_batched_prompts(true);
         let rel = |a: &[f32], b: &[f32]| {
             let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
             a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale

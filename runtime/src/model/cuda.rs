@@ -63,6 +63,8 @@ pub struct CudaModel {
     weight_bytes: u64,
     /// Prompt-processing activations, allocated by the first prompt of two or more tokens.
     prefill: Option<prefill::PrefillScratch>,
+    /// Whether prompts of two or more tokens take the batched path (see `set_batched_prompts`).
+    batched_prompts: bool,
 }
 
 fn gpu_err(e: CudaError) -> ModelError {
@@ -150,6 +152,7 @@ impl CudaModel {
             graphs: HashMap::new(),
             weight_bytes: model.weight_bytes_per_token(),
             prefill: None,
+            batched_prompts: std::env::var_os("NEXUS_CUDA_PREFILL").is_none_or(|v| v != "0"),
             config: c,
             gpu,
         })
@@ -190,12 +193,18 @@ impl CudaModel {
         self.weight_bytes
     }
 
-    /// Runs `tokens` after what the cache holds, like [`Model::forward`].
-    /// Two or more tokens take the batched prompt path (NEXUS_CUDA_PREFILL=0 sends them through
-    /// the one-token decode graph instead, to tell the two paths apart).
+    /// Sends prompts of two or more tokens through the batched path (the default) or, with
+    /// false, token by token through the decode graph: the same numbers a generation step
+    /// computes, to compare or to bisect. `NEXUS_CUDA_PREFILL=0` sets false at load.
+    pub fn set_batched_prompts(&mut self, on: bool) {
+        self.batched_prompts = on;
+    }
+
+    /// Runs `tokens` after what the cache holds, like [`Model::forward`]; two or more tokens
+    /// take the batched prompt path unless `set_batched_prompts(false)`.
     pub fn forward(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
         self.check(tokens)?;
-        if tokens.len() >= 2 && std::env::var_os("NEXUS_CUDA_PREFILL").is_none_or(|v| v != "0") {
+        if tokens.len() >= 2 && self.batched_prompts {
             return self.prefill(tokens, logits);
         }
         let mut out = Vec::new();
