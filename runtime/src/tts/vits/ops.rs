@@ -29,7 +29,9 @@ pub fn gelu(v: f32) -> f32 {
     0.5 * v * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-pub fn sigmoid(v: f32) -> f32 {
+/// The plain form `tanh_sigmoid_gate` is checked against.
+#[cfg(test)]
+fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + (-v).exp())
 }
 
