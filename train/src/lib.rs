@@ -1,6 +1,6 @@
-//! NIWT distillation: teacher profiling, student distillation, retention verification,
-//! adapter and router training.
-//!
-//! The crate exists so the dependency direction (runtime ← train ← cli, and never runtime →
-//! train) is fixed from the start; its stages arrive with the distillation issue. It exports
-//! nothing yet.
+//! NIWT distillation: profile a teacher's activations, initialize a smaller student from it,
+//! distill with logit KL plus anchoring to the teacher's principal subspaces, and verify what
+//! the student kept per capability before the teacher is removed.
+
+pub mod importance;
+pub mod student;

@@ -209,7 +209,7 @@ impl CudaModel {
         }
         let mut out = Vec::new();
         for (i, &t) in tokens.iter().enumerate() {
-            let want = logits == Logits::All || i + 1 == tokens.len();
+            let want = logits == Logits::All || (logits == Logits::Last && i + 1 == tokens.len());
             self.step(t, false)?;
             if want {
                 out.extend(self.gpu.read(&self.s.logits, self.config.n_vocab).map_err(gpu_err)?);

@@ -20,7 +20,34 @@ pub enum Logits {
     Last,
     /// Every token's, `n × n_vocab` (scoring, tests).
     All,
+    /// None: the caller only wants what a [`Probe`] sees (the final hidden states, say).
+    None,
 }
+
+/// Sees, and may change, the activations of a forward pass: profiling and distillation read
+/// the teacher's residual stream through it and ablate heads or blocks by editing what it is
+/// handed. Rows are token-major (`n` rows of the stated width); every method defaults to
+/// doing nothing, so a probe implements only what it needs.
+pub trait Probe {
+    /// The attention output of layer `layer` before the output projection, `n × q_dim`
+    /// (head `h` of token `t` at `t·q_dim + h·head_dim`).
+    fn attn_heads(&mut self, _layer: usize, _heads: &mut [f32]) {}
+    /// The attention block's contribution to the residual stream, `n × n_embd`.
+    fn attn_out(&mut self, _layer: usize, _out: &mut [f32]) {}
+    /// The FFN's inner activation `silu(gate) · up`, `n × n_ff`.
+    fn ffn_inner(&mut self, _layer: usize, _act: &mut [f32]) {}
+    /// The FFN block's contribution to the residual stream, `n × n_embd`.
+    fn ffn_out(&mut self, _layer: usize, _out: &mut [f32]) {}
+    /// The residual stream after layer `layer`, `n × n_embd`.
+    fn residual(&mut self, _layer: usize, _x: &[f32]) {}
+    /// The final RMS-normed hidden states of the rows whose logits are computed (all rows
+    /// under [`Logits::All`] and [`Logits::None`]), `rows × n_embd`.
+    fn final_hidden(&mut self, _normed: &[f32]) {}
+}
+
+/// The probe of a plain forward pass.
+struct NoProbe;
+impl Probe for NoProbe {}
 
 /// Tokens processed per pass during prefill: bounds the activation buffers for long prompts.
 const MAX_BATCH: usize = 512;
@@ -86,11 +113,23 @@ impl Model {
 
     /// Runs `tokens` at the positions following what `cache` holds, appending them to it.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>, ModelError> {
+        self.forward_probed(tokens, cache, logits, &mut NoProbe)
+    }
+
+    /// [`Model::forward`] with a [`Probe`] that sees (and may edit) the activations of every
+    /// layer, in order, for each pass of at most 512 tokens.
+    pub fn forward_probed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        probe: &mut (dyn Probe + Send),
+    ) -> Result<Vec<f32>, ModelError> {
         // Each token runs ~200 parallel kernels. From a thread outside the pool every one of
         // them is a cross-thread wake-up (measured: 40% of decode time); moved onto a pool
         // worker once, they become cheap fork-joins inside the pool.
         if rayon::current_thread_index().is_none() {
-            return rayon::scope(|_| self.forward(tokens, cache, logits));
+            return rayon::scope(|_| self.forward_probed(tokens, cache, logits, probe));
         }
         let needed = cache.len() + tokens.len();
         if needed > cache.capacity() {
@@ -107,7 +146,7 @@ impl Model {
                 Logits::Last if i + 1 < n_chunks => None,
                 other => Some(other),
             };
-            out.extend(self.forward_batch(chunk, cache, want)?);
+            out.extend(self.forward_batch(chunk, cache, want, probe)?);
         }
         Ok(out)
     }
@@ -117,6 +156,7 @@ impl Model {
         tokens: &[u32],
         cache: &mut KvCache,
         logits: Option<Logits>,
+        probe: &mut (dyn Probe + Send),
     ) -> Result<Vec<f32>, ModelError> {
         let c = &self.config;
         let (n, d) = (tokens.len(), c.n_embd);
@@ -149,7 +189,9 @@ impl Model {
             cache.store(l, pos0, &k, &v);
             let (keys, values) = cache.layer(l, pos0 + n);
             attention(c, &q, keys, values, pos0, &mut attn);
+            probe.attn_heads(l, &mut attn);
             layer.wo.forward(&attn, n, &mut proj)?;
+            probe.attn_out(l, &mut proj);
             add_inplace(&mut x, &proj);
 
             // Feed-forward block (SwiGLU).
@@ -157,19 +199,26 @@ impl Model {
             layer.w_gate.forward(&xn, n, &mut gate)?;
             layer.w_up.forward(&xn, n, &mut up)?;
             silu_mul_inplace(&mut gate, &up);
+            probe.ffn_inner(l, &mut gate);
             layer.w_down.forward(&gate, n, &mut proj)?;
+            probe.ffn_out(l, &mut proj);
             add_inplace(&mut x, &proj);
+            probe.residual(l, &x);
         }
         cache.advance(n);
 
         let rows = match logits {
             None => return Ok(Vec::new()),
-            Some(Logits::All) => &x[..],
+            Some(Logits::All | Logits::None) => &x[..],
             Some(Logits::Last) => &x[(n - 1) * d..],
         };
         let n_out = rows.len() / d;
         let mut normed = vec![0f32; rows.len()];
         rms_norm_rows(rows, &self.output_norm, c.rms_eps, &mut normed);
+        probe.final_hidden(&normed);
+        if logits == Some(Logits::None) {
+            return Ok(Vec::new());
+        }
         let mut out = vec![0f32; n_out * c.n_vocab];
         self.output.forward(&normed, n_out, &mut out)?;
         Ok(out)

@@ -13,5 +13,5 @@ mod weights;
 pub use cuda::CudaModel;
 pub use config::{Arch, ModelConfig, RopeStyle};
 pub use error::ModelError;
-pub use llama::{Logits, Model};
+pub use llama::{Logits, Model, Probe};
 pub use weights::{Linear, LayerWeights};

@@ -78,7 +78,7 @@ impl CudaModel {
             let rows: Vec<usize> = match logits {
                 Logits::All => (0..chunk.len()).collect(),
                 Logits::Last if last_chunk => vec![chunk.len() - 1],
-                Logits::Last => Vec::new(),
+                Logits::Last | Logits::None => Vec::new(),
             };
             for t in rows {
                 self.head_of_row(t).map_err(gpu_err)?;
