@@ -11,12 +11,14 @@
 
 mod micro;
 pub(crate) mod source;
+mod transposed;
 
 use crate::simd::{self, Isa};
 use crate::KernelError;
 use micro::{MicroKernel, TileOut};
 use rayon::prelude::*;
 pub(crate) use source::{MatrixSource, PanelSource};
+pub use transposed::{sgemm_t, sgemm_t_with};
 use std::cell::RefCell;
 
 /// Depth of one packed K block: 256 × NR floats of B (16 KiB at NR = 16, 48 KiB at 48) stay
@@ -244,6 +246,34 @@ impl PackedA {
                     for (kk, &v) in row.iter().enumerate() {
                         panel[kk * mr + r] = v;
                     }
+                }
+            }
+        }
+        PackedA {
+            isa,
+            mr,
+            m,
+            k,
+            data,
+        }
+    }
+
+    /// Packs the `m × k` matrix whose transpose `a` holds row-major (`k` rows of `m`, leading
+    /// dimension `lda >= m`): element (i, kk) is `a[kk·lda + i]`. A panel's rows are then
+    /// contiguous in `a`, so this packing copies runs instead of gathering.
+    pub(crate) fn new_transposed(isa: Isa, m: usize, k: usize, a: &[f32], lda: usize) -> Self {
+        let mr = micro::select(isa).mr;
+        let m_pad = m.div_ceil(mr) * mr;
+        let (nkb, kcb) = k_blocks(k);
+        let mut data = vec![0f32; m_pad * k];
+        for kb in 0..if k == 0 { 0 } else { nkb } {
+            let k0 = kb * kcb;
+            let kc = kcb.min(k - k0);
+            let block = &mut data[k0 * m_pad..(k0 + kc) * m_pad];
+            for (ip, panel) in block.chunks_exact_mut(kc * mr).enumerate() {
+                let rows = mr.min(m - ip * mr);
+                for (kk, dst) in panel.chunks_exact_mut(mr).enumerate() {
+                    dst[..rows].copy_from_slice(&a[(k0 + kk) * lda + ip * mr..][..rows]);
                 }
             }
         }

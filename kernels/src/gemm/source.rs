@@ -32,6 +32,38 @@ impl PanelSource for MatrixSource<'_> {
     }
 }
 
+/// The transpose of a row-major matrix: B is `k × n` and `bt` holds it as `n` rows of `k`
+/// (leading dimension `ldbt`), so B row `kk`, column `j` is `bt[j·ldbt + kk]`. Each packed
+/// column is read as one contiguous run of `bt`.
+pub(crate) struct TransposedSource<'a> {
+    pub bt: &'a [f32],
+    pub ldbt: usize,
+}
+
+impl PanelSource for TransposedSource<'_> {
+    fn pack_panel(
+        &self,
+        k0: usize,
+        kc: usize,
+        n0: usize,
+        ncols: usize,
+        nr: usize,
+        out: &mut [f32],
+    ) {
+        if ncols < nr {
+            for dst in out.chunks_exact_mut(nr).take(kc) {
+                dst[ncols..].fill(0.0);
+            }
+        }
+        for j in 0..ncols {
+            let col = &self.bt[(n0 + j) * self.ldbt + k0..][..kc];
+            for (kk, &v) in col.iter().enumerate() {
+                out[kk * nr + j] = v;
+            }
+        }
+    }
+}
+
 /// Implicit im2col of a channels-first signal `x[channel][len]`: row `kk = i·taps + tap`,
 /// column `j` reads `x[i][base + j·stride + offsets[tap]]`, zero outside `0..len`, passed
 /// through LeakyReLU with slope `leaky` when that is set (HiFi-GAN's pre-activation, fused
