@@ -1,0 +1,356 @@
+//! The output head fused with the distillation loss, in vocabulary chunks:
+//! `loss = ce·CE(targets) + kl·T²·KL(softmax(t/T) ‖ softmax(s/T))`, averaged over the rows
+//! whose target is not [`IGNORE`], where `s = hidden·headᵀ` are the student's logits and
+//! `t = teacher_hidden·teacher_headᵀ` the teacher's.
+//!
+//! No `n × n_vocab` tensor is ever held: a first pass over the vocabulary in chunks of `chunk`
+//! head rows keeps, per row, online log-sum-exps (of `s`, `s/T` and `t/T`), the argmaxes and the
+//! target's logit; a second pass recomputes each chunk's logits, turns them into
+//! `∂loss/∂s = (ce·(softmax(s) − onehot) + kl·T·(softmax(s/T) − softmax(t/T))) / N` in place
+//! and multiplies it back into `d_hidden` and `d_head` with two GEMMs. Memory is
+//! `n × chunk` floats for the student and as many for the teacher.
+
+use super::{check_len, EngineError};
+use nexus_kernels::gemm::{sgemm, sgemm_t};
+use rayon::prelude::*;
+
+/// The target of a row that takes no part in the loss (padding, a prompt's tokens).
+pub const IGNORE: u32 = u32::MAX;
+
+/// The loss terms' weights and the distillation temperature.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossWeights {
+    pub ce: f32,
+    pub kl: f32,
+    pub temperature: f32,
+}
+
+/// The teacher's side of the KL term: its final normed hidden states (`n × n_embd`) and its
+/// output head (`n_vocab × n_embd`); its width may differ from the student's.
+#[derive(Debug, Clone, Copy)]
+pub struct TeacherHead<'a> {
+    pub hidden: &'a [f32],
+    pub weight: &'a [f32],
+    pub n_embd: usize,
+}
+
+/// What one call measured, averaged over its `n` counted rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossParts {
+    /// Mean cross-entropy of the targets (nats), unweighted.
+    pub ce: f64,
+    /// Mean KL(teacher ‖ student) at temperature T (nats), unweighted and without T²;
+    /// 0 without a teacher.
+    pub kl: f64,
+    /// `ce_weight·ce + kl_weight·T²·kl`: what the gradient is of (before `grad_scale`).
+    pub loss: f64,
+    /// Counted rows whose student argmax equals the teacher's (0 without a teacher).
+    pub agree: usize,
+    /// Rows counted (targets other than [`IGNORE`]).
+    pub n: usize,
+}
+
+/// Online log-sum-exp: `max + ln(sum)`, with `sum` relative to the running max.
+#[derive(Clone, Copy)]
+struct Lse {
+    max: f32,
+    sum: f64,
+}
+
+impl Lse {
+    const EMPTY: Lse = Lse {
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+    };
+
+    /// Folds in `xs · scale`.
+    fn add(&mut self, xs: &[f32], scale: f32) {
+        let m = xs.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
+        if m > self.max {
+            self.sum *= ((self.max - m) as f64).exp();
+            self.max = m;
+        }
+        let max = self.max;
+        self.sum += xs
+            .iter()
+            .map(|&x| ((x * scale - max) as f64).exp())
+            .sum::<f64>();
+    }
+
+    fn value(&self) -> f32 {
+        (self.max as f64 + self.sum.ln()) as f32
+    }
+}
+
+/// Per row: the first pass's statistics, then the second pass's KL.
+#[derive(Clone, Copy)]
+struct RowStats {
+    s: Lse,
+    s_temp: Lse,
+    t_temp: Lse,
+    s_best: (f32, usize),
+    t_best: (f32, usize),
+    z_target: f32,
+    kl: f64,
+}
+
+/// The first index of the largest element after `best`, or `best` itself.
+fn argmax_update(best: &mut (f32, usize), xs: &[f32], v0: usize) {
+    for (j, &x) in xs.iter().enumerate() {
+        if x > best.0 {
+            *best = (x, v0 + j);
+        }
+    }
+}
+
+/// See the module docs. Adds `grad_scale·∂loss/∂hidden` into `d_hidden` (`n × n_embd`) and
+/// `grad_scale·∂loss/∂head` into `d_head` (`n_vocab × n_embd`); with a tied head the caller
+/// passes the embedding gradient as `d_head`.
+#[allow(clippy::too_many_arguments)]
+pub fn head_loss(
+    hidden: &[f32],
+    head: &[f32],
+    n_embd: usize,
+    targets: &[u32],
+    teacher: Option<TeacherHead>,
+    w: &LossWeights,
+    chunk: usize,
+    grad_scale: f32,
+    d_hidden: &mut [f32],
+    d_head: &mut [f32],
+) -> Result<LossParts, EngineError> {
+    let d = n_embd;
+    if d == 0 || head.is_empty() || head.len() % d != 0 {
+        return Err(EngineError::Invalid(format!(
+            "head_loss: head of {} elements is not whole rows of n_embd {d}",
+            head.len()
+        )));
+    }
+    let (n, n_vocab) = (targets.len(), head.len() / d);
+    check_len("head_loss hidden (targets × n_embd)", n * d, hidden.len())?;
+    check_len("head_loss d_hidden", hidden.len(), d_hidden.len())?;
+    check_len("head_loss d_head", head.len(), d_head.len())?;
+    if let Some((i, &t)) = targets
+        .iter()
+        .enumerate()
+        .find(|(_, &t)| t != IGNORE && t as usize >= n_vocab)
+    {
+        return Err(EngineError::Token {
+            index: i,
+            token: t,
+            n_vocab,
+        });
+    }
+    if chunk == 0 {
+        return Err(EngineError::Invalid(
+            "head_loss: chunk must be at least 1".into(),
+        ));
+    }
+    let temp = w.temperature;
+    if !(temp.is_finite()
+        && temp > 0.0
+        && w.ce.is_finite()
+        && w.kl.is_finite()
+        && grad_scale.is_finite())
+    {
+        return Err(EngineError::Invalid(format!(
+            "head_loss: weights must be finite and the temperature positive, got ce {} kl {} T {temp} \
+             grad_scale {grad_scale}",
+            w.ce, w.kl
+        )));
+    }
+    if let Some(t) = &teacher {
+        if t.n_embd == 0 {
+            return Err(EngineError::Invalid(
+                "head_loss: teacher n_embd is 0".into(),
+            ));
+        }
+        check_len(
+            "head_loss teacher head (n_vocab × teacher n_embd)",
+            n_vocab * t.n_embd,
+            t.weight.len(),
+        )?;
+        check_len(
+            "head_loss teacher hidden (targets × teacher n_embd)",
+            n * t.n_embd,
+            t.hidden.len(),
+        )?;
+    } else if w.kl != 0.0 {
+        return Err(EngineError::Invalid(format!(
+            "head_loss: KL weight {} without a teacher",
+            w.kl
+        )));
+    }
+    let counted = targets.iter().filter(|&&t| t != IGNORE).count();
+    if counted == 0 {
+        return Ok(LossParts {
+            ce: 0.0,
+            kl: 0.0,
+            loss: 0.0,
+            agree: 0,
+            n: 0,
+        });
+    }
+
+    let chunk = chunk.min(n_vocab);
+    let inv_t = 1.0 / temp;
+    let mut zs = vec![0f32; n * chunk];
+    let mut zt = vec![0f32; if teacher.is_some() { n * chunk } else { 0 }];
+    let logits = |v0: usize, c: usize, zs: &mut [f32], zt: &mut [f32]| {
+        sgemm_t(
+            false,
+            true,
+            n,
+            c,
+            d,
+            hidden,
+            d,
+            &head[v0 * d..],
+            d,
+            &mut zs[..n * c],
+            c,
+            false,
+        );
+        if let Some(t) = &teacher {
+            let td = t.n_embd;
+            sgemm_t(
+                false,
+                true,
+                n,
+                c,
+                td,
+                t.hidden,
+                td,
+                &t.weight[v0 * td..],
+                td,
+                &mut zt[..n * c],
+                c,
+                false,
+            );
+        }
+    };
+    let has_teacher = teacher.is_some();
+    fn row_of(has: bool, zt: &[f32], i: usize, c: usize) -> Option<&[f32]> {
+        has.then(|| &zt[i * c..(i + 1) * c])
+    }
+
+    let empty = RowStats {
+        s: Lse::EMPTY,
+        s_temp: Lse::EMPTY,
+        t_temp: Lse::EMPTY,
+        s_best: (f32::NEG_INFINITY, 0),
+        t_best: (f32::NEG_INFINITY, 0),
+        z_target: 0.0,
+        kl: 0.0,
+    };
+    let mut stats = vec![empty; n];
+    for v0 in (0..n_vocab).step_by(chunk) {
+        let c = chunk.min(n_vocab - v0);
+        logits(v0, c, &mut zs, &mut zt);
+        stats
+            .par_iter_mut()
+            .enumerate()
+            .with_min_len(8)
+            .for_each(|(i, st)| {
+                let z = &zs[i * c..(i + 1) * c];
+                st.s.add(z, 1.0);
+                argmax_update(&mut st.s_best, z, v0);
+                let tgt = targets[i] as usize;
+                if (v0..v0 + c).contains(&tgt) {
+                    st.z_target = z[tgt - v0];
+                }
+                if let Some(t) = row_of(has_teacher, &zt, i, c) {
+                    st.s_temp.add(z, inv_t);
+                    st.t_temp.add(t, inv_t);
+                    argmax_update(&mut st.t_best, t, v0);
+                }
+            });
+    }
+
+    let coef = grad_scale / counted as f32;
+    let (ce_w, kl_w) = (w.ce * coef, w.kl * temp * coef);
+    for v0 in (0..n_vocab).step_by(chunk) {
+        let c = chunk.min(n_vocab - v0);
+        logits(v0, c, &mut zs, &mut zt);
+        zs[..n * c]
+            .par_chunks_mut(c)
+            .zip(stats.par_iter_mut())
+            .enumerate()
+            .with_min_len(8)
+            .for_each(|(i, (z, st))| {
+                let tgt = targets[i];
+                if tgt == IGNORE {
+                    z.fill(0.0);
+                    return;
+                }
+                let lse_s = st.s.value();
+                match row_of(has_teacher, &zt, i, c) {
+                    None => z.iter_mut().for_each(|x| *x = ce_w * (*x - lse_s).exp()),
+                    Some(t) => {
+                        let (lse_st, lse_tt) = (st.s_temp.value(), st.t_temp.value());
+                        let mut kl = 0f64;
+                        for (x, &tv) in z.iter_mut().zip(t) {
+                            let s = *x;
+                            let p_s = (s - lse_s).exp();
+                            let log_q = s * inv_t - lse_st;
+                            let log_p = tv * inv_t - lse_tt;
+                            let p = log_p.exp();
+                            // At T = 1 the tempered softmax is the plain one: save an exp.
+                            let q = if temp == 1.0 { p_s } else { log_q.exp() };
+                            kl += p as f64 * (log_p - log_q) as f64;
+                            *x = ce_w * p_s + kl_w * (q - p);
+                        }
+                        st.kl += kl;
+                    }
+                }
+                if let Some(j) = (tgt as usize).checked_sub(v0).filter(|&j| j < c) {
+                    z[j] -= ce_w;
+                }
+            });
+        sgemm(
+            n,
+            d,
+            c,
+            &zs[..n * c],
+            c,
+            &head[v0 * d..],
+            d,
+            d_hidden,
+            d,
+            true,
+        );
+        sgemm_t(
+            true,
+            false,
+            c,
+            d,
+            n,
+            &zs[..n * c],
+            c,
+            hidden,
+            d,
+            &mut d_head[v0 * d..],
+            d,
+            true,
+        );
+    }
+
+    let (mut ce, mut kl, mut agree) = (0f64, 0f64, 0usize);
+    for (st, &tgt) in stats.iter().zip(targets) {
+        if tgt == IGNORE {
+            continue;
+        }
+        ce += st.s.value() as f64 - st.z_target as f64;
+        kl += st.kl;
+        agree += usize::from(teacher.is_some() && st.s_best.1 == st.t_best.1);
+    }
+    let (ce, kl) = (ce / counted as f64, kl / counted as f64);
+    let loss = w.ce as f64 * ce + w.kl as f64 * (temp as f64).powi(2) * kl;
+    Ok(LossParts {
+        ce,
+        kl,
+        loss,
+        agree,
+        n: counted,
+    })
+}
