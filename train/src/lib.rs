@@ -2,6 +2,8 @@
 //! distill with logit KL plus anchoring to the teacher's principal subspaces, and verify what
 //! the student kept per capability before the teacher is removed.
 
+pub mod data;
 pub mod engine;
 pub mod importance;
 pub mod student;
+pub mod verify;
