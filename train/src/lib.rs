@@ -7,3 +7,5 @@ pub mod engine;
 pub mod importance;
 pub mod student;
 pub mod verify;
+pub mod plot;
+pub mod profile;
