@@ -154,9 +154,11 @@ impl Profile {
         let ks: Vec<String> = self.layers.iter().map(|l| l.k.to_string()).collect();
         let _ = writeln!(
             s,
-            "Components holding {:.0}% of the variance after each layer (of {}): {}.\n",
+            "Components holding {:.0}% of the variance after each layer (of {}), the first {} position(s) \
+             of each sequence (attention sink) left out of the covariance: {}.\n",
             cfg.variance_fraction * 100.0,
             self.n_embd,
+            cfg.sink_tokens,
             ks.join(", ")
         );
         let _ = writeln!(s, "![variance explained per layer]({VARIANCE_PNG})\n");
