@@ -329,3 +329,124 @@ fn sequences_are_independent() {
         );
     }
 }
+
+/// Collects what the runtime's forward pass shows a probe.
+#[derive(Default)]
+struct Recorder {
+    residuals: Vec<Vec<f32>>,
+    hidden: Vec<f32>,
+}
+
+impl nexus_runtime::model::Probe for Recorder {
+    fn residual(&mut self, _layer: usize, x: &[f32]) {
+        self.residuals.push(x.to_vec());
+    }
+    fn final_hidden(&mut self, normed: &[f32]) {
+        self.hidden = normed.to_vec();
+    }
+}
+
+/// The student written as an F32 llama GGUF (what export produces, unquantized).
+fn write_gguf(cfg: &StudentConfig, p: &Params, path: &std::path::Path) {
+    use nexus_kernels::GgmlType;
+    use nexus_runtime::gguf::{GgufWriter, Value};
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::String("llama".into()));
+    let u = |v: usize| Value::U32(v as u32);
+    w.set("llama.context_length", u(cfg.n_ctx));
+    w.set("llama.embedding_length", u(cfg.n_embd));
+    w.set("llama.block_count", u(cfg.n_layer));
+    w.set("llama.feed_forward_length", u(cfg.n_ff));
+    w.set("llama.attention.head_count", u(cfg.n_head));
+    w.set("llama.attention.head_count_kv", u(cfg.n_head_kv));
+    w.set("llama.attention.key_length", u(cfg.head_dim));
+    w.set("llama.attention.value_length", u(cfg.head_dim));
+    w.set(
+        "llama.attention.layer_norm_rms_epsilon",
+        Value::F32(cfg.rms_eps),
+    );
+    w.set("llama.rope.freq_base", Value::F32(cfg.rope_base));
+    for (name, t) in p.named() {
+        let cols = if name.ends_with("norm.weight") {
+            t.len()
+        } else if name.ends_with("attn_output.weight") {
+            cfg.q_dim()
+        } else if name.ends_with("ffn_down.weight") {
+            cfg.n_ff
+        } else {
+            cfg.n_embd
+        };
+        let dims: Vec<u64> = if cols == t.len() {
+            vec![cols as u64]
+        } else {
+            vec![cols as u64, (t.len() / cols) as u64]
+        };
+        let bytes: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+        w.add_tensor(name, &dims, GgmlType::F32, bytes).unwrap();
+    }
+    w.write(path).unwrap();
+}
+
+/// The engine's forward is the runtime's: the student, written as a GGUF and run by
+/// `nexus_runtime::model::Model` one sequence at a time, gives the same residual streams and
+/// final hidden states as the batched training forward (to 1e-5 of their scale: both are f32,
+/// summed in different orders), tied and untied.
+#[test]
+fn forward_matches_the_runtime() {
+    for tied in [false, true] {
+        let cfg = StudentConfig {
+            n_ctx: 32,
+            ..tiny_config(tied)
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        let p = random_params(&cfg, &mut rng);
+        let path = std::env::temp_dir().join(format!(
+            "nexus-engine-parity-{}-{tied}.gguf",
+            std::process::id()
+        ));
+        write_gguf(&cfg, &p, &path);
+        let model = nexus_runtime::model::Model::load(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let (n_seq, seq_len, d) = (3, 9, cfg.n_embd);
+        let tokens: Vec<u32> = (0..n_seq * seq_len)
+            .map(|_| rng.gen_range(0..cfg.n_vocab as u32))
+            .collect();
+        let acts = forward(&cfg, &p, &tokens, n_seq).unwrap();
+        for s in 0..n_seq {
+            let mut rec = Recorder::default();
+            let mut cache = model.new_cache(seq_len);
+            let seq = &tokens[s * seq_len..(s + 1) * seq_len];
+            model
+                .forward_probed(
+                    seq,
+                    &mut cache,
+                    nexus_runtime::model::Logits::None,
+                    &mut rec,
+                )
+                .unwrap();
+            let rows = s * seq_len * d..(s + 1) * seq_len * d;
+            let mut pairs: Vec<(String, &[f32], &[f32])> = (0..cfg.n_layer)
+                .map(|l| {
+                    (
+                        format!("residual {l}"),
+                        &acts.residual(l)[rows.clone()],
+                        rec.residuals[l].as_slice(),
+                    )
+                })
+                .collect();
+            pairs.push(("hidden".into(), &acts.hidden()[rows.clone()], &rec.hidden));
+            for (what, ours, theirs) in pairs {
+                assert_eq!(ours.len(), theirs.len(), "{what}");
+                let scale = theirs.iter().fold(0f32, |m, &v| m.max(v.abs()));
+                let err = ours
+                    .iter()
+                    .zip(theirs)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    err <= 1e-5 * scale,
+                    "tied={tied} seq {s} {what}: differs by {err} (scale {scale})"
+                );
+            }
+        }
+    }
+}
