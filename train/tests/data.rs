@@ -73,7 +73,7 @@ fn generation_is_deterministic_given_the_seed_whatever_the_thread_count() {
     assert_ne!(std::fs::read_to_string(&other).unwrap(), a, "another seed, other answers");
 
     // The answers become training data with a record of where they came from.
-    let corpus = build_corpus(&[one.clone()], &tok, Some(&ChatTemplate::builtin("chatml", "<s>", "</s>").unwrap()), &heldout_files()).unwrap();
+    let corpus = build_corpus(std::slice::from_ref(&one), &tok, Some(&ChatTemplate::builtin("chatml", "<s>", "</s>").unwrap()), &heldout_files()).unwrap();
     assert_eq!(corpus.sources[0].format, SourceFormat::Jsonl);
     assert_eq!(corpus.sources[0].documents, answers.len());
     assert_eq!(corpus.sources[0].tokens, corpus.tokens.len());
@@ -157,4 +157,44 @@ fn chat_items_render_with_the_teachers_template_and_sets_have_the_planned_size()
         eprintln!("{}: {n} tokens", path.display());
         assert!((3000..=6500).contains(&n), "{}: {n} tokens", path.display());
     }
+}
+
+#[test]
+fn a_training_file_holding_held_out_text_is_refused_naming_both_files() {
+    let model = Model::load(root().join("tests/fixtures/golden/llama-spm-gqa.f32.gguf")).unwrap();
+    let tok = Tokenizer::from_gguf(model.file()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let general = distill().join("heldout/general.txt");
+    let paragraph = std::fs::read_to_string(&general).unwrap().split("\n\n").nth(3).unwrap().to_string();
+    let clean = dir.path().join("clean.txt");
+    std::fs::write(&clean, "Our own notes about gardening, which appear nowhere in the held-out sets at all.\n").unwrap();
+    let leaky = dir.path().join("leaky.jsonl");
+    std::fs::write(&leaky, format!("{}\n", serde_json::json!({"text": format!("Copied: {}", paragraph.to_uppercase())}))).unwrap();
+
+    let ok = build_corpus(std::slice::from_ref(&clean), &tok, None, &heldout_files()).unwrap();
+    assert_eq!(ok.sources[0].documents, 1);
+    let e = build_corpus(&[clean, leaky], &tok, None, &heldout_files()).unwrap_err().to_string();
+    assert!(e.contains("general.txt") && e.contains("leaky.jsonl"), "{e}");
+}
+
+/// The real teacher answering the first prompts of the committed set (slow on a CPU, so
+/// ignored by default; needs models/fetch.sh): answers end at the teacher's end of turn or
+/// the token limit, and are read back as chat documents.
+#[test]
+#[ignore]
+fn smollm2_answers_the_committed_prompts() {
+    let Some((model, tok, template)) = smollm2() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("prompts.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(distill().join("prompts.jsonl")).unwrap().lines().step_by(50).map(str::to_string).collect();
+    std::fs::write(&prompts, lines.join("\n")).unwrap();
+    let out = dir.path().join("answers.jsonl");
+    let cfg = GenerateConfig { max_tokens: 48, ..GenerateConfig::default() };
+    let rec = generate_from_teacher(&model, &tok, &template, &prompts, &cfg, &out, &mut |_, _| {}).unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    eprintln!("{text}");
+    assert_eq!(rec.count + rec.empty_answers, lines.len());
+    assert!(text.lines().all(|l| l.contains("\"stop\":\"eog\"") || l.contains("\"stop\":\"max_tokens\"")));
+    let docs = load_documents(&out, Some(&template)).unwrap();
+    assert!(docs.iter().all(|d| d.special && d.text.contains("<|im_start|>assistant\n")));
 }

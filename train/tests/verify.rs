@@ -155,3 +155,25 @@ fn a_student_with_another_vocabulary_size_is_refused() {
     let e = run(&teacher, &student, &contract).unwrap_err();
     assert!(e.to_string().contains("the teacher has 512 tokens, the student 256"), "{e}");
 }
+
+/// The real teacher against itself on the committed sets, chat rendered with its own template
+/// (slow on a CPU, so ignored by default; needs models/fetch.sh).
+#[test]
+#[ignore]
+fn smollm2_against_itself_is_verified() {
+    let path = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.exists() {
+        eprintln!("skipped: {} is absent", path.display());
+        return;
+    }
+    let teacher = Model::load(&path).unwrap();
+    let tok = Tokenizer::from_gguf(teacher.file()).unwrap();
+    let text_of = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
+    let src = teacher.file().get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string);
+    let template = nexus_runtime::chat_template::resolve(None, src.as_deref(), &text_of(tok.bos()), &text_of(tok.eos())).unwrap();
+    let contract = Contract::load(&root().join("models/distill/contract.toml")).unwrap();
+    let cfg = VerifyConfig { n_ctx: 256, max_tokens_per_capability: 512, top_k: 32 };
+    let report = verify(&teacher, &teacher, &tok, Some(&template), &default_capabilities(&heldout()), &contract, &cfg, &mut |_, _, _| {}).unwrap();
+    eprintln!("{}", report.markdown_table());
+    assert!(report.verified());
+}

@@ -160,7 +160,7 @@ pub fn generate_from_teacher(
     if cfg.per_prompt == 0 || cfg.max_tokens == 0 {
         return Err(bad(format!("per_prompt ({}) and max_tokens ({}) must be at least 1", cfg.per_prompt, cfg.max_tokens)));
     }
-    if !(cfg.temperature.is_finite() && cfg.temperature >= 0.0) || !(cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
+    if !(cfg.temperature.is_finite() && cfg.temperature >= 0.0 && cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
         return Err(bad(format!("temperature {} must be ≥ 0 and top_p {} in (0, 1]", cfg.temperature, cfg.top_p)));
     }
     let prompts = load_prompts(prompts_path)?;
