@@ -237,7 +237,7 @@ fn draw_line_chart(
                 .label_font((FAMILY, 13))
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
-                .position(SeriesLabelPosition::LowerRight)
+                .position(legend_corner(&shown, (x0, x1), (y0, y1)))
                 .draw()
                 .map_err(|e| err(&e))?;
         }
@@ -293,8 +293,9 @@ fn draw_heat_map(
         }
         let mut chart = builder
             .build_cartesian_2d(
-                (0..cols as i32).into_segmented(),
-                (0..rows as i32).into_segmented(),
+                // plotters' segmented `a..b` holds b - a + 1 segments.
+                (0..cols as i32 - 1).into_segmented(),
+                (0..rows as i32 - 1).into_segmented(),
             )
             .map_err(|e| err(&e))?;
         let seg_fmt = |v: &SegmentValue<i32>| match v {
@@ -391,6 +392,32 @@ fn padded_range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     } else {
         (lo - 0.5, hi + 0.5)
     }
+}
+
+/// The corner of the plot with the fewest points, where the legend hides the least.
+fn legend_corner(
+    shown: &[Vec<(f64, f64)>],
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> SeriesLabelPosition {
+    let mut count = [0usize; 4];
+    for &(x, y) in shown.iter().flatten() {
+        let right = (x - x0) / (x1 - x0) > 0.5;
+        let upper = (y - y0) / (y1 - y0) > 0.5;
+        count[usize::from(right) + 2 * usize::from(upper)] += 1;
+    }
+    let corners = [
+        SeriesLabelPosition::LowerLeft,
+        SeriesLabelPosition::LowerRight,
+        SeriesLabelPosition::UpperLeft,
+        SeriesLabelPosition::UpperRight,
+    ];
+    // Ties go to the lower right, then the upper right: the usual places.
+    let best = [1, 3, 0, 2]
+        .into_iter()
+        .min_by_key(|&i| count[i])
+        .unwrap_or(1);
+    corners[best].clone()
 }
 
 /// Series `i` of `n` on a blue → red hue ramp, so layer order reads as colour order.
@@ -536,6 +563,34 @@ mod tests {
         assert!(w >= 640 && h >= 360, "{w}×{h}");
         // The ramp's ends differ, so the smallest and the largest value are told apart.
         assert_ne!(heat_color(0.0), heat_color(1.0));
+    }
+
+    #[test]
+    fn every_cell_fills_its_share_of_the_map() {
+        let png = draw_heat_map(
+            Path::new("cells.png"),
+            "t",
+            "x",
+            "y",
+            &[vec![0.0, 1.0], vec![2.0, 3.0]],
+            false,
+        )
+        .unwrap();
+        let mut reader = png::Decoder::new(&png[..]).read_info().unwrap();
+        let mut rgb = vec![0; reader.output_buffer_size()];
+        reader.next_frame(&mut rgb).unwrap();
+        for t in [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0] {
+            let c = heat_color(t);
+            let n = rgb
+                .chunks_exact(3)
+                .filter(|p| p == &[c.0, c.1, c.2])
+                .count();
+            // A quarter of the plot area each (the colour bar holds ~1% of a colour).
+            assert!(n > 20_000, "value {t}: {n} pixels");
+        }
+        // One cell, with text where a font exists.
+        let text = text_font().is_some();
+        draw_heat_map(Path::new("one.png"), "t", "x", "y", &[vec![5.0]], text).unwrap();
     }
 
     #[test]
