@@ -273,7 +273,14 @@ impl PackedA {
             for (ip, panel) in block.chunks_exact_mut(kc * mr).enumerate() {
                 let rows = mr.min(m - ip * mr);
                 for (kk, dst) in panel.chunks_exact_mut(mr).enumerate() {
-                    dst[..rows].copy_from_slice(&a[(k0 + kk) * lda + ip * mr..][..rows]);
+                    let src = &a[(k0 + kk) * lda + ip * mr..][..rows];
+                    // Whole panels as fixed-size moves: a memcpy call per 32 bytes cost more
+                    // than the copy itself.
+                    match (dst.len(), rows) {
+                        (8, 8) => copy_fixed::<8>(dst, src),
+                        (6, 6) => copy_fixed::<6>(dst, src),
+                        _ => dst[..rows].copy_from_slice(src),
+                    }
                 }
             }
         }
@@ -285,6 +292,13 @@ impl PackedA {
             data,
         }
     }
+}
+
+#[inline(always)]
+fn copy_fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+    let d: &mut [f32; N] = dst.try_into().expect("panel row of N");
+    let s: &[f32; N] = src.try_into().expect("source run of N");
+    *d = *s;
 }
 
 thread_local! {

@@ -71,10 +71,8 @@ impl Lse {
             self.max = m;
         }
         let max = self.max;
-        self.sum += xs
-            .iter()
-            .map(|&x| ((x * scale - max) as f64).exp())
-            .sum::<f64>();
+        // f32 exponentials (each within f32 rounding of the f64 one), summed in f64.
+        self.sum += xs.iter().map(|&x| (x * scale - max).exp() as f64).sum::<f64>();
     }
 
     fn value(&self) -> f32 {
