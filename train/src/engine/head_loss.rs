@@ -72,7 +72,10 @@ impl Lse {
         }
         let max = self.max;
         // f32 exponentials (each within f32 rounding of the f64 one), summed in f64.
-        self.sum += xs.iter().map(|&x| (x * scale - max).exp() as f64).sum::<f64>();
+        self.sum += xs
+            .iter()
+            .map(|&x| (x * scale - max).exp() as f64)
+            .sum::<f64>();
     }
 
     fn value(&self) -> f32 {
@@ -118,7 +121,7 @@ pub fn head_loss(
     d_head: &mut [f32],
 ) -> Result<LossParts, EngineError> {
     let d = n_embd;
-    if d == 0 || head.is_empty() || head.len() % d != 0 {
+    if d == 0 || head.is_empty() || !head.len().is_multiple_of(d) {
         return Err(EngineError::Invalid(format!(
             "head_loss: head of {} elements is not whole rows of n_embd {d}",
             head.len()

@@ -21,7 +21,7 @@ impl RopeTable {
     /// If `head_dim` is odd (the student config rejects that first).
     pub fn new(head_dim: usize, base: f32, n_pos: usize) -> Self {
         assert!(
-            head_dim % 2 == 0,
+            head_dim.is_multiple_of(2),
             "rope needs an even head_dim, got {head_dim}"
         );
         let half = head_dim / 2;
@@ -67,7 +67,7 @@ impl RopeTable {
             self.n_pos
         );
         assert!(
-            width % self.head_dim == 0,
+            width.is_multiple_of(self.head_dim),
             "row of {width} is not whole heads of {}",
             self.head_dim
         );

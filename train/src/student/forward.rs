@@ -93,13 +93,13 @@ pub(crate) fn check_config(cfg: &StudentConfig) -> Result<(), EngineError> {
             cfg.n_vocab, cfg.n_embd, cfg.n_layer, cfg.n_ff, cfg.head_dim
         ));
     }
-    if cfg.n_head == 0 || cfg.n_head_kv == 0 || cfg.n_head % cfg.n_head_kv != 0 {
+    if cfg.n_head == 0 || cfg.n_head_kv == 0 || !cfg.n_head.is_multiple_of(cfg.n_head_kv) {
         return bad(format!(
             "n_head {} must be a positive multiple of n_head_kv {}",
             cfg.n_head, cfg.n_head_kv
         ));
     }
-    if cfg.head_dim % 2 != 0 {
+    if !cfg.head_dim.is_multiple_of(2) {
         return bad(format!(
             "head_dim {} must be even (RoPE rotates pairs)",
             cfg.head_dim
@@ -164,7 +164,7 @@ pub(crate) fn check_batch(
     tokens: &[u32],
     n_seq: usize,
 ) -> Result<usize, EngineError> {
-    if n_seq == 0 || tokens.is_empty() || tokens.len() % n_seq != 0 {
+    if n_seq == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(n_seq) {
         return Err(EngineError::Batch {
             n_tokens: tokens.len(),
             n_seq,
