@@ -2,9 +2,12 @@
 //! distill with logit KL plus anchoring to the teacher's principal subspaces, and verify what
 //! the student kept per capability before the teacher is removed.
 
+pub mod checkpoint;
 pub mod data;
 pub mod engine;
+pub mod export;
 pub mod importance;
+pub mod optim;
 pub mod student;
 pub mod verify;
 pub mod plot;
