@@ -3,10 +3,12 @@
 //! the student kept per capability before the teacher is removed.
 
 pub mod checkpoint;
+pub mod anchor;
 pub mod data;
 pub mod engine;
 pub mod export;
 pub mod importance;
+pub mod init;
 pub mod optim;
 pub mod student;
 pub mod verify;
