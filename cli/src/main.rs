@@ -1,6 +1,7 @@
 //! `nexus-cli`: parses arguments and calls library code; nothing else lives here.
 
 mod device;
+mod distill;
 mod synth;
 mod args;
 mod bench;
@@ -42,6 +43,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Write a GGUF with random weights in a real model's shapes (for speed runs).
     Synth(synth::SynthArgs),
+    /// Distill a teacher GGUF into a smaller student: profile, train, verify, export, run.
+    Distill(distill::DistillArgs),
 }
 
 fn main() {
@@ -59,6 +62,7 @@ fn main() {
         Command::Perplexity(a) => perplexity::perplexity(a),
         Command::Quantize(a) => quantize::quantize(a),
         Command::Synth(a) => synth::synth(a),
+        Command::Distill(a) => distill::distill(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -2,15 +2,20 @@
 //! distill with logit KL plus anchoring to the teacher's principal subspaces, and verify what
 //! the student kept per capability before the teacher is removed.
 
-pub mod checkpoint;
 pub mod anchor;
+pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod engine;
+pub mod error;
 pub mod export;
 pub mod importance;
 pub mod init;
 pub mod optim;
-pub mod student;
-pub mod verify;
+pub mod pipeline;
 pub mod plot;
 pub mod profile;
+pub mod student;
+pub mod teacher;
+pub mod trainer;
+pub mod verify;

@@ -1,0 +1,240 @@
+//! `nexus-cli distill {profile,train,verify,export,run}`: the NIWT stages over one TOML run
+//! config (`models/distill/smollm2-student.toml` is the reference); `--set key=value`
+//! overrides any entry of it.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use nexus_train::config::RunConfig;
+use nexus_train::error::TrainError;
+use nexus_train::export::ExportType;
+use nexus_train::pipeline::{self, TeacherKit};
+use nexus_train::trainer::metrics::StepMetrics;
+
+#[derive(Args)]
+pub struct DistillArgs {
+    #[command(subcommand)]
+    stage: Stage,
+}
+
+#[derive(Subcommand)]
+enum Stage {
+    /// Profile the teacher: activation statistics, principal subspaces, sensitivity, ablation.
+    Profile(Common),
+    /// Distill the student (initialized from the profile), checkpointing as it goes.
+    Train(TrainArgs),
+    /// Measure what the student kept per capability and mark it verified if the contract holds.
+    Verify(Common),
+    /// Write the latest checkpoint's student as a GGUF.
+    Export(ExportArgs),
+    /// Every stage in order: profile (unless one exists), train, verify.
+    Run(TrainArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// The run's TOML config.
+    #[arg(short = 'c', long = "config")]
+    config: PathBuf,
+    /// Override a config entry, e.g. `--set train.steps=200` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// CPU threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Continue from the run's checkpoint (same data order, optimizer state and step).
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Output file (default: export.out, or RUN_DIR/student.TYPE.gguf).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// f32, f16 or q8_0 (default: export.type).
+    #[arg(long = "type")]
+    ty: Option<String>,
+}
+
+pub fn distill(args: DistillArgs) -> Result<()> {
+    let common = match &args.stage {
+        Stage::Profile(c) | Stage::Verify(c) => c,
+        Stage::Train(a) | Stage::Run(a) => &a.common,
+        Stage::Export(a) => &a.common,
+    };
+    let cfg = RunConfig::load(&common.config, &common.set)?;
+    let threads = common.threads.or((cfg.train.threads > 0).then_some(cfg.train.threads));
+    crate::load::set_threads(threads)?;
+    match &args.stage {
+        Stage::Profile(_) => profile(&cfg),
+        Stage::Train(a) => train(&cfg, a.resume),
+        Stage::Verify(_) => verify(&cfg),
+        Stage::Export(a) => export(&cfg, a),
+        Stage::Run(a) => {
+            if !cfg.run_dir.join(pipeline::PROFILE_FILE).exists() {
+                profile(&cfg)?;
+            }
+            train(&cfg, a.resume)?;
+            verify(&cfg)
+        }
+    }
+}
+
+fn kit(cfg: &RunConfig) -> Result<TeacherKit> {
+    let t0 = Instant::now();
+    let kit = TeacherKit::load(&cfg.teacher).with_context(|| format!("loading the teacher {}", cfg.teacher.display()))?;
+    eprintln!("teacher {} loaded in {:.1} s", cfg.teacher.display(), t0.elapsed().as_secs_f64());
+    Ok(kit)
+}
+
+/// Stage progress: a bar on a terminal, a line every few seconds otherwise.
+struct StageProgress {
+    tty: bool,
+    bar: Option<(String, ProgressBar)>,
+    last_line: Instant,
+}
+
+impl StageProgress {
+    fn new() -> Self {
+        StageProgress { tty: std::io::stderr().is_terminal(), bar: None, last_line: Instant::now() }
+    }
+
+    fn update(&mut self, stage: &str, done: usize, total: usize) {
+        if !self.tty {
+            if done == total || self.last_line.elapsed().as_secs_f64() > 10.0 {
+                eprintln!("{stage}: {done}/{total}");
+                self.last_line = Instant::now();
+            }
+            return;
+        }
+        if self.bar.as_ref().is_none_or(|(s, _)| s != stage) {
+            if let Some((_, b)) = self.bar.take() {
+                b.finish_and_clear();
+            }
+            let bar = ProgressBar::new(total as u64);
+            if let Ok(style) = ProgressStyle::with_template("{prefix:>13} [{bar:40}] {pos}/{len} ({elapsed}, ETA {eta})") {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(stage.to_string());
+            self.bar = Some((stage.to_string(), bar));
+        }
+        if let Some((_, b)) = &self.bar {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((_, b)) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn profile(cfg: &RunConfig) -> Result<()> {
+    let kit = kit(cfg)?;
+    let mut p = StageProgress::new();
+    let tokens = pipeline::prepare_data(cfg, &kit, &mut |s, d, t| p.update(s, d, t))?;
+    let t0 = Instant::now();
+    let profile = pipeline::run_profile(cfg, &kit, &tokens, &mut |s, d, t| p.update(s, d, t))?;
+    p.finish();
+    let ks: Vec<usize> = profile.layers.iter().map(|l| l.k).collect();
+    eprintln!("profiled {} tokens in {:.0} s; principal subspace sizes per layer: {ks:?}", profile.tokens, t0.elapsed().as_secs_f64());
+    println!("wrote {} and {}", cfg.run_dir.join(pipeline::PROFILE_FILE).display(), cfg.run_dir.join("profile").display());
+    Ok(())
+}
+
+fn train(cfg: &RunConfig, resume: bool) -> Result<()> {
+    let kit = kit(cfg)?;
+    // Ctrl-C finishes the current step, writes a checkpoint and exits; a second one aborts.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to abort without a checkpoint)…");
+    })?;
+    let mut p = StageProgress::new();
+    let tty = std::io::stderr().is_terminal();
+    let mut bar: Option<ProgressBar> = None;
+    let mut last_line = Instant::now();
+    let mut on_step = |m: &StepMetrics, total: usize| {
+        if tty {
+            let b = bar.get_or_insert_with(|| {
+                let b = ProgressBar::new(total as u64);
+                if let Ok(style) = ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} ({elapsed}, ETA {eta})") {
+                    b.set_style(style.progress_chars("=> "));
+                }
+                b
+            });
+            b.set_position(m.step as u64);
+            b.set_message(format!("loss {:.3} kl {:.3} top1 {:.2} {:.0} tok/s", m.loss, m.kl, m.top1, m.tokens_per_s));
+        } else if m.step == total || m.step == 1 || last_line.elapsed().as_secs_f64() > 10.0 {
+            eprintln!("step {}/{total} loss {:.4} ce {:.4} kl {:.4} anchor {:.4} top1 {:.3} lr {:.2e} |g| {:.2} {:.0} tok/s", m.step, m.loss, m.ce, m.kl, m.anchor, m.top1, m.lr, m.grad_norm, m.tokens_per_s);
+            last_line = Instant::now();
+        }
+    };
+    let result = pipeline::run_train(cfg, &kit, resume, &stop, &mut |s, d, t| p.update(s, d, t), &mut on_step);
+    p.finish();
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    match result {
+        Ok(s) => {
+            eprintln!(
+                "trained {} steps: loss {:.4} → {:.4}, {:.0} tokens/s, {:.3} TFLOP/s ({:.2e} FLOPs/token) on {} threads",
+                s.steps, s.first_loss, s.last_loss, s.tokens_per_s, s.achieved_tflops, s.flops_per_token, s.threads
+            );
+            println!("checkpoint in {}", cfg.run_dir.join("checkpoint").display());
+            Ok(())
+        }
+        Err(e @ TrainError::Interrupted { .. }) => {
+            eprintln!("{e}");
+            std::process::exit(130);
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn verify(cfg: &RunConfig) -> Result<()> {
+    let kit = kit(cfg)?;
+    let mut p = StageProgress::new();
+    let (report, export) = pipeline::run_verify(cfg, &kit, &mut |s, d, t| p.update(s, d, t))?;
+    p.finish();
+    eprintln!("{}", report.markdown_table());
+    println!(
+        "{}: {} ({})",
+        export.path.display(),
+        if report.verified() { "verified: every contract holds" } else { "NOT verified: a contract failed (see verify_report.md)" },
+        cfg.run_dir.join(pipeline::VERIFY_JSON).display()
+    );
+    Ok(())
+}
+
+fn export(cfg: &RunConfig, a: &ExportArgs) -> Result<()> {
+    let ty_name = a.ty.clone().unwrap_or_else(|| cfg.export.ty.clone());
+    let ty = ty_name.parse::<ExportType>().map_err(|e| anyhow::anyhow!("--type {ty_name}: {e}"))?;
+    let out = a.output.clone().unwrap_or_else(|| cfg.export_path());
+    let s = pipeline::export_student(cfg, ty, &out)?;
+    for f in &s.fallbacks {
+        eprintln!("note: {f}");
+    }
+    println!("wrote {} ({} parameters, {:.1} MB)", s.path.display(), s.n_params, s.bytes as f64 / 1e6);
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! One micro-batch's contribution to a step: teacher forward, student forward, the fused head
+//! and loss (CE + T²·KL in vocabulary chunks), the anchoring terms on the residual stream, and
+//! the student's backward — gradients accumulate into the step's buffers.
+
+use crate::anchor::{sink_mask, Anchor};
+use crate::config::TrainSection;
+use crate::data::Batch;
+use crate::engine::head_loss::{head_loss, LossWeights, TeacherHead};
+use crate::error::TrainError;
+use crate::student::{self, Params, StudentConfig};
+use crate::teacher::Teacher;
+
+/// Sums over a step's micro-batches (means are taken when the step is logged).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepSums {
+    /// Σ micro-batch loss (α·CE + β·T²·KL + γ·anchor), each a mean over its rows.
+    pub loss: f64,
+    pub ce: f64,
+    pub kl: f64,
+    /// Σ over micro-batches of the mean over anchors of each anchor's scaled distance.
+    pub anchor: f64,
+    pub agree: usize,
+    pub rows: usize,
+    pub micro_batches: usize,
+}
+
+/// What the micro-batch step borrows.
+pub struct StepInputs<'a> {
+    pub cfg: &'a StudentConfig,
+    pub params: &'a Params,
+    pub teacher: &'a Teacher,
+    pub anchors: &'a [Anchor],
+    pub train: &'a TrainSection,
+    /// Leading positions of every sequence kept out of anchoring (attention sinks).
+    pub sink_tokens: usize,
+}
+
+/// Adds one micro-batch's gradients, scaled by `grad_scale` (1 / micro-batches per step), into
+/// `grads` and `anchor_grads` (one per anchor, the map's shape).
+pub fn accumulate(
+    x: &StepInputs,
+    batch: &Batch,
+    grad_scale: f32,
+    grads: &mut Params,
+    anchor_grads: &mut [Vec<f32>],
+    sums: &mut StepSums,
+) -> Result<(), TrainError> {
+    let (cfg, t) = (x.cfg, x.train);
+    let n = batch.inputs.len();
+    let use_teacher = t.kl > 0.0 || (t.anchor > 0.0 && !x.anchors.is_empty());
+    let teacher_layers: Vec<usize> = if t.anchor > 0.0 { x.anchors.iter().map(|a| a.teacher_layer).collect() } else { Vec::new() };
+    let teacher_out = match use_teacher {
+        true => Some(x.teacher.run(&batch.inputs, batch.n_seq, &teacher_layers)?),
+        false => None,
+    };
+
+    let acts = student::forward(cfg, x.params, &batch.inputs, batch.n_seq)?;
+    let mut d_hidden = vec![0f32; n * cfg.n_embd];
+    let teacher_head = teacher_out.as_ref().filter(|_| t.kl > 0.0).map(|o| TeacherHead {
+        hidden: &o.hidden,
+        weight: &x.teacher.head,
+        n_embd: x.teacher.n_embd(),
+    });
+    let weights = LossWeights { ce: t.ce, kl: t.kl, temperature: t.temperature };
+    let head = x.params.output.as_deref().unwrap_or(&x.params.embed);
+    // Tied: the head's gradient is the embedding's.
+    let d_head = match grads.output.as_mut() {
+        Some(o) => o,
+        None => &mut grads.embed,
+    };
+    let parts = head_loss(acts.hidden(), head, cfg.n_embd, &batch.targets, teacher_head, &weights, t.vocab_chunk, grad_scale, &mut d_hidden, d_head)?;
+
+    let mut d_residual = Vec::new();
+    let mut anchor_sum = 0.0;
+    if let (Some(out), true) = (&teacher_out, t.anchor > 0.0 && !x.anchors.is_empty()) {
+        let mask = sink_mask(batch.n_seq, batch.seq_len, x.sink_tokens);
+        // Each anchor's term is averaged over the anchors so γ means the same at any count.
+        let weight = t.anchor * grad_scale / x.anchors.len() as f32;
+        for ((a, (_, h_teacher)), d_map) in x.anchors.iter().zip(&out.residuals).zip(anchor_grads.iter_mut()) {
+            let mut d_h = vec![0f32; n * cfg.n_embd];
+            anchor_sum += a.loss_grad(acts.residual(a.student_layer), h_teacher, n, Some(&mask), weight, &mut d_h, d_map)?;
+            d_residual.push((a.student_layer, d_h));
+        }
+        anchor_sum /= x.anchors.len() as f64;
+    }
+    student::backward(cfg, x.params, &acts, &d_hidden, &d_residual, grads)?;
+
+    sums.loss += parts.loss + t.anchor as f64 * anchor_sum;
+    sums.ce += parts.ce;
+    sums.kl += parts.kl;
+    sums.anchor += anchor_sum;
+    sums.agree += parts.agree;
+    sums.rows += parts.n;
+    sums.micro_batches += 1;
+    Ok(())
+}
