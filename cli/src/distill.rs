@@ -35,6 +35,8 @@ enum Stage {
     Export(ExportArgs),
     /// Every stage in order: profile (unless one exists), train, verify.
     Run(TrainArgs),
+    /// Redraw the training curves and print the run's summary (from metrics.jsonl).
+    Report(Common),
 }
 
 #[derive(Args)]
@@ -73,7 +75,7 @@ struct ExportArgs {
 
 pub fn distill(args: DistillArgs) -> Result<()> {
     let common = match &args.stage {
-        Stage::Profile(c) | Stage::Verify(c) => c,
+        Stage::Profile(c) | Stage::Verify(c) | Stage::Report(c) => c,
         Stage::Train(a) | Stage::Run(a) => &a.common,
         Stage::Export(a) => &a.common,
     };
@@ -85,6 +87,7 @@ pub fn distill(args: DistillArgs) -> Result<()> {
         Stage::Train(a) => train(&cfg, a.resume),
         Stage::Verify(_) => verify(&cfg),
         Stage::Export(a) => export(&cfg, a),
+        Stage::Report(_) => report(&cfg),
         Stage::Run(a) => {
             if !cfg.run_dir.join(pipeline::PROFILE_FILE).exists() {
                 profile(&cfg)?;
@@ -197,10 +200,7 @@ fn train(cfg: &RunConfig, resume: bool) -> Result<()> {
     }
     match result {
         Ok(s) => {
-            eprintln!(
-                "trained {} steps: loss {:.4} → {:.4}, {:.0} tokens/s, {:.3} TFLOP/s ({:.2e} FLOPs/token) on {} threads",
-                s.steps, s.first_loss, s.last_loss, s.tokens_per_s, s.achieved_tflops, s.flops_per_token, s.threads
-            );
+            print_summary(&s);
             println!("checkpoint in {}", cfg.run_dir.join("checkpoint").display());
             Ok(())
         }
@@ -236,5 +236,25 @@ fn export(cfg: &RunConfig, a: &ExportArgs) -> Result<()> {
         eprintln!("note: {f}");
     }
     println!("wrote {} ({} parameters, {:.1} MB)", s.path.display(), s.n_params, s.bytes as f64 / 1e6);
+    Ok(())
+}
+
+fn print_summary(s: &pipeline::TrainSummary) {
+    eprintln!(
+        "{}/{} steps, {} tokens: loss {:.4} → {:.4} (last 10 steps; KL {:.4}, top-1 {:.3}); {:.0} tokens/s, {:.3} TFLOP/s ({:.2e} FLOPs/token)",
+        s.steps, s.planned_steps, s.tokens, s.first_loss, s.last10_loss, s.last10_kl, s.last10_top1, s.tokens_per_s, s.achieved_tflops, s.flops_per_token
+    );
+}
+
+fn report(cfg: &RunConfig) -> Result<()> {
+    let kit = kit(cfg)?;
+    let scfg = pipeline::student_config(cfg, &kit.teacher.model)?;
+    let s = pipeline::write_train_report(cfg, &kit.teacher.model, &scfg)?;
+    print_summary(&s);
+    let md = cfg.run_dir.join(pipeline::VERIFY_MD);
+    if let Ok(text) = std::fs::read_to_string(&md) {
+        eprintln!("{text}");
+    }
+    println!("wrote {} and the training_*.png charts", cfg.run_dir.join(pipeline::SUMMARY_FILE).display());
     Ok(())
 }

@@ -231,3 +231,20 @@ fn bad_input_is_refused_with_the_file_named() {
     // A learning rate that blows the loss up stops the run with a clear message.
     expect_err(&["distill", "train", "-c", c, "--set", "train.lr=1e30", "--set", "train.clip=0"], &["not finite"]);
 }
+
+#[test]
+fn the_committed_reference_student_runs_and_carries_its_verdict() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let path = root.join("models/smollm2-student.q8_0.gguf");
+    let file = nexus_runtime::gguf::GgufFile::open(&path).unwrap();
+    let flag = file.get("nexus.distill.verified").and_then(|v| v.as_bool()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(file.get("nexus.distill.verify_report").and_then(|v| v.as_str()).unwrap()).unwrap();
+    assert_eq!(report["verified"].as_bool(), Some(flag), "the mark and the embedded report disagree");
+    assert_eq!(file.get("tokenizer.ggml.pre").and_then(|v| v.as_str()), Some("smollm"));
+    let p = path.to_str().unwrap();
+    let args = ["run", "-m", p, "-p", "The river", "-n", "12", "--temp", "0", "-t", "2"];
+    let (a, b) = (cli(&args), cli(&args));
+    ok(&a);
+    assert_eq!(a.stdout, b.stdout);
+    assert!(text(&a.stdout).len() > "The river".len() + 10, "{}", text(&a.stdout));
+}

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 use nexus_runtime::gguf::{GgufFile, Value};
 use nexus_runtime::model::{Arch, Model};
@@ -18,7 +17,7 @@ use crate::export::{export_gguf, ExportSummary, ExportType};
 use crate::init::{init_pruned, init_random, Pruning};
 use crate::profile::Profile;
 use crate::student::StudentConfig;
-use crate::trainer::metrics::{write_curves, StepMetrics};
+use crate::trainer::metrics::{read_metrics, write_curves, StepMetrics};
 use crate::trainer::{self, TrainIo, TrainState};
 use crate::verify::{default_capabilities, verify, Capability, Contract, VerifyConfig, VerifyReport};
 
@@ -93,7 +92,8 @@ fn generate(cfg: &RunConfig, kit: &TeacherKit, prompts: &Path, progress: Progres
             && (old.per_prompt, old.max_tokens, old.seed) == (gen.per_prompt, gen.max_tokens, gen.seed)
             && (old.temperature, old.top_p) == (gen.temperature, gen.top_p);
         if same {
-            return Ok(old);
+            // The run directory may have moved since (or been made on another machine).
+            return Ok(GenerationRecord { output_path: out, ..old });
         }
     }
     let template = kit.template.as_ref().ok_or_else(|| TrainError::Config {
@@ -194,8 +194,11 @@ pub fn build_anchors(cfg: &RunConfig, s: &StudentConfig, profile: &Profile, prun
 /// What a training run measured (`train_summary.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainSummary {
+    /// Steps taken so far, and the steps the schedule was set for.
     pub steps: usize,
+    pub planned_steps: usize,
     pub tokens: usize,
+    /// Sum of the steps' own times.
     pub seconds: f64,
     pub tokens_per_s: f64,
     /// Training FLOPs per token: 6·(student matmul weights) for its forward and backward, plus
@@ -203,7 +206,11 @@ pub struct TrainSummary {
     pub flops_per_token: f64,
     pub achieved_tflops: f64,
     pub first_loss: f64,
-    pub last_loss: f64,
+    /// Means over the last 10 steps (training batches, not held-out text).
+    pub last10_loss: f64,
+    pub last10_kl: f64,
+    pub last10_top1: f64,
+    /// Threads of this process (the one that wrote the summary).
     pub threads: usize,
 }
 
@@ -235,23 +242,38 @@ pub fn run_train(cfg: &RunConfig, kit: &TeacherKit, resume: bool, stop: &AtomicB
         }
         false => fresh_state(cfg, kit, scfg.clone())?,
     };
-    let start_step = state.step;
-    let t0 = Instant::now();
     let mut io = TrainIo { run_dir: &cfg.run_dir, stop, progress: on_step };
-    let log = trainer::train(&mut state, &kit.teacher, &mut dataset, &cfg.train, cfg.profile.sink_tokens, &mut io)?;
-    let seconds = t0.elapsed().as_secs_f64();
+    let result = trainer::train(&mut state, &kit.teacher, &mut dataset, &cfg.train, cfg.profile.sink_tokens, &mut io);
+    // An interrupted run still gets its curves and summary (of the steps so far).
+    let summary = write_train_report(cfg, &kit.teacher.model, &scfg)?;
+    result.map(|_| summary)
+}
+
+/// Draws the training curves and writes `train_summary.json` from `metrics.jsonl`: every step
+/// of the run so far, across resumes (seconds are the steps' own, without loading time).
+pub fn write_train_report(cfg: &RunConfig, teacher: &Model, scfg: &StudentConfig) -> Result<TrainSummary, TrainError> {
+    let log = read_metrics(&cfg.run_dir)?;
+    if log.is_empty() {
+        return Err(TrainError::Config { path: cfg.run_dir.join(crate::trainer::metrics::METRICS_FILE), what: "no training steps logged yet".into() });
+    }
     write_curves(&cfg.run_dir, &log)?;
-    let tokens: usize = log.iter().filter(|m| m.step > start_step).map(|m| m.tokens).sum();
-    let flops_per_token = 6.0 * matmul_params(&scfg) as f64 + 2.0 * teacher_matmul_params(&kit.teacher.model) as f64;
+    let tokens: usize = log.iter().map(|m| m.tokens).sum();
+    let seconds: f64 = log.iter().map(|m| m.seconds).sum();
+    let flops_per_token = 6.0 * matmul_params(scfg) as f64 + 2.0 * teacher_matmul_params(teacher) as f64;
+    let tail = &log[log.len().saturating_sub(10)..];
+    let mean = |f: &dyn Fn(&StepMetrics) -> f64| tail.iter().map(f).sum::<f64>() / tail.len() as f64;
     let summary = TrainSummary {
-        steps: state.step,
+        steps: log.last().map_or(0, |m| m.step),
+        planned_steps: cfg.train.steps,
         tokens,
         seconds,
         tokens_per_s: tokens as f64 / seconds.max(1e-9),
         flops_per_token,
         achieved_tflops: flops_per_token * tokens as f64 / seconds.max(1e-9) / 1e12,
-        first_loss: log.first().map_or(f64::NAN, |m| m.loss),
-        last_loss: log.last().map_or(f64::NAN, |m| m.loss),
+        first_loss: log[0].loss,
+        last10_loss: mean(&|m| m.loss),
+        last10_kl: mean(&|m| m.kl),
+        last10_top1: mean(&|m| m.top1),
         threads: rayon::current_num_threads(),
     };
     write_json(&cfg.run_dir.join(SUMMARY_FILE), &summary)?;
