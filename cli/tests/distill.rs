@@ -122,13 +122,14 @@ fn every_stage_runs_and_the_student_is_served() {
     let s = Setup::new();
     let cfg = s.config("run", "");
     let cfg = cfg.to_str().unwrap();
-    ok(&cli(&["distill", "run", "-c", cfg, "-t", "2"]));
+    // A few hundred steps: a second or two on a tiny teacher.
+    ok(&cli(&["distill", "run", "-c", cfg, "-t", "2", "--set", "train.steps=200", "--set", "train.checkpoint_every=50"]));
     let run = s.path("run");
     for f in ["profile.safetensors", "profile/profile_report.md", "profile/head_importance.png", "provenance.json", "student.json", "checkpoint/state.json", "metrics.jsonl", "training_loss.png", "train_summary.json", "verify_report.json", "verify_report.md", "student.q8_0.gguf"] {
         assert!(run.join(f).exists(), "{f} missing");
     }
     let l = losses(&run);
-    assert_eq!(l.len(), 24);
+    assert_eq!(l.len(), 200);
     let first: f64 = l[..4].iter().sum::<f64>() / 4.0;
     let last: f64 = l[l.len() - 4..].iter().sum::<f64>() / 4.0;
     assert!(last < 0.9 * first, "loss did not fall: {first} → {last}");
@@ -226,10 +227,20 @@ fn bad_input_is_refused_with_the_file_named() {
     // A student wider than its teacher cannot be pruned from it.
     ok(&cli(&["distill", "profile", "-c", c, "-t", "2"]));
     expect_err(&["distill", "train", "-c", c, "--set", "student.n_embd=128"], &["128"]);
+    // A student deeper than its teacher (4 layers) asks for layers the teacher lacks.
+    expect_err(&["distill", "train", "-c", c, "--set", "student.n_layer=9"], &["9", "4"]);
     // Resuming what never started.
     expect_err(&["distill", "train", "-c", c, "--resume"], &["no checkpoint"]);
-    // A learning rate that blows the loss up stops the run with a clear message.
-    expect_err(&["distill", "train", "-c", c, "--set", "train.lr=1e30", "--set", "train.clip=0"], &["not finite"]);
+    // Resuming with a teacher of another vocabulary.
+    ok(&cli(&["distill", "train", "-c", c, "-t", "2", "--set", "train.steps=2"]));
+    let other = s.path("other.gguf");
+    TinyModel { n_vocab: 400, n_embd: 64, n_layer: 4, n_ff: 128, tied: true, ..Default::default() }.write(&other);
+    expect_err(&["distill", "train", "-c", c, "--resume", "--set", &format!("teacher={}", other.display())], &["other.gguf", "vocabulary", "400", "300"]);
+    // A learning rate that blows the loss up stops the run, naming the step, and the last
+    // checkpoint (step 2) stays as it was.
+    let before = std::fs::read(s.path("a/checkpoint/weights.safetensors")).unwrap();
+    expect_err(&["distill", "train", "-c", c, "--resume", "--set", "train.lr=1e30", "--set", "train.clip=0", "--set", "train.steps=20"], &["not finite", "step"]);
+    assert_eq!(std::fs::read(s.path("a/checkpoint/weights.safetensors")).unwrap(), before);
 }
 
 #[test]

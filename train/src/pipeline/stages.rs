@@ -232,6 +232,12 @@ pub fn run_train(cfg: &RunConfig, kit: &TeacherKit, resume: bool, stop: &AtomicB
     let mut state = match resume {
         true => {
             let state = TrainState::resume(&cfg.run_dir)?;
+            if state.cfg.n_vocab != scfg.n_vocab {
+                return Err(TrainError::Config {
+                    path: cfg.teacher.clone(),
+                    what: format!("this teacher's vocabulary has {} tokens, the checkpoint's student was distilled with {}: teacher and student must share one vocabulary", scfg.n_vocab, state.cfg.n_vocab),
+                });
+            }
             if state.cfg != scfg {
                 return Err(TrainError::Config {
                     path: cfg.run_dir.join("checkpoint"),
