@@ -150,27 +150,6 @@ fn reserved(key: &str) -> bool {
         )
 }
 
-/// Sizes the export divides by or allocates from must be positive and consistent.
-fn check_config(cfg: &StudentConfig) -> Result<(), String> {
-    let dims = [
-        ("n_vocab", cfg.n_vocab),
-        ("n_embd", cfg.n_embd),
-        ("n_layer", cfg.n_layer),
-        ("n_head", cfg.n_head),
-        ("n_head_kv", cfg.n_head_kv),
-        ("head_dim", cfg.head_dim),
-        ("n_ff", cfg.n_ff),
-    ];
-    if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
-        return Err(format!("{name} is 0"));
-    }
-    if !cfg.n_head.is_multiple_of(cfg.n_head_kv) {
-        let (h, kv) = (cfg.n_head, cfg.n_head_kv);
-        return Err(format!("n_head {h} is not a multiple of n_head_kv {kv}"));
-    }
-    Ok(())
-}
-
 /// The `llama.*` hyper-parameters and the `general.*` keys the export owns, in the order
 /// llama.cpp's converter writes them.
 fn hyperparameters(cfg: &StudentConfig, ty: ExportType) -> Vec<(&'static str, Value)> {
@@ -217,7 +196,7 @@ pub fn export_gguf(
     extra_meta: &[(String, Value)],
     out: &Path,
 ) -> Result<ExportSummary, ExportError> {
-    check_config(cfg).map_err(|what| ExportError::Config {
+    cfg.check().map_err(|what| ExportError::Config {
         path: out.into(),
         what,
     })?;

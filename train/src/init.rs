@@ -131,28 +131,6 @@ fn head_rows(heads: &[usize], hd: usize) -> Vec<usize> {
     heads.iter().flat_map(|&h| h * hd..(h + 1) * hd).collect()
 }
 
-fn check_student(cfg: &StudentConfig) -> Result<(), InitError> {
-    let dims = [
-        ("n_vocab", cfg.n_vocab),
-        ("n_embd", cfg.n_embd),
-        ("n_layer", cfg.n_layer),
-        ("n_head", cfg.n_head),
-        ("n_head_kv", cfg.n_head_kv),
-        ("head_dim", cfg.head_dim),
-        ("n_ff", cfg.n_ff),
-    ];
-    if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
-        return Err(InitError::Config(format!("{name} must be positive")));
-    }
-    if !cfg.n_head.is_multiple_of(cfg.n_head_kv) {
-        return Err(InitError::Config(format!(
-            "n_head {} is not a multiple of n_head_kv {}",
-            cfg.n_head, cfg.n_head_kv
-        )));
-    }
-    Ok(())
-}
-
 /// The teacher must be one the llama student computes exactly like: adjacent-pair RoPE over
 /// the whole head, no position scaling or frequency factors, no projection biases.
 fn check_teacher(file: &GgufFile, t: &ModelConfig) -> Result<(), InitError> {
@@ -391,7 +369,7 @@ pub fn init_pruned(
 ) -> Result<(Params, Pruning), InitError> {
     let file: &GgufFile = teacher.file();
     let t = &teacher.config;
-    check_student(cfg)?;
+    cfg.check().map_err(InitError::Config)?;
     check_teacher(file, t)?;
     check_fit(cfg, t)?;
     check_importance(importance, t)?;

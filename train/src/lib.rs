@@ -17,5 +17,7 @@ pub mod plot;
 pub mod profile;
 pub mod student;
 pub mod teacher;
+#[cfg(test)]
+mod test_util;
 pub mod trainer;
 pub mod verify;

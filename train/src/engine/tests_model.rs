@@ -346,46 +346,6 @@ impl nexus_runtime::model::Probe for Recorder {
     }
 }
 
-/// The student written as an F32 llama GGUF (what export produces, unquantized).
-fn write_gguf(cfg: &StudentConfig, p: &Params, path: &std::path::Path) {
-    use nexus_kernels::GgmlType;
-    use nexus_runtime::gguf::{GgufWriter, Value};
-    let mut w = GgufWriter::new();
-    w.set("general.architecture", Value::String("llama".into()));
-    let u = |v: usize| Value::U32(v as u32);
-    w.set("llama.context_length", u(cfg.n_ctx));
-    w.set("llama.embedding_length", u(cfg.n_embd));
-    w.set("llama.block_count", u(cfg.n_layer));
-    w.set("llama.feed_forward_length", u(cfg.n_ff));
-    w.set("llama.attention.head_count", u(cfg.n_head));
-    w.set("llama.attention.head_count_kv", u(cfg.n_head_kv));
-    w.set("llama.attention.key_length", u(cfg.head_dim));
-    w.set("llama.attention.value_length", u(cfg.head_dim));
-    w.set(
-        "llama.attention.layer_norm_rms_epsilon",
-        Value::F32(cfg.rms_eps),
-    );
-    w.set("llama.rope.freq_base", Value::F32(cfg.rope_base));
-    for (name, t) in p.named() {
-        let cols = if name.ends_with("norm.weight") {
-            t.len()
-        } else if name.ends_with("attn_output.weight") {
-            cfg.q_dim()
-        } else if name.ends_with("ffn_down.weight") {
-            cfg.n_ff
-        } else {
-            cfg.n_embd
-        };
-        let dims: Vec<u64> = if cols == t.len() {
-            vec![cols as u64]
-        } else {
-            vec![cols as u64, (t.len() / cols) as u64]
-        };
-        let bytes: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
-        w.add_tensor(name, &dims, GgmlType::F32, bytes).unwrap();
-    }
-    w.write(path).unwrap();
-}
 
 /// The engine's forward is the runtime's: the student, written as a GGUF and run by
 /// `nexus_runtime::model::Model` one sequence at a time, gives the same residual streams and
@@ -404,7 +364,7 @@ fn forward_matches_the_runtime() {
             "nexus-engine-parity-{}-{tied}.gguf",
             std::process::id()
         ));
-        write_gguf(&cfg, &p, &path);
+        crate::test_util::write_f32_gguf(&cfg, &p, &[], &path);
         let model = nexus_runtime::model::Model::load(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         let (n_seq, seq_len, d) = (3, 9, cfg.n_embd);

@@ -386,7 +386,7 @@ fn bad_input_fails_before_writing_anything() {
         ..cfg.clone()
     };
     let err = export(&zero, &p, &[], &teacher);
-    assert!(err.contains("n_head_kv is 0"), "{err}");
+    assert!(err.contains("n_head_kv must be positive"), "{err}");
 
     // A folder that does not exist: the writer's error, and no temporary file anywhere.
     let nowhere = dir.path().join("missing").join("student.gguf");

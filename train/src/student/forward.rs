@@ -85,37 +85,7 @@ impl Activations {
 
 /// The config's own consistency: what the forward's arithmetic relies on.
 pub(crate) fn check_config(cfg: &StudentConfig) -> Result<(), EngineError> {
-    let bad = |what: String| Err(EngineError::Config(what));
-    if cfg.n_vocab == 0 || cfg.n_embd == 0 || cfg.n_layer == 0 || cfg.n_ff == 0 || cfg.head_dim == 0
-    {
-        return bad(format!(
-            "n_vocab {}, n_embd {}, n_layer {}, n_ff {}, head_dim {} must all be positive",
-            cfg.n_vocab, cfg.n_embd, cfg.n_layer, cfg.n_ff, cfg.head_dim
-        ));
-    }
-    if cfg.n_head == 0 || cfg.n_head_kv == 0 || !cfg.n_head.is_multiple_of(cfg.n_head_kv) {
-        return bad(format!(
-            "n_head {} must be a positive multiple of n_head_kv {}",
-            cfg.n_head, cfg.n_head_kv
-        ));
-    }
-    if !cfg.head_dim.is_multiple_of(2) {
-        return bad(format!(
-            "head_dim {} must be even (RoPE rotates pairs)",
-            cfg.head_dim
-        ));
-    }
-    if !(cfg.rms_eps.is_finite()
-        && cfg.rms_eps > 0.0
-        && cfg.rope_base.is_finite()
-        && cfg.rope_base > 0.0)
-    {
-        return bad(format!(
-            "rms_eps {} and rope_base {} must be positive",
-            cfg.rms_eps, cfg.rope_base
-        ));
-    }
-    Ok(())
+    cfg.check().map_err(EngineError::Config)
 }
 
 /// Every tensor of `p` has the shape `cfg` gives it (`what` names the set: weights, grads).

@@ -31,6 +31,32 @@ impl StudentConfig {
         self.n_head_kv * self.head_dim
     }
 
+    /// The config's own consistency: what the forward's arithmetic, export and pruning rely on.
+    pub fn check(&self) -> Result<(), String> {
+        let dims = [
+            ("n_vocab", self.n_vocab),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_head_kv", self.n_head_kv),
+            ("head_dim", self.head_dim),
+            ("n_ff", self.n_ff),
+        ];
+        if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be positive"));
+        }
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
+            return Err(format!("n_head {} must be a positive multiple of n_head_kv {}", self.n_head, self.n_head_kv));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(format!("head_dim {} must be even (RoPE rotates pairs)", self.head_dim));
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0 && self.rope_base.is_finite() && self.rope_base > 0.0) {
+            return Err(format!("rms_eps {} and rope_base {} must be positive", self.rms_eps, self.rope_base));
+        }
+        Ok(())
+    }
+
     /// Parameters, embeddings (and an untied head) counted.
     pub fn n_params(&self) -> usize {
         let (d, q, kv, ff) = (self.n_embd, self.q_dim(), self.kv_dim(), self.n_ff);
