@@ -84,3 +84,63 @@ fn kl_base_killed_mid_write_keeps_the_old_output() {
     let tmp = kill_mid_write(child, &out, 0);
     check_old_output_intact(&out, &old, &tmp);
 }
+
+/// A distillation checkpoint is a folder of three files: saved into `checkpoint.tmp/`, then
+/// swapped in. Killed while the new one is being written, the run still resumes from the
+/// previous one, whole.
+#[test]
+fn distill_checkpoint_killed_mid_save_keeps_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = dir.path().join("teacher.gguf");
+    // A 32,000-token vocabulary makes each checkpoint ~50 MB: long enough to be caught mid-save.
+    nexus_tests::TinyModel { n_vocab: 32000, n_embd: 128, n_layer: 2, n_ff: 256, tied: true, n_ctx: 64, ..Default::default() }.write(&teacher);
+    let text = "a lamp, a boat and a bridge over the slow river; the bakers sing of bread. ".repeat(400);
+    std::fs::write(dir.path().join("train.txt"), text).unwrap();
+    std::fs::write(dir.path().join("held_out.txt"), "Gulls wait on the posts for scraps while the tide turns.\n").unwrap();
+    let run = dir.path().join("run");
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "teacher = \"{}\"\nrun_dir = \"{}\"\n[data]\nsources = [\"{}\"]\nseq_len = 16\n[student]\nn_embd = 128\nn_layer = 1\nn_head = 2\nn_head_kv = 1\nn_ff = 128\ninit = \"random\"\n[train]\nsteps = 1000\nbatch = 2\nanchor = 0\ncheckpoint_every = 1\n[verify]\nsets = [[\"general\", \"{}\"]]\n",
+            teacher.display(),
+            run.display(),
+            dir.path().join("train.txt").display(),
+            dir.path().join("held_out.txt").display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-cli"))
+        .args(["distill", "train", "-c", config.to_str().unwrap(), "-t", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once a complete checkpoint exists and the next save has written some of its bytes.
+    let partial = run.join("checkpoint.tmp").join("optimizer.safetensors");
+    let start = Instant::now();
+    loop {
+        let saving = std::fs::metadata(&partial).map(|m| m.len() > 1 << 20).unwrap_or(false);
+        if saving && run.join("checkpoint").join("state.json").exists() {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("training ended ({status}) before it could be killed mid-save");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint save was caught");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let ck = nexus_train::checkpoint::Checkpoint::load(&run).expect("the previous checkpoint loads");
+    let step = ck.state["step"].as_u64().unwrap();
+    assert!(step >= 1);
+    // And the run goes on from it.
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-cli"))
+        .args(["distill", "train", "-c", config.to_str().unwrap(), "-t", "1", "--resume", "--set", &format!("train.steps={}", step + 2)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().count() as u64, step + 2);
+}
