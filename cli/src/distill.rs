@@ -244,6 +244,15 @@ fn print_summary(s: &pipeline::TrainSummary) {
         "{}/{} steps, {} tokens: loss {:.4} → {:.4} (last 10 steps; KL {:.4}, top-1 {:.3}); {:.0} tokens/s, {:.3} TFLOP/s ({:.2e} FLOPs/token)",
         s.steps, s.planned_steps, s.tokens, s.first_loss, s.last10_loss, s.last10_kl, s.last10_top1, s.tokens_per_s, s.achieved_tflops, s.flops_per_token
     );
+    let p = &s.phases;
+    let total = p.total();
+    if total > 0.0 {
+        let share = |x: f64| 100.0 * x / total;
+        eprintln!(
+            "time: teacher {:.0}%, student forward {:.0}%, head + loss {:.0}%, anchors {:.0}%, student backward {:.0}%, optimizer {:.0}%",
+            share(p.teacher), share(p.student_forward), share(p.head_loss), share(p.anchors), share(p.student_backward), share(p.optimizer)
+        );
+    }
 }
 
 fn report(cfg: &RunConfig) -> Result<()> {

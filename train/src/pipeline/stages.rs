@@ -18,6 +18,7 @@ use crate::init::{init_pruned, init_random, Pruning};
 use crate::profile::Profile;
 use crate::student::StudentConfig;
 use crate::trainer::metrics::{read_metrics, write_curves, StepMetrics};
+use crate::trainer::step::PhaseSeconds;
 use crate::trainer::{self, TrainIo, TrainState};
 use crate::verify::{default_capabilities, verify, Capability, Contract, VerifyConfig, VerifyReport};
 
@@ -212,6 +213,8 @@ pub struct TrainSummary {
     pub last10_top1: f64,
     /// Threads of this process (the one that wrote the summary).
     pub threads: usize,
+    /// Seconds per phase, summed over the logged steps that measured them.
+    pub phases: PhaseSeconds,
 }
 
 /// Stage 3: initializes (or resumes) and trains the student, checkpointing as it goes.
@@ -281,6 +284,7 @@ pub fn write_train_report(cfg: &RunConfig, teacher: &Model, scfg: &StudentConfig
         last10_kl: mean(&|m| m.kl),
         last10_top1: mean(&|m| m.top1),
         threads: rayon::current_num_threads(),
+        phases: log.iter().fold(PhaseSeconds::default(), |a, m| a.plus(&m.phases)),
     };
     write_json(&cfg.run_dir.join(SUMMARY_FILE), &summary)?;
     Ok(summary)

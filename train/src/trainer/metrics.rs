@@ -31,6 +31,9 @@ pub struct StepMetrics {
     pub tokens: usize,
     pub seconds: f64,
     pub tokens_per_s: f64,
+    /// Where the step's time went (absent in logs written before it was measured).
+    #[serde(default)]
+    pub phases: super::step::PhaseSeconds,
 }
 
 pub fn metrics_path(run_dir: &Path) -> PathBuf {

@@ -164,6 +164,7 @@ pub fn train(
         if !loss.is_finite() {
             return Err(TrainError::NonFinite { step, what: format!("loss ({loss})") });
         }
+        let t_opt = Instant::now();
         let grad_norm = {
             let mut all: Vec<&mut Vec<f32>> = grads.tensors_mut();
             all.extend(anchor_grads.iter_mut());
@@ -187,6 +188,7 @@ pub fn train(
         }
         state.step = step;
         state.data = Some(dataset.position());
+        sums.phases.optimizer = t_opt.elapsed().as_secs_f64();
 
         let seconds = t0.elapsed().as_secs_f64();
         let rows = sums.rows.max(1) as f64;
@@ -203,6 +205,7 @@ pub fn train(
             tokens,
             seconds,
             tokens_per_s: tokens as f64 / seconds.max(1e-9),
+            phases: sums.phases,
         };
         append_metrics(io.run_dir, &m)?;
         (io.progress)(&m, train.steps);

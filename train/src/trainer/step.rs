@@ -2,6 +2,10 @@
 //! and loss (CE + T²·KL in vocabulary chunks), the anchoring terms on the residual stream, and
 //! the student's backward — gradients accumulate into the step's buffers.
 
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
 use crate::anchor::{sink_mask, Anchor};
 use crate::config::TrainSection;
 use crate::data::Batch;
@@ -22,6 +26,38 @@ pub struct StepSums {
     pub agree: usize,
     pub rows: usize,
     pub micro_batches: usize,
+    pub phases: PhaseSeconds,
+}
+
+/// Where a step's time went (seconds, summed over its micro-batches).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSeconds {
+    /// The teacher's forward (quantized, through the runtime).
+    pub teacher: f64,
+    pub student_forward: f64,
+    /// Both heads and the CE/KL loss with its gradient, in vocabulary chunks.
+    pub head_loss: f64,
+    pub anchors: f64,
+    pub student_backward: f64,
+    /// Clipping and AdamW.
+    pub optimizer: f64,
+}
+
+impl PhaseSeconds {
+    pub fn plus(&self, o: &PhaseSeconds) -> PhaseSeconds {
+        PhaseSeconds {
+            teacher: self.teacher + o.teacher,
+            student_forward: self.student_forward + o.student_forward,
+            head_loss: self.head_loss + o.head_loss,
+            anchors: self.anchors + o.anchors,
+            student_backward: self.student_backward + o.student_backward,
+            optimizer: self.optimizer + o.optimizer,
+        }
+    }
+
+    pub fn total(&self) -> f64 {
+        self.teacher + self.student_forward + self.head_loss + self.anchors + self.student_backward + self.optimizer
+    }
 }
 
 /// What the micro-batch step borrows.
@@ -49,12 +85,20 @@ pub fn accumulate(
     let n = batch.inputs.len();
     let use_teacher = t.kl > 0.0 || (t.anchor > 0.0 && !x.anchors.is_empty());
     let teacher_layers: Vec<usize> = if t.anchor > 0.0 { x.anchors.iter().map(|a| a.teacher_layer).collect() } else { Vec::new() };
+    let mut clock = Instant::now();
+    let mut lap = |slot: &mut f64| {
+        *slot += clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+    };
+    let mut phases = PhaseSeconds::default();
     let teacher_out = match use_teacher {
         true => Some(x.teacher.run(&batch.inputs, batch.n_seq, &teacher_layers)?),
         false => None,
     };
 
+    lap(&mut phases.teacher);
     let acts = student::forward(cfg, x.params, &batch.inputs, batch.n_seq)?;
+    lap(&mut phases.student_forward);
     let mut d_hidden = vec![0f32; n * cfg.n_embd];
     let teacher_head = teacher_out.as_ref().filter(|_| t.kl > 0.0).map(|o| TeacherHead {
         hidden: &o.hidden,
@@ -69,6 +113,7 @@ pub fn accumulate(
         None => &mut grads.embed,
     };
     let parts = head_loss(acts.hidden(), head, cfg.n_embd, &batch.targets, teacher_head, &weights, t.vocab_chunk, grad_scale, &mut d_hidden, d_head)?;
+    lap(&mut phases.head_loss);
 
     let mut d_residual = Vec::new();
     let mut anchor_sum = 0.0;
@@ -83,7 +128,9 @@ pub fn accumulate(
         }
         anchor_sum /= x.anchors.len() as f64;
     }
+    lap(&mut phases.anchors);
     student::backward(cfg, x.params, &acts, &d_hidden, &d_residual, grads)?;
+    lap(&mut phases.student_backward);
 
     sums.loss += parts.loss + t.anchor as f64 * anchor_sum;
     sums.ce += parts.ce;
@@ -92,5 +139,6 @@ pub fn accumulate(
     sums.agree += parts.agree;
     sums.rows += parts.n;
     sums.micro_batches += 1;
+    sums.phases = sums.phases.plus(&phases);
     Ok(())
 }
