@@ -48,6 +48,13 @@ enum Command {
 }
 
 fn main() {
+    // Rust starts with SIGPIPE ignored, so a closed stdout (`nexus-cli inspect … | head`) would
+    // make the next println! panic; like other Unix tools, end quietly instead.
+    #[cfg(unix)]
+    // SAFETY: called first thing on the main thread, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // llama.cpp spells it `-ngl`; clap only knows single-letter short flags.
     let argv = std::env::args().map(|a| if a == "-ngl" { "--n-gpu-layers".to_string() } else { a });
     let result = match Command::parse_from(argv) {

@@ -139,3 +139,21 @@ fn bad_files_and_flags_fail_cleanly() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("training context"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    // 300 layers: a tensor table far longer than a pipe buffers, and nobody reading it.
+    let m = dir.path().join("deep.gguf");
+    TinyModel { n_layer: 300, n_embd: 16, n_head: 2, n_head_kv: 1, n_ff: 16, ..Default::default() }.write(&m);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-cli"))
+        .args(["inspect", m.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
