@@ -173,7 +173,7 @@ impl ChatTemplate {
         };
         let family = || self.family.unwrap_or("unknown").to_string();
         let mut out = BoundedOutput { bytes: Vec::new(), overflowed: false };
-        match tmpl.render_to_write(ctx, &mut out) {
+        match tmpl.render_captured_to(ctx, &mut out) {
             Ok(_) => {}
             Err(_) if out.overflowed => {
                 let limit = format!("the prompt grew past {MAX_RENDER_BYTES} bytes");
