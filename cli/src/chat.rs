@@ -12,6 +12,7 @@ use nexus_runtime::generate::StopReason;
 
 use crate::args::{GenArgs, ModelArgs};
 use crate::load;
+use crate::lora::{self, LoraArgs};
 use crate::speak::{self, VoiceArgs};
 
 #[derive(Args)]
@@ -20,6 +21,8 @@ pub struct ChatArgs {
     model: ModelArgs,
     #[command(flatten)]
     gen: GenArgs,
+    #[command(flatten)]
+    lora: LoraArgs,
     /// System prompt (default: the template's own default, if it has one).
     #[arg(short = 's', long = "system-prompt")]
     system_prompt: Option<String>,
@@ -38,7 +41,10 @@ pub struct ChatArgs {
 }
 
 pub fn chat(args: ChatArgs) -> Result<()> {
-    let loaded = load::load(&args.model)?;
+    let mut loaded = load::load(&args.model)?;
+    // Chat runs on the CPU; this refuses --device cuda with adapters rather than ignore it.
+    lora::select_device(&args.model, loaded.model.config.n_layer, &args.lora)?;
+    lora::apply(&mut loaded.model, &args.lora)?;
     let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
     let n_ctx = load::context_size(&loaded, args.gen.ctx_size)?;
     let text_of = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or("").to_string();

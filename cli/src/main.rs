@@ -10,6 +10,7 @@ mod convert;
 mod convert_voice;
 mod inspect;
 mod load;
+mod lora;
 mod perplexity;
 mod quantize;
 mod run;

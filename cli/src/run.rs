@@ -10,6 +10,7 @@ use nexus_runtime::generate::generate;
 
 use crate::args::{GenArgs, ModelArgs};
 use crate::load;
+use crate::lora::{self, LoraArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -17,6 +18,8 @@ pub struct RunArgs {
     model: ModelArgs,
     #[command(flatten)]
     gen: GenArgs,
+    #[command(flatten)]
+    lora: LoraArgs,
     /// The prompt.
     #[arg(short = 'p', long = "prompt")]
     prompt: String,
@@ -26,14 +29,15 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    let loaded = load::load(&args.model)?;
+    let mut loaded = load::load(&args.model)?;
+    let device = lora::select_device(&args.model, loaded.model.config.n_layer, &args.lora)?;
+    lora::apply(&mut loaded.model, &args.lora)?;
     let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
     let n_ctx = load::context_size(&loaded, args.gen.ctx_size)?;
     let prompt = tokenizer.encode(&args.prompt, true, !args.no_parse_special);
     if prompt.len() >= n_ctx {
         anyhow::bail!("the prompt is {} tokens; the context holds {n_ctx} (raise --ctx-size)", prompt.len());
     }
-    let device = crate::device::select(&args.model, model.config.n_layer)?;
     let mut backend = crate::device::open(device, model, n_ctx)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();

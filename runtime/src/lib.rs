@@ -6,6 +6,7 @@
 //! [`kv_cache::KvCache`] and yields logits → [`sampling::Sampler`] picks the next id →
 //! [`tokenizer::StreamDecoder`] turns ids back into valid UTF-8.
 
+pub mod adapter;
 pub mod chat;
 pub mod chat_template;
 pub mod decoder;

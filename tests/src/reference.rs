@@ -5,6 +5,8 @@
 //! Weights are dequantized row by row as they are used, so memory stays small; speed is
 //! irrelevant here.
 
+use std::collections::HashMap;
+
 use nexus_kernels::dequantize_row;
 use nexus_runtime::gguf::GgufFile;
 
@@ -18,12 +20,19 @@ struct Matrix<'a> {
     name: String,
     rows: usize,
     cols: usize,
+    /// Added to the file's weights, `[rows][cols]` (merged LoRA deltas).
+    delta: Option<&'a [f64]>,
 }
 
 impl<'a> Matrix<'a> {
-    fn new(file: &'a GgufFile, name: &str) -> Self {
+    fn new(file: &'a GgufFile, deltas: &'a HashMap<String, Vec<f64>>, name: &str) -> Self {
         let t = file.tensor_info(name).unwrap_or_else(|| panic!("missing {name}"));
-        Matrix { file, name: name.into(), rows: t.dims[1] as usize, cols: t.dims[0] as usize }
+        let (rows, cols) = (t.dims[1] as usize, t.dims[0] as usize);
+        let delta = deltas.get(name).map(|d| {
+            assert_eq!(d.len(), rows * cols, "delta for {name}");
+            &d[..]
+        });
+        Matrix { file, name: name.into(), rows, cols, delta }
     }
 
     fn row(&self, r: usize) -> Vec<f64> {
@@ -32,7 +41,11 @@ impl<'a> Matrix<'a> {
         let data = &self.file.tensor_data(t)[r * row_bytes..(r + 1) * row_bytes];
         let mut out = vec![0f32; self.cols];
         dequantize_row(t.ty, data, &mut out).unwrap();
-        out.into_iter().map(f64::from).collect()
+        let mut row: Vec<f64> = out.into_iter().map(f64::from).collect();
+        if let Some(d) = self.delta {
+            row.iter_mut().zip(&d[r * self.cols..(r + 1) * self.cols]).for_each(|(w, dw)| *w += dw);
+        }
+        row
     }
 
     /// y[t] = W · x[t] for every token.
@@ -63,6 +76,12 @@ fn rms_norm(x: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
 
 /// Logits (`tokens.len() × n_vocab`) of the model in `path` for `tokens`, in float64.
 pub fn forward_f64(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
+    forward_f64_with_deltas(file, tokens, &HashMap::new())
+}
+
+/// [`forward_f64`] with `deltas[name]` (`[rows][cols]`, row-major) added to the weights of the
+/// named 2-D tensors: the merged-weights reference for LoRA adapters.
+pub fn forward_f64_with_deltas(file: &GgufFile, tokens: &[u32], deltas: &HashMap<String, Vec<f64>>) -> Vec<Vec<f64>> {
     let arch = file.get_str("general.architecture").unwrap().to_string();
     let k = |s: &str| format!("{arch}.{s}");
     let d = get_u(file, &k("embedding_length"));
@@ -75,7 +94,7 @@ pub fn forward_f64(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
     let neox = arch == "qwen2";
     let freq_factors = vector(file, "rope_freqs.weight");
 
-    let embd = Matrix::new(file, "token_embd.weight");
+    let embd = Matrix::new(file, deltas, "token_embd.weight");
     let mut x: Vec<Vec<f64>> = tokens.iter().map(|&t| embd.row(t as usize)).collect();
     let rope = |v: &mut [f64], pos: usize| {
         for h in v.chunks_mut(hd) {
@@ -102,9 +121,9 @@ pub fn forward_f64(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
     for l in 0..n_layer {
         let b = |s: &str| format!("blk.{l}.{s}");
         let xn: Vec<Vec<f64>> = x.iter().map(|r| rms_norm(r, &vector(file, &b("attn_norm.weight")).unwrap(), eps)).collect();
-        let mut q = Matrix::new(file, &b("attn_q.weight")).apply(&xn);
-        let mut kk = Matrix::new(file, &b("attn_k.weight")).apply(&xn);
-        let mut v = Matrix::new(file, &b("attn_v.weight")).apply(&xn);
+        let mut q = Matrix::new(file, deltas, &b("attn_q.weight")).apply(&xn);
+        let mut kk = Matrix::new(file, deltas, &b("attn_k.weight")).apply(&xn);
+        let mut v = Matrix::new(file, deltas, &b("attn_v.weight")).apply(&xn);
         add_bias(&mut q, &b("attn_q.bias"));
         add_bias(&mut kk, &b("attn_k.bias"));
         add_bias(&mut v, &b("attn_v.bias"));
@@ -130,18 +149,18 @@ pub fn forward_f64(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
                 }
             }
         }
-        let o = Matrix::new(file, &b("attn_output.weight")).apply(&att);
+        let o = Matrix::new(file, deltas, &b("attn_output.weight")).apply(&att);
         x.iter_mut().zip(&o).for_each(|(xr, or)| xr.iter_mut().zip(or).for_each(|(a, b)| *a += b));
         let xn: Vec<Vec<f64>> = x.iter().map(|r| rms_norm(r, &vector(file, &b("ffn_norm.weight")).unwrap(), eps)).collect();
-        let g = Matrix::new(file, &b("ffn_gate.weight")).apply(&xn);
-        let u = Matrix::new(file, &b("ffn_up.weight")).apply(&xn);
+        let g = Matrix::new(file, deltas, &b("ffn_gate.weight")).apply(&xn);
+        let u = Matrix::new(file, deltas, &b("ffn_up.weight")).apply(&xn);
         let hmid: Vec<Vec<f64>> =
             g.iter().zip(&u).map(|(gr, ur)| gr.iter().zip(ur).map(|(a, b)| a / (1.0 + (-a).exp()) * b).collect()).collect();
-        let down = Matrix::new(file, &b("ffn_down.weight")).apply(&hmid);
+        let down = Matrix::new(file, deltas, &b("ffn_down.weight")).apply(&hmid);
         x.iter_mut().zip(&down).for_each(|(xr, dr)| xr.iter_mut().zip(dr).for_each(|(a, b)| *a += b));
     }
     let norm = vector(file, "output_norm.weight").unwrap();
     let xn: Vec<Vec<f64>> = x.iter().map(|r| rms_norm(r, &norm, eps)).collect();
     let head = if file.tensor_info("output.weight").is_some() { "output.weight" } else { "token_embd.weight" };
-    Matrix::new(file, head).apply(&xn)
+    Matrix::new(file, deltas, head).apply(&xn)
 }

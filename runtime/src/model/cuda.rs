@@ -75,6 +75,13 @@ impl CudaModel {
     /// Uploads `model` to GPU `ordinal` with a KV cache of `n_ctx` positions.
     pub fn load(model: &Model, n_ctx: usize, ordinal: usize) -> Result<Self, ModelError> {
         let c = model.config.clone();
+        // The device weights are the base's; attached deltas would be silently dropped.
+        if model.has_lora() {
+            return Err(ModelError::Unsupported {
+                path: model.file().path().into(),
+                what: "LoRA adapters run on the CPU only for now (use --device cpu)".into(),
+            });
+        }
         if n_ctx == 0 || n_ctx > c.n_ctx_train.max(1) * 4 {
             return Err(ModelError::Gpu(format!(
                 "context of {n_ctx} positions requested; the model was trained for {}",

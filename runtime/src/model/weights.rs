@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use nexus_kernels::{dequantize_row, GgmlType};
 
+use crate::adapter::LoraDelta;
 use crate::gguf::{GgufErrorKind, GgufFile, TensorInfo};
 
 use super::{ModelConfig, ModelError};
@@ -17,6 +18,8 @@ pub struct Linear {
     file: Arc<GgufFile>,
     info: TensorInfo,
     bias: Option<Vec<f32>>,
+    /// Attached LoRA deltas, added after `W·x + b` (see `Model::apply_lora`).
+    lora: Vec<LoraDelta>,
 }
 
 impl Linear {
@@ -29,7 +32,7 @@ impl Linear {
             });
         }
         let info = info.clone();
-        Ok(Linear { name: name.to_string(), ty: info.ty, rows, cols, file: file.clone(), info, bias: None })
+        Ok(Linear { name: name.to_string(), ty: info.ty, rows, cols, file: file.clone(), info, bias: None, lora: Vec::new() })
     }
 
     fn with_bias(mut self, file: &GgufFile, name: &str) -> Result<Self, ModelError> {
@@ -41,11 +44,21 @@ impl Linear {
         self.bias.as_deref()
     }
 
+    /// The LoRA deltas this projection adds to its output.
+    pub fn lora(&self) -> &[LoraDelta] {
+        &self.lora
+    }
+
+    pub(crate) fn lora_mut(&mut self) -> &mut Vec<LoraDelta> {
+        &mut self.lora
+    }
+
     pub fn data(&self) -> &[u8] {
         self.file.tensor_data(&self.info)
     }
 
-    /// y = W·x (+ b) for `n` rows of x (`n × cols`), giving `n × rows`.
+    /// y = W·x (+ b) (+ Σ sᵢ·Bᵢ·(Aᵢ·x) over attached LoRA deltas) for `n` rows of x
+    /// (`n × cols`), giving `n × rows`.
     pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
         nexus_kernels::matmul(self.ty, self.data(), self.rows, self.cols, x, n, y)
             .map_err(|source| ModelError::Kernel { tensor: self.name.clone(), source })?;
@@ -53,6 +66,11 @@ impl Linear {
             for row in y.chunks_exact_mut(self.rows) {
                 nexus_kernels::ops::add_inplace(row, b);
             }
+        }
+        for delta in &self.lora {
+            delta
+                .add_to(x, n, y)
+                .map_err(|source| ModelError::Kernel { tensor: format!("{} (LoRA)", self.name), source })?;
         }
         Ok(())
     }

@@ -1,0 +1,153 @@
+//! `--lora FILE` and `--lora-scaled FILE SCALE` on `run` and `chat`, end to end: greedy text
+//! with two adapters equals the merged model's, and bad adapters fail cleanly naming the file.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use nexus_runtime::gguf::{GgufWriter, Value};
+use nexus_tests::lora::{add_merged_deltas, write_merged, LoraSpec};
+use nexus_tests::TinyModel;
+
+const TARGETS: [&str; 6] = [
+    "blk.0.attn_q.weight",
+    "blk.1.attn_v.weight",
+    "blk.0.attn_output.weight",
+    "blk.1.ffn_up.weight",
+    "blk.0.ffn_down.weight",
+    "output.weight",
+];
+
+fn cli(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-cli"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+struct Files {
+    _dir: tempfile::TempDir,
+    base: PathBuf,
+    first: PathBuf,
+    second: PathBuf,
+    merged: PathBuf,
+}
+
+/// A tiny base, two adapters, and the base merged with the first at scale 1 and the second
+/// at scale 0.5.
+fn files() -> Files {
+    let dir = tempfile::tempdir().unwrap();
+    let m = TinyModel { n_ctx: 512, ..Default::default() };
+    let base = dir.path().join("base.gguf");
+    m.write(&base);
+    let (first, second) = (dir.path().join("first.lora.gguf"), dir.path().join("second.lora.gguf"));
+    LoraSpec::for_model(&m, &TARGETS[..4], 4, 8.0, 31).write(&first);
+    LoraSpec::for_model(&m, &TARGETS[2..], 4, 4.0, 32).write(&second);
+    let mut deltas = HashMap::new();
+    add_merged_deltas(&first, 1.0, &mut deltas);
+    add_merged_deltas(&second, 0.5, &mut deltas);
+    let merged = dir.path().join("merged.gguf");
+    write_merged(&base, &deltas, &merged);
+    Files { _dir: dir, base, first, second, merged }
+}
+
+fn run(model: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "-m", model.to_str().unwrap(), "-p", "hello world", "-n", "16", "--temp", "0", "-t", "2"];
+    args.extend_from_slice(extra);
+    cli(&args, "")
+}
+
+#[test]
+fn run_with_two_adapters_writes_the_merged_models_text() {
+    let f = files();
+    let (first, second) = (f.first.to_str().unwrap(), f.second.to_str().unwrap());
+    let adapted = run(&f.base, &["--lora", first, "--lora-scaled", second, "0.5"]);
+    assert!(adapted.status.success(), "{}", text(&adapted.stderr));
+    assert!(text(&adapted.stderr).contains("LoRA: "), "{}", text(&adapted.stderr));
+    let merged = run(&f.merged, &[]);
+    assert!(merged.status.success(), "{}", text(&merged.stderr));
+    assert_eq!(text(&adapted.stdout), text(&merged.stdout));
+    // Without the adapters, or with the wrong scale, the text is another.
+    let plain = run(&f.base, &[]);
+    assert_ne!(text(&plain.stdout), text(&merged.stdout), "the adapters do not change the greedy text");
+    let unscaled = run(&f.base, &["--lora", first, "--lora", second]);
+    assert_ne!(text(&unscaled.stdout), text(&merged.stdout), "--lora-scaled's scale makes no difference");
+}
+
+#[test]
+fn chat_takes_adapters_too() {
+    let f = files();
+    let m = f.base.to_str().unwrap();
+    let o = cli(&["chat", "-m", m, "--lora", f.first.to_str().unwrap(), "-n", "8", "--temp", "0", "--chat-template", "chatml"], "hi\n");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("first.lora.gguf"), "{}", text(&o.stderr));
+}
+
+fn assert_fails_naming(o: &Output, file: &str, want: &str) {
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "succeeded: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains(file), "the error does not name {file}: {err}");
+    assert!(err.contains(want), "expected {want:?} in: {err}");
+}
+
+#[test]
+fn bad_adapters_fail_cleanly_naming_the_file() {
+    let f = files();
+    let dir = f.base.parent().unwrap();
+    let write = |name: &str, w: GgufWriter<'static>| {
+        let p = dir.join(name);
+        w.write(&p).unwrap();
+        p
+    };
+    let spec = LoraSpec::for_model(&TinyModel::default(), &TARGETS, 4, 8.0, 1);
+    let mut missing = GgufWriter::new();
+    let mut wrong_arch = spec.writer();
+    wrong_arch.set("general.architecture", Value::String("qwen2".into()));
+    for (k, v) in [("general.architecture", "llama"), ("general.type", "adapter"), ("adapter.type", "lora")] {
+        missing.set(k, Value::String(v.into()));
+    }
+    missing.add_tensor("blk.0.attn_q.weight.lora_a", &[64, 4], nexus_kernels::GgmlType::F32, vec![0u8; 64 * 4 * 4]).unwrap();
+    let other_base = LoraSpec::for_model(&TinyModel { n_embd: 32, n_ff: 48, ..Default::default() }, &TARGETS, 4, 8.0, 2);
+    let cases = [
+        (f.base.clone(), "not an adapter file"),
+        (write("missing.lora.gguf", missing), "has no partner"),
+        (write("arch.lora.gguf", wrong_arch), "architecture \"qwen2\""),
+        (write("other.lora.gguf", other_base.writer()), "shape mismatch"),
+        (dir.join("absent.lora.gguf"), "cannot open"),
+    ];
+    for (path, want) in cases {
+        let p = path.to_str().unwrap();
+        assert_fails_naming(&run(&f.base, &["--lora", p]), p, want);
+        assert_fails_naming(&run(&f.base, &["--lora-scaled", p, "0.5"]), p, want);
+    }
+    let first = f.first.to_str().unwrap();
+    assert_fails_naming(&run(&f.base, &["--lora-scaled", first, "lots"]), first, "not a number");
+}
+
+#[test]
+fn adapters_on_cuda_are_refused_for_now() {
+    let f = files();
+    let first = f.first.to_str().unwrap();
+    for extra in [&["--device", "cuda"][..], &["--device", "cuda:0"], &["-ngl", "99"]] {
+        let mut args = vec!["--lora", first];
+        args.extend_from_slice(extra);
+        let o = run(&f.base, &args);
+        assert!(!o.status.success());
+        assert!(text(&o.stderr).contains("LoRA adapters run on the CPU only for now"), "{}", text(&o.stderr));
+    }
+    // --device cpu is fine.
+    assert!(run(&f.base, &["--lora", first, "--device", "cpu"]).status.success());
+}
