@@ -8,6 +8,7 @@ mod bench;
 mod chat;
 mod convert;
 mod convert_voice;
+mod export_lora;
 mod inspect;
 mod load;
 mod lora;
@@ -42,6 +43,8 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Quantize a GGUF model to another type, like llama-quantize.
     Quantize(quantize::QuantizeArgs),
+    /// Merge LoRA adapters into a base model's weights, like llama-export-lora.
+    ExportLora(export_lora::ExportLoraArgs),
     /// Write a GGUF with random weights in a real model's shapes (for speed runs).
     Synth(synth::SynthArgs),
     /// Distill a teacher GGUF into a smaller student: profile, train, verify, export, run.
@@ -69,6 +72,7 @@ fn main() {
         Command::Tokenize(a) => tokenize::tokenize(a),
         Command::Perplexity(a) => perplexity::perplexity(a),
         Command::Quantize(a) => quantize::quantize(a),
+        Command::ExportLora(a) => export_lora::export_lora(a),
         Command::Synth(a) => synth::synth(a),
         Command::Distill(a) => distill::distill(a),
     };

@@ -12,12 +12,28 @@ impl Model {
     /// any error nothing is attached. The token embedding cannot take an adapter; the output
     /// head can when the model has its own `output.weight`.
     pub fn apply_lora(&mut self, adapters: &[(&LoraAdapter, f32)]) -> Result<(), ModelError> {
+        let plan = self.check_lora(adapters)?;
+        let mut targets = self.lora_targets_mut();
+        for delta in plan {
+            let Some(target) = targets.iter_mut().find(|l| l.name == delta.weight.base) else {
+                unreachable!("check_lora returned {:?}, which is not a projection", delta.weight.base)
+            };
+            target.lora_mut().push(delta);
+        }
+        Ok(())
+    }
+
+    /// The checks of [`Model::apply_lora`] without attaching anything: every adapter against
+    /// this model (architecture, finite scale, that each base tensor is a projection of this
+    /// model and not the token embedding, shapes). Returns each pair with its effective scale,
+    /// in adapter order, for whoever applies them (`apply_lora`, or a merge into the weights
+    /// such as `nexus-cli export-lora`). Errors name the adapter file and the tensor.
+    pub fn check_lora(&self, adapters: &[(&LoraAdapter, f32)]) -> Result<Vec<LoraDelta>, ModelError> {
         let arch = self.config.arch.name();
         let base_path = self.file().path().to_path_buf();
         let has_tensor = |name: &str| self.file().tensor_info(name).is_some();
         let mut plan = Vec::new();
         {
-            // Built only to look names up; `&self` borrows end before anything is attached.
             let targets: Vec<(String, usize, usize)> =
                 self.lora_targets().iter().map(|l| (l.name.clone(), l.cols, l.rows)).collect();
             for &(adapter, user_scale) in adapters {
@@ -55,15 +71,11 @@ impl Model {
                             w.base, w.n_in, w.n_out, w.rank, cols, rows
                         )));
                     }
-                    plan.push((i, LoraDelta { weight: w.clone(), scale: adapter.effective_scale(user_scale, w.rank) }));
+                    plan.push(LoraDelta { weight: w.clone(), scale: adapter.effective_scale(user_scale, w.rank) });
                 }
             }
         }
-        let mut targets = self.lora_targets_mut();
-        for (i, delta) in plan {
-            targets[i].lora_mut().push(delta);
-        }
-        Ok(())
+        Ok(plan)
     }
 
     /// Removes every attached adapter: the model is the base model again.

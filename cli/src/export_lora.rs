@@ -1,0 +1,103 @@
+//! `nexus-cli export-lora --base BASE.gguf --lora A.gguf [--lora-scaled B.gguf SCALE]… -o OUT`:
+//! llama-export-lora's job, adapters merged into the base model's weights.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use nexus_convert::lora_merge::export_lora as merge;
+
+#[derive(Args)]
+pub struct ExportLoraArgs {
+    /// The base model (GGUF) the adapters were trained for.
+    #[arg(short = 'm', long = "base", value_name = "FILE")]
+    base: PathBuf,
+    /// LoRA adapter (llama.cpp's LoRA GGUF) merged at scale 1; repeatable, adapters add up.
+    #[arg(long = "lora", value_name = "FILE")]
+    lora: Vec<PathBuf>,
+    /// LoRA adapter merged at SCALE (effective scale SCALE × alpha / rank); repeatable.
+    #[arg(long = "lora-scaled", num_args = 2, value_names = ["FILE", "SCALE"], allow_negative_numbers = true)]
+    lora_scaled: Vec<String>,
+    /// Where to write the merged model (must differ from every input).
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(short, long)]
+    threads: Option<usize>,
+}
+
+/// Every adapter with its user scale, `--lora` ones first (as `run` and `chat` order them).
+fn adapters(args: &ExportLoraArgs) -> Result<Vec<(PathBuf, f32)>> {
+    let mut out: Vec<(PathBuf, f32)> = args.lora.iter().map(|p| (p.clone(), 1.0)).collect();
+    for pair in args.lora_scaled.chunks(2) {
+        let [file, scale] = pair else { bail!("--lora-scaled takes a FILE and a SCALE") };
+        let s = scale
+            .parse::<f32>()
+            .ok()
+            .filter(|s| s.is_finite())
+            .with_context(|| format!("--lora-scaled {file} {scale}: the scale is not a number"))?;
+        out.push((PathBuf::from(file), s));
+    }
+    Ok(out)
+}
+
+pub fn export_lora(args: ExportLoraArgs) -> Result<()> {
+    let adapters = adapters(&args)?;
+    // Ctrl-C stops at the next chunk of rows; the writer then removes its temporary file, so
+    // nothing partial is left. A second Ctrl-C exits at once.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+    })?;
+    let start = Instant::now();
+    // A progress bar on a terminal only, so logs and pipes stay clean.
+    let tty = std::io::stderr().is_terminal();
+    let mut bar: Option<ProgressBar> = None;
+    let result = merge(&args.base, &adapters, &args.output, args.threads, &cancel, |t| {
+        let bar = bar.get_or_insert_with(|| new_bar(tty, t.total));
+        bar.set_position(t.index as u64);
+        if t.n_deltas > 0 {
+            bar.set_message(t.name.clone());
+        }
+    });
+    if let Some(bar) = bar {
+        if result.is_ok() {
+            bar.finish_and_clear();
+        } else {
+            bar.abandon();
+        }
+    }
+    let summary = result?;
+    for (path, scale) in &adapters {
+        eprintln!("merged {} (scale {scale})", path.display());
+    }
+    println!(
+        "wrote {} ({} tensors, {} merged, {:.2} MiB) in {:.2} s",
+        args.output.display(),
+        summary.n_tensors,
+        summary.n_merged,
+        summary.bytes as f64 / (1024.0 * 1024.0),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The tensor progress bar: drawn on stderr when it is a terminal, hidden otherwise.
+fn new_bar(tty: bool, total: usize) -> ProgressBar {
+    if !tty {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} merging [{bar:40}] {pos}/{len} tensors {msg} ({elapsed})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
