@@ -44,11 +44,13 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let mut loaded = load::load(&args.model)?;
     // Chat runs on the CPU; this refuses --device cuda with adapters rather than ignore it.
     lora::select_device(&args.model, loaded.model.config.n_layer, &args.lora)?;
-    lora::apply(&mut loaded.model, &args.lora)?;
-    let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
+    let attached = lora::apply(&mut loaded.model, &args.lora)?;
+    let mut adapters = lora::ChatLora::new(attached, &args.model);
     let n_ctx = load::context_size(&loaded, args.gen.ctx_size)?;
+    let n_layer = loaded.model.config.n_layer;
+    let tokenizer = &loaded.tokenizer;
     let text_of = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or("").to_string();
-    let gguf_template = model.file().get("tokenizer.chat_template").and_then(|v| v.as_str());
+    let gguf_template = loaded.model.file().get("tokenizer.chat_template").and_then(|v| v.as_str());
     let template = chat_template::resolve(
         args.chat_template.as_deref(),
         gguf_template,
@@ -56,7 +58,8 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         &text_of(tokenizer.eos()),
     )?;
     let params = args.gen.params();
-    let mut session = ChatSession::new(model, tokenizer, template, args.system_prompt.clone(), n_ctx);
+    // The session borrows the model mutably: /lora changes its adapters between turns.
+    let mut session = ChatSession::new(&mut loaded.model, tokenizer, template, args.system_prompt.clone(), n_ctx);
     let mut speaker = match args.speak {
         true => Some(speak::open_speaker(&args.voice, args.speak_out.as_deref(), params.sampling.seed)?),
         false => None,
@@ -85,9 +88,9 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     }
 
     eprintln!(
-        "{} — {} layers, context {n_ctx}. /reset clears the history, /exit or Ctrl-D quits, Ctrl-C stops an answer.",
+        "{} — {n_layer} layers, context {n_ctx}. /reset clears the history, /lora load FILE [SCALE] | off | list \
+         changes LoRA adapters, /exit or Ctrl-D quits, Ctrl-C stops an answer.",
         loaded.path.display(),
-        model.config.n_layer
     );
     let stdin = std::io::stdin();
     let mut line = String::new();
@@ -106,6 +109,13 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             "/reset" => {
                 session.reset();
                 eprintln!("(history cleared)");
+                continue;
+            }
+            cmd if cmd == "/lora" || cmd.starts_with("/lora ") || cmd.starts_with("/lora\t") => {
+                match adapters.command(&cmd["/lora".len()..], &mut session) {
+                    Ok(msg) => eprintln!("{msg}"),
+                    Err(e) => eprintln!("error: {} (nothing changed; the conversation goes on)", causes(&e)),
+                }
                 continue;
             }
             _ => {}
@@ -148,4 +158,19 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             Err(e) => eprintln!("error: {e} (the conversation goes on without that message)"),
         }
     }
+}
+
+/// An error and its causes on one line, each cause left out when the text so far already says
+/// it (our file errors repeat their source's message).
+fn causes(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if !out.contains(&cause) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&cause);
+        }
+    }
+    out
 }

@@ -1,10 +1,12 @@
-//! `--lora FILE` and `--lora-scaled FILE SCALE` (llama.cpp's flags) for `run` and `chat`.
+//! `--lora FILE` and `--lora-scaled FILE SCALE` (llama.cpp's flags) for `run` and `chat`, and
+//! chat's `/lora load FILE [SCALE]`, `/lora off` and `/lora list` between turns.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use nexus_runtime::adapter::LoraAdapter;
+use nexus_runtime::chat::ChatSession;
 use nexus_runtime::model::Model;
 
 use crate::args::ModelArgs;
@@ -41,16 +43,21 @@ impl LoraArgs {
     }
 }
 
+const CPU_ONLY: &str = "LoRA adapters run on the CPU only for now";
+
+/// Whether the user asked for a GPU explicitly (`--device cuda[:N]` or `-ngl N > 0`).
+fn cuda_asked(model_args: &ModelArgs) -> bool {
+    model_args.device.as_deref().is_some_and(|d| d.starts_with("cuda")) || model_args.n_gpu_layers.is_some_and(|n| n > 0)
+}
+
 /// The device for a command that may carry adapters: they run on the CPU only for now, so a
 /// GPU asked for explicitly is refused and the default becomes the CPU.
 pub fn select_device(model_args: &ModelArgs, n_layer: usize, lora: &LoraArgs) -> Result<Device> {
     if lora.is_empty() {
         return device::select(model_args, n_layer);
     }
-    let cuda_asked = model_args.device.as_deref().is_some_and(|d| d.starts_with("cuda"))
-        || model_args.n_gpu_layers.is_some_and(|n| n > 0);
-    if cuda_asked {
-        bail!("LoRA adapters run on the CPU only for now: use --device cpu (or leave --device and -ngl out)");
+    if cuda_asked(model_args) {
+        bail!("{CPU_ONLY}: use --device cpu (or leave --device and -ngl out)");
     }
     match model_args.device.as_deref() {
         None | Some("cpu") => Ok(Device::Cpu),
@@ -58,23 +65,114 @@ pub fn select_device(model_args: &ModelArgs, n_layer: usize, lora: &LoraArgs) ->
     }
 }
 
+/// An adapter attached to a model with its user scale, kept so chat can list it.
+pub struct Attached {
+    pub adapter: LoraAdapter,
+    pub scale: f32,
+}
+
+impl Attached {
+    fn describe(&self) -> String {
+        let a = &self.adapter;
+        let mut ranks: Vec<usize> = a.weights.iter().map(|w| w.rank).collect();
+        ranks.sort_unstable();
+        ranks.dedup();
+        let join = |f: &dyn Fn(usize) -> String| ranks.iter().map(|&r| f(r)).collect::<Vec<_>>().join("/");
+        format!(
+            "{} (scale {}, alpha {}, rank {}, effective scale {}, {} tensors)",
+            a.path.display(),
+            self.scale,
+            a.alpha,
+            join(&|r| r.to_string()),
+            join(&|r| a.effective_scale(self.scale, r).to_string()),
+            a.weights.len()
+        )
+    }
+}
+
 /// Loads every adapter of `args` and attaches them to `model`; errors name the adapter file.
-pub fn apply(model: &mut Model, args: &LoraArgs) -> Result<()> {
+pub fn apply(model: &mut Model, args: &LoraArgs) -> Result<Vec<Attached>> {
     let list = args.list()?;
-    let mut adapters = Vec::with_capacity(list.len());
+    let mut attached = Vec::with_capacity(list.len());
     for (path, scale) in list {
         let adapter = LoraAdapter::load(&path).with_context(|| format!("loading the LoRA adapter {}", path.display()))?;
-        adapters.push((adapter, scale));
+        attached.push(Attached { adapter, scale });
     }
-    let refs: Vec<(&LoraAdapter, f32)> = adapters.iter().map(|(a, s)| (a, *s)).collect();
+    let refs: Vec<(&LoraAdapter, f32)> = attached.iter().map(|a| (&a.adapter, a.scale)).collect();
     model.apply_lora(&refs).context("attaching LoRA adapters")?;
-    for (a, scale) in &adapters {
-        eprintln!(
-            "LoRA: {} (scale {scale}, alpha {}, {} tensors)",
-            a.path.display(),
-            a.alpha,
-            a.weights.len()
-        );
+    for a in &attached {
+        eprintln!("LoRA: {}", a.describe());
     }
-    Ok(())
+    Ok(attached)
+}
+
+const USAGE: &str = "/lora load FILE [SCALE], /lora off or /lora list";
+
+/// Chat's `/lora` commands: the adapters attached to the session's model, changed between turns.
+pub struct ChatLora {
+    attached: Vec<Attached>,
+    /// Set when the chat was asked to run on a GPU, where adapters are refused for now.
+    refuse: bool,
+}
+
+impl ChatLora {
+    /// `attached`: what `--lora`/`--lora-scaled` attached at start.
+    pub fn new(attached: Vec<Attached>, model_args: &ModelArgs) -> Self {
+        ChatLora { attached, refuse: cuda_asked(model_args) }
+    }
+
+    /// Runs `/lora ARGS` (`args` is what follows `/lora`) and returns what to tell the user.
+    /// An error changes nothing: the adapters, the model and the history stay as they were.
+    pub fn command(&mut self, args: &str, session: &mut ChatSession) -> Result<String> {
+        if self.refuse {
+            bail!("{CPU_ONLY}: restart the chat with --device cpu to use /lora");
+        }
+        let args = args.trim();
+        let (sub, rest) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
+        let rest = rest.trim();
+        match sub {
+            "load" => self.load(rest, session),
+            "off" | "list" if !rest.is_empty() => bail!("/lora {sub} takes no argument (got {rest:?})"),
+            "off" => {
+                let n = self.attached.len();
+                session.clear_lora();
+                self.attached.clear();
+                Ok(match n {
+                    0 => "LoRA: no adapter was attached; the model is the base".into(),
+                    n => format!("LoRA: removed {n} adapter(s); the next answer recomputes the history with the base model"),
+                })
+            }
+            "list" if self.attached.is_empty() => Ok("LoRA: no adapter attached".into()),
+            "list" => {
+                let lines: Vec<String> =
+                    self.attached.iter().enumerate().map(|(i, a)| format!("  {}. {}", i + 1, a.describe())).collect();
+                Ok(format!("LoRA: {} adapter(s) attached, adding up:\n{}", lines.len(), lines.join("\n")))
+            }
+            "" => bail!("/lora needs a command: {USAGE}"),
+            other => bail!("unknown /lora command {other:?}: use {USAGE}"),
+        }
+    }
+
+    /// `/lora load FILE [SCALE]`: a FILE with spaces in its name is taken whole when it exists.
+    fn load(&mut self, rest: &str, session: &mut ChatSession) -> Result<String> {
+        if rest.is_empty() {
+            bail!("/lora load needs a FILE: /lora load FILE [SCALE]");
+        }
+        let (file, scale) = match rest.rsplit_once(char::is_whitespace) {
+            Some((file, scale)) if !std::path::Path::new(rest).exists() => {
+                let s: f32 = scale.parse().ok().filter(|s: &f32| s.is_finite()).ok_or_else(|| {
+                    anyhow!("/lora load {rest}: the scale {scale:?} is not a number (/lora load FILE [SCALE])")
+                })?;
+                (file.trim_end(), s)
+            }
+            _ => (rest, 1.0),
+        };
+        // Both errors name the file already.
+        let adapter = LoraAdapter::load(file).context("/lora load")?;
+        session.apply_lora(&[(&adapter, scale)]).context("/lora load")?;
+        let a = Attached { adapter, scale };
+        let msg = format!("LoRA: attached {}; the next answer recomputes the history with it", a.describe());
+        self.attached.push(a);
+        Ok(msg)
+    }
 }

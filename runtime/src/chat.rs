@@ -1,9 +1,13 @@
 //! A multi-turn chat over one model: renders the history with the chat template, reuses the
 //! KV cache for the part of the prompt that did not change, and drops the oldest turns when
-//! the conversation no longer fits the context.
+//! the conversation no longer fits the context. The session holds the model mutably so that
+//! adapters can be attached and removed between turns ([`ChatSession::apply_lora`],
+//! [`ChatSession::clear_lora`]) without reloading it; either forgets the cached keys and
+//! values, which the old weights computed.
 
 use std::sync::atomic::AtomicBool;
 
+use crate::adapter::LoraAdapter;
 use crate::chat_template::{ChatTemplate, Message};
 use crate::generate::{generate, GenerateParams, Generation};
 use crate::decoder::CpuDecoder;
@@ -28,7 +32,7 @@ pub struct ChatReply {
 }
 
 pub struct ChatSession<'m> {
-    model: &'m Model,
+    model: &'m mut Model,
     tokenizer: &'m Tokenizer,
     template: ChatTemplate,
     system: Option<String>,
@@ -40,25 +44,47 @@ pub struct ChatSession<'m> {
 
 impl<'m> ChatSession<'m> {
     pub fn new(
-        model: &'m Model,
+        model: &'m mut Model,
         tokenizer: &'m Tokenizer,
         template: ChatTemplate,
         system: Option<String>,
         n_ctx: usize,
     ) -> Self {
-        ChatSession {
-            model,
-            tokenizer,
-            template,
-            system,
-            turns: Vec::new(),
-            cache: model.new_cache(n_ctx),
-            cached: Vec::new(),
-        }
+        let cache = model.new_cache(n_ctx);
+        ChatSession { model, tokenizer, template, system, turns: Vec::new(), cache, cached: Vec::new() }
     }
 
     pub fn reset(&mut self) {
         self.turns.clear();
+        self.forget_cache();
+    }
+
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
+    /// Attaches adapters on top of those already attached ([`Model::apply_lora`]); the
+    /// history stays, and the next turn recomputes all of it with the new weights. On error
+    /// nothing changed, and the cache is kept.
+    pub fn apply_lora(&mut self, adapters: &[(&LoraAdapter, f32)]) -> Result<(), ModelError> {
+        self.model.apply_lora(adapters)?;
+        self.forget_cache();
+        Ok(())
+    }
+
+    /// Removes every adapter ([`Model::clear_lora`]); the next turn recomputes the history.
+    pub fn clear_lora(&mut self) {
+        self.model.clear_lora();
+        self.forget_cache();
+    }
+
+    /// How many tokens of the history the KV cache holds, ready to be reused by the next turn.
+    pub fn cached_tokens(&self) -> usize {
+        self.cached.len()
+    }
+
+    /// Drops every cached key and value: they are only valid for the weights that computed them.
+    fn forget_cache(&mut self) {
         self.cache.clear();
         self.cached.clear();
     }
@@ -135,7 +161,7 @@ impl<'m> ChatSession<'m> {
         let keep = common.min(prompt.len() - 1);
         self.cache.truncate(keep);
         self.cached.truncate(keep);
-        let mut decoder = CpuDecoder { model: self.model, cache: &mut self.cache };
+        let mut decoder = CpuDecoder { model: &*self.model, cache: &mut self.cache };
         let generation = generate(&mut decoder, self.tokenizer, &prompt[keep..], params, cancel, on_text);
         let generation = match generation {
             Ok(g) => g,
