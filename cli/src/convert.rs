@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use nexus_convert::hf::{convert as convert_hf, OutType};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -40,7 +40,7 @@ pub fn convert(args: ConvertArgs) -> Result<()> {
     let tty = std::io::stderr().is_terminal();
     let mut bar: Option<ProgressBar> = None;
     let result = convert_hf(&args.dir, &args.output, outtype, |done, total| {
-        let bar = bar.get_or_insert_with(|| new_bar(tty, total));
+        let bar = bar.get_or_insert_with(|| crate::progress::tensor_bar(tty, total, "converting"));
         bar.set_position(done as u64);
     });
     if let Some(bar) = bar {
@@ -53,16 +53,4 @@ pub fn convert(args: ConvertArgs) -> Result<()> {
     let summary = result?;
     println!("wrote {} ({} tensors, {})", args.output.display(), summary.n_tensors, summary.arch.gguf_name());
     Ok(())
-}
-
-/// The tensor progress bar: drawn on stderr when it is a terminal, hidden otherwise.
-fn new_bar(tty: bool, total: usize) -> ProgressBar {
-    if !tty {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total as u64);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} converting [{bar:40}] {pos}/{len} tensors ({elapsed})") {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }

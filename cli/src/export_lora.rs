@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use nexus_convert::lora_merge::export_lora as merge;
 
 #[derive(Args)]
@@ -62,7 +62,7 @@ pub fn export_lora(args: ExportLoraArgs) -> Result<()> {
     let tty = std::io::stderr().is_terminal();
     let mut bar: Option<ProgressBar> = None;
     let result = merge(&args.base, &adapters, &args.output, args.threads, &cancel, |t| {
-        let bar = bar.get_or_insert_with(|| new_bar(tty, t.total));
+        let bar = bar.get_or_insert_with(|| crate::progress::tensor_bar(tty, t.total, "merging"));
         bar.set_position(t.index as u64);
         if t.n_deltas > 0 {
             bar.set_message(t.name.clone());
@@ -88,16 +88,4 @@ pub fn export_lora(args: ExportLoraArgs) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// The tensor progress bar: drawn on stderr when it is a terminal, hidden otherwise.
-fn new_bar(tty: bool, total: usize) -> ProgressBar {
-    if !tty {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total as u64);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} merging [{bar:40}] {pos}/{len} tensors {msg} ({elapsed})") {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }

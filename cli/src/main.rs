@@ -13,6 +13,7 @@ mod inspect;
 mod load;
 mod lora;
 mod perplexity;
+mod progress;
 mod quantize;
 mod run;
 mod speak;

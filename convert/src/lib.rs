@@ -10,4 +10,5 @@ pub mod lora_merge;
 pub mod onnx;
 pub mod quantize;
 pub mod synth;
+mod tensor_source;
 pub mod voice;

@@ -9,17 +9,17 @@
 //! differ from the base file.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use nexus_kernels::{dequantize_row, quantize_row, GgmlType, KernelError};
 use nexus_runtime::adapter::{LoraAdapter, LoraDelta};
-use nexus_runtime::gguf::{GgufError, GgufErrorKind, GgufFile, GgufWriter, StreamedTensor, TensorInfo};
+use nexus_runtime::gguf::{GgufError, GgufFile, GgufWriter, StreamedTensor, TensorInfo};
 use nexus_runtime::model::{Model, ModelError};
 use rayon::prelude::*;
+
+use crate::tensor_source::TensorSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoraMergeError {
@@ -67,10 +67,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
             _ => false,
         }
 }
-
-/// Input bytes merged per step inside one tensor: rows are read this many bytes at a time
-/// into a reused buffer, so a tensor in flight costs its output plus this much.
-const CHUNK_BYTES: usize = 8 << 20;
 
 /// Merges `adapters` (each a file and its user scale: llama.cpp's `--lora-scaled FILE SCALE`,
 /// 1 for `--lora FILE`) into `base` and writes the result to `output`. The adapters are
@@ -131,12 +127,7 @@ pub fn export_lora(
         })?),
         None => None,
     };
-    let mut source = Source {
-        path: base,
-        file: File::open(base).map_err(|e| GgufError::new(base, GgufErrorKind::Io(e)))?,
-        data_offset: file.data_offset,
-        buf: Vec::new(),
-    };
+    let mut source = TensorSource::open(base, &file)?;
     let total = specs.len();
     let mut summary = MergeSummary { n_tensors: total, ..MergeSummary::default() };
     let interrupted = || LoraMergeError::Interrupted { output: output.to_path_buf() };
@@ -171,35 +162,10 @@ pub fn export_lora(
     Ok(summary)
 }
 
-/// The base file's tensor data, read on demand.
-struct Source<'a> {
-    path: &'a Path,
-    file: File,
-    data_offset: u64,
-    /// Reused between chunks and tensors; at most `CHUNK_BYTES` (or one row) long.
-    buf: Vec<u8>,
-}
-
-impl Source<'_> {
-    fn read_at(&mut self, offset: u64, dst: &mut [u8]) -> Result<(), LoraMergeError> {
-        (&self.file)
-            .seek(SeekFrom::Start(self.data_offset + offset))
-            .and_then(|_| (&self.file).read_exact(dst))
-            .map_err(|e| GgufError::new(self.path, GgufErrorKind::Io(e)).into())
-    }
-
-    /// A whole tensor's bytes, for tensors copied unchanged.
-    fn read(&mut self, info: &TensorInfo) -> Result<Vec<u8>, LoraMergeError> {
-        let mut out = vec![0u8; info.n_bytes as usize];
-        self.read_at(info.offset, &mut out)?;
-        Ok(out)
-    }
-}
-
 /// `W + Σ s·B·A` for one base tensor `[n_out][n_in]` in its own type, row by row (rows in
 /// parallel within each chunk read from `source`); None if `cancel` was set meanwhile.
 fn merge_tensor(
-    source: &mut Source<'_>,
+    source: &mut TensorSource<'_>,
     info: &TensorInfo,
     deltas: &[&LoraDelta],
     cancel: &AtomicBool,
@@ -210,7 +176,7 @@ fn merge_tensor(
     let (n_in, n_out) = (info.dims[0] as usize, info.dims[1] as usize);
     let row_bytes = ty.row_size(n_in as u64).map(|r| r as usize).filter(|r| r * n_out == info.n_bytes as usize);
     let row_bytes = row_bytes.ok_or_else(|| tensor_err(format!("{} bytes of {ty} do not make {n_out} rows of {n_in}", info.n_bytes)))?;
-    let rows_per_chunk = (CHUNK_BYTES / row_bytes).max(1);
+    let rows_per_chunk = (source.chunk_bytes / row_bytes).max(1);
     let mut out = vec![0u8; info.n_bytes as usize];
     let mut buf = std::mem::take(&mut source.buf);
     let mut result = Ok(Some(()));
@@ -222,7 +188,7 @@ fn merge_tensor(
         let first_row = c * rows_per_chunk;
         buf.resize(dst.len(), 0);
         if let Err(e) = source.read_at(info.offset + (first_row * row_bytes) as u64, &mut buf) {
-            result = Err(e);
+            result = Err(e.into());
             break;
         }
         let merged = dst.par_chunks_mut(row_bytes).zip(buf.par_chunks(row_bytes)).enumerate().try_for_each_init(

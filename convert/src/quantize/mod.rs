@@ -6,15 +6,15 @@ mod policy;
 
 pub use policy::{Policy, QuantType};
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use nexus_kernels::{dequantize_row, quantize_row, GgmlType, KernelError};
 use nexus_runtime::gguf::{
-    GgufError, GgufErrorKind, GgufFile, GgufWriter, StreamedTensor, TensorInfo, Value,
+    GgufError, GgufFile, GgufWriter, StreamedTensor, TensorInfo, Value,
 };
 use rayon::prelude::*;
+
+use crate::tensor_source::TensorSource;
 
 use policy::layer_of;
 
@@ -139,10 +139,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Input bytes converted per step inside one tensor: source rows are read this many bytes at
-/// a time into a reused buffer, so a tensor in flight costs its output plus this much.
-const CHUNK_BYTES: usize = 8 << 20;
-
 /// Quantizes `input` into `output` as `qtype`; `progress` sees each tensor once it is
 /// converted and handed to the writer. `threads` = None uses rayon's global pool.
 ///
@@ -214,15 +210,7 @@ fn quantize_file_with(
             }
         })
         .collect();
-    // Tensor data is read with plain reads rather than through `file`'s map: pages of a map
-    // stay in the process's resident set once touched, reads into a reused buffer do not.
-    let mut source = Source {
-        path: input,
-        file: File::open(input).map_err(|e| GgufError::new(input, GgufErrorKind::Io(e)))?,
-        data_offset: file.data_offset,
-        chunk_bytes: CHUNK_BYTES,
-        buf: Vec::new(),
-    };
+    let mut source = TensorSource::open(input, &file)?;
     let mut summary = Summary {
         n_tensors: order.len(),
         n_fallback,
@@ -263,37 +251,10 @@ fn quantize_file_with(
     Ok(summary)
 }
 
-/// The input file's tensor data, read on demand.
-struct Source<'a> {
-    path: &'a Path,
-    file: File,
-    data_offset: u64,
-    /// How much input `convert_tensor` reads per step (`CHUNK_BYTES`; tests go smaller).
-    chunk_bytes: usize,
-    /// Reused between chunks and tensors; at most `chunk_bytes` (or one row) long.
-    buf: Vec<u8>,
-}
-
-impl Source<'_> {
-    fn read_at(&mut self, offset: u64, dst: &mut [u8]) -> Result<(), QuantizeError> {
-        (&self.file)
-            .seek(SeekFrom::Start(self.data_offset + offset))
-            .and_then(|_| (&self.file).read_exact(dst))
-            .map_err(|e| GgufError::new(self.path, GgufErrorKind::Io(e)).into())
-    }
-
-    /// A whole tensor's bytes, for tensors that keep their type.
-    fn read(&mut self, info: &TensorInfo) -> Result<Vec<u8>, QuantizeError> {
-        let mut out = vec![0u8; info.n_bytes as usize];
-        self.read_at(info.offset, &mut out)?;
-        Ok(out)
-    }
-}
-
 /// Rows of `info` (read from `source` in chunks) to f32 and on to `to`, in parallel over the
 /// rows of each chunk. Rows are independent, so chunking does not change a byte.
 fn convert_tensor(
-    source: &mut Source<'_>,
+    source: &mut TensorSource<'_>,
     info: &TensorInfo,
     to: GgmlType,
 ) -> Result<Vec<u8>, QuantizeError> {
@@ -338,7 +299,7 @@ fn convert_tensor(
     for (c, dst) in out.chunks_mut(rows_per_chunk * row_out).enumerate() {
         let rows = dst.len() / row_out;
         buf.resize(rows * row_in, 0);
-        result = source.read_at(info.offset + (c * rows_per_chunk * row_in) as u64, &mut buf);
+        result = source.read_at(info.offset + (c * rows_per_chunk * row_in) as u64, &mut buf).map_err(Into::into);
         if result.is_err() {
             break;
         }

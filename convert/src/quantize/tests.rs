@@ -270,13 +270,8 @@ fn chunked_conversion_matches_whole_tensor() {
     let info = file.tensor_info("blk.0.ffn_down.weight").unwrap();
     let row = 256 * 4;
     let convert = |chunk_bytes: usize, to: GgmlType| {
-        let mut source = Source {
-            path: &path,
-            file: File::open(&path).unwrap(),
-            data_offset: file.data_offset,
-            chunk_bytes,
-            buf: Vec::new(),
-        };
+        let mut source = TensorSource::open(&path, &file).unwrap();
+        source.chunk_bytes = chunk_bytes;
         convert_tensor(&mut source, info, to).unwrap()
     };
     for to in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16] {

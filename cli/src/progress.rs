@@ -1,0 +1,16 @@
+//! Progress bars: drawn on stderr when it is a terminal, hidden otherwise, so logs and pipes
+//! stay clean.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A bar over a file's tensors, `verb` saying what is done to them ("converting", "merging").
+pub fn tensor_bar(tty: bool, total: usize, verb: &str) -> ProgressBar {
+    if !tty {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    if let Ok(style) = ProgressStyle::with_template(&format!("{{spinner}} {verb} [{{bar:40}}] {{pos}}/{{len}} tensors {{msg}} ({{elapsed}})")) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
