@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
 use indicatif::ProgressBar;
 use nexus_convert::lora_merge::export_lora as merge;
@@ -17,12 +17,8 @@ pub struct ExportLoraArgs {
     /// The base model (GGUF) the adapters were trained for.
     #[arg(short = 'm', long = "base", value_name = "FILE")]
     base: PathBuf,
-    /// LoRA adapter (llama.cpp's LoRA GGUF) merged at scale 1; repeatable, adapters add up.
-    #[arg(long = "lora", value_name = "FILE")]
-    lora: Vec<PathBuf>,
-    /// LoRA adapter merged at SCALE (effective scale SCALE × alpha / rank); repeatable.
-    #[arg(long = "lora-scaled", num_args = 2, value_names = ["FILE", "SCALE"], allow_negative_numbers = true)]
-    lora_scaled: Vec<String>,
+    #[command(flatten)]
+    adapters: crate::lora::LoraArgs,
     /// Where to write the merged model (must differ from every input).
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
@@ -31,23 +27,8 @@ pub struct ExportLoraArgs {
     threads: Option<usize>,
 }
 
-/// Every adapter with its user scale, `--lora` ones first (as `run` and `chat` order them).
-fn adapters(args: &ExportLoraArgs) -> Result<Vec<(PathBuf, f32)>> {
-    let mut out: Vec<(PathBuf, f32)> = args.lora.iter().map(|p| (p.clone(), 1.0)).collect();
-    for pair in args.lora_scaled.chunks(2) {
-        let [file, scale] = pair else { bail!("--lora-scaled takes a FILE and a SCALE") };
-        let s = scale
-            .parse::<f32>()
-            .ok()
-            .filter(|s| s.is_finite())
-            .with_context(|| format!("--lora-scaled {file} {scale}: the scale is not a number"))?;
-        out.push((PathBuf::from(file), s));
-    }
-    Ok(out)
-}
-
 pub fn export_lora(args: ExportLoraArgs) -> Result<()> {
-    let adapters = adapters(&args)?;
+    let adapters = args.adapters.list()?;
     // Ctrl-C stops at the next chunk of rows; the writer then removes its temporary file, so
     // nothing partial is left. A second Ctrl-C exits at once.
     let cancel = Arc::new(AtomicBool::new(false));

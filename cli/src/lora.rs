@@ -28,7 +28,7 @@ impl LoraArgs {
     }
 
     /// Every adapter with its user scale, `--lora` ones first.
-    fn list(&self) -> Result<Vec<(PathBuf, f32)>> {
+    pub fn list(&self) -> Result<Vec<(PathBuf, f32)>> {
         let mut out: Vec<(PathBuf, f32)> = self.lora.iter().map(|p| (p.clone(), 1.0)).collect();
         for pair in self.lora_scaled.chunks(2) {
             let [file, scale] = pair else { bail!("--lora-scaled takes a FILE and a SCALE") };
