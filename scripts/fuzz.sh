@@ -17,7 +17,7 @@ set -u
 cd "$(dirname "$0")/../fuzz"
 SECONDS_EACH=${1:-60}
 shift || true
-ALL_TARGETS=(gguf_reader tokenizer_vocab tokenizer_text detokenize chat_template safetensors_header onnx_voice voice_gguf)
+ALL_TARGETS=(gguf_reader tokenizer_vocab tokenizer_text detokenize chat_template safetensors_header onnx_voice voice_gguf lora_adapter)
 TARGETS=("${@:-${ALL_TARGETS[@]}}")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL_TARGETS[@]}")
 
@@ -43,7 +43,7 @@ options() {
         chat_template) echo "-max_len=8192 -dict=dicts/jinja.dict" ;;
         safetensors_header) echo "-max_len=16384" ;;
         onnx_voice) echo "-max_len=65536 -dict=dicts/onnx.dict" ;;
-        voice_gguf) echo "-max_len=32768 -dict=dicts/gguf.dict" ;;
+        voice_gguf | lora_adapter) echo "-max_len=32768 -dict=dicts/gguf.dict" ;;
     esac
 }
 

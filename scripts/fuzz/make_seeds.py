@@ -17,10 +17,14 @@ comment at the top of fuzz/fuzz_targets/<target>.rs):
                      `onnx::Conv_*` WaveNet convs, and the first 16 kB of the real file); also
                      writes fuzz/dicts/onnx.dict (the graph's op types and attribute names)
   voice_gguf         the first 32 kB of the converted voice (header, metadata, tensor infos)
+  lora_adapter       a LoRA adapter in llama.cpp's layout (written by gguf-py, as llama.cpp's
+                     convert_lora_to_gguf.py writes them) for the golden llama-spm-gqa base:
+                     F32 pairs on q, v, ffn_down and the output head, an F16 pair on k
 
 Needs the `gguf` and `onnx` Python packages, models/ fetched by models/fetch.sh, and the voice
 converted (nexus-cli convert-voice models/en_US-joe-medium.onnx -o models/en_US-joe-medium.gguf).
-Run from the repository root: python3 scripts/fuzz/make_seeds.py
+Run from the repository root: python3 scripts/fuzz/make_seeds.py [FUNCTION...] (e.g.
+`lora_seeds` alone, which needs only gguf and numpy).
 """
 import hashlib, json, os, struct, sys
 from pathlib import Path
@@ -211,13 +215,34 @@ def voice_seeds():
     put("voice_gguf", "joe-first-32k.gguf", (ROOT / "models" / "en_US-joe-medium.gguf").read_bytes()[:32768])
 
 
+def lora_seeds():
+    """An adapter for tests/fixtures/golden/llama-spm-gqa.f32.gguf (d 64, 4 heads / 2 KV of 16,
+    FFN 128, vocabulary 512, untied head)."""
+    rng = np.random.default_rng(7)
+    out = CORPUS / "lora_adapter" / "llama-spm-gqa-rank4.gguf"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    w = gguf.GGUFWriter(out, "llama")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", 8.0)
+    rank = 4
+    # (base tensor, n_in, n_out, dtype): lora_a is ggml [n_in, rank], lora_b [rank, n_out].
+    for base, n_in, n_out, dt in [("blk.0.attn_q.weight", 64, 64, np.float32), ("blk.0.attn_v.weight", 64, 32, np.float32),
+                                  ("blk.1.attn_k.weight", 64, 32, np.float16), ("blk.1.ffn_down.weight", 128, 64, np.float32),
+                                  ("output.weight", 64, 512, np.float32)]:
+        w.add_tensor(base + ".lora_a", (rng.standard_normal((rank, n_in)) * 0.1).astype(dt))
+        w.add_tensor(base + ".lora_b", (rng.standard_normal((n_out, rank)) * 0.1).astype(dt))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 if __name__ == "__main__":
     os.chdir(ROOT)
-    gguf_seeds()
-    tokenizer_seeds()
-    chat_seeds()
-    safetensors_seed()
-    voice_seeds()
+    chosen = sys.argv[1:] or ["gguf_seeds", "tokenizer_seeds", "chat_seeds", "safetensors_seed", "voice_seeds", "lora_seeds"]
+    for name in chosen:
+        globals()[name]()
     for d in sorted(CORPUS.iterdir()):
         files = list(d.iterdir())
         print(f"{d.name}: {len(files)} seeds, {sum(f.stat().st_size for f in files)} bytes")
