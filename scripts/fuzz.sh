@@ -58,8 +58,8 @@ for t in "${TARGETS[@]}"; do
         -print_final_stats=1 -artifact_prefix="artifacts/$t/" ${FUZZ_SEED:+-seed=$FUZZ_SEED} \
         $(options "$t") >"$log" 2>&1
     rc=$?
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-    [ -z "$execs" ] && execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
+    execs=$(grep -a -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+    [ -z "$execs" ] && execs=$(grep -a -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
     if [ $rc -eq 0 ]; then
         result=ok
     else
