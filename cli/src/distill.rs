@@ -82,18 +82,21 @@ pub fn distill(args: DistillArgs) -> Result<()> {
     let cfg = RunConfig::load(&common.config, &common.set)?;
     let threads = common.threads.or((cfg.train.threads > 0).then_some(cfg.train.threads));
     crate::load::set_threads(threads)?;
+    // Export reads only the teacher's tokenizer metadata; every other stage runs the teacher,
+    // loaded once even when `run` chains three stages.
     match &args.stage {
-        Stage::Profile(_) => profile(&cfg),
-        Stage::Train(a) => train(&cfg, a.resume),
-        Stage::Verify(_) => verify(&cfg),
         Stage::Export(a) => export(&cfg, a),
-        Stage::Report(_) => report(&cfg),
+        Stage::Profile(_) => profile(&cfg, &kit(&cfg)?),
+        Stage::Train(a) => train(&cfg, &kit(&cfg)?, a.resume),
+        Stage::Verify(_) => verify(&cfg, &kit(&cfg)?),
+        Stage::Report(_) => report(&cfg, &kit(&cfg)?),
         Stage::Run(a) => {
+            let kit = kit(&cfg)?;
             if !cfg.run_dir.join(pipeline::PROFILE_FILE).exists() {
-                profile(&cfg)?;
+                profile(&cfg, &kit)?;
             }
-            train(&cfg, a.resume)?;
-            verify(&cfg)
+            train(&cfg, &kit, a.resume)?;
+            verify(&cfg, &kit)
         }
     }
 }
@@ -149,12 +152,11 @@ impl StageProgress {
     }
 }
 
-fn profile(cfg: &RunConfig) -> Result<()> {
-    let kit = kit(cfg)?;
+fn profile(cfg: &RunConfig, kit: &TeacherKit) -> Result<()> {
     let mut p = StageProgress::new();
-    let tokens = pipeline::prepare_data(cfg, &kit, &mut |s, d, t| p.update(s, d, t))?;
+    let tokens = pipeline::prepare_data(cfg, kit, &mut |s, d, t| p.update(s, d, t))?;
     let t0 = Instant::now();
-    let profile = pipeline::run_profile(cfg, &kit, &tokens, &mut |s, d, t| p.update(s, d, t))?;
+    let profile = pipeline::run_profile(cfg, kit, &tokens, &mut |s, d, t| p.update(s, d, t))?;
     p.finish();
     let ks: Vec<usize> = profile.layers.iter().map(|l| l.k).collect();
     eprintln!("profiled {} tokens in {:.0} s; principal subspace sizes per layer: {ks:?}", profile.tokens, t0.elapsed().as_secs_f64());
@@ -162,8 +164,7 @@ fn profile(cfg: &RunConfig) -> Result<()> {
     Ok(())
 }
 
-fn train(cfg: &RunConfig, resume: bool) -> Result<()> {
-    let kit = kit(cfg)?;
+fn train(cfg: &RunConfig, kit: &TeacherKit, resume: bool) -> Result<()> {
     // Ctrl-C finishes the current step, writes a checkpoint and exits; a second one aborts.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -193,7 +194,7 @@ fn train(cfg: &RunConfig, resume: bool) -> Result<()> {
             last_line = Instant::now();
         }
     };
-    let result = pipeline::run_train(cfg, &kit, resume, &stop, &mut |s, d, t| p.update(s, d, t), &mut on_step);
+    let result = pipeline::run_train(cfg, kit, resume, &stop, &mut |s, d, t| p.update(s, d, t), &mut on_step);
     p.finish();
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -212,10 +213,9 @@ fn train(cfg: &RunConfig, resume: bool) -> Result<()> {
     }
 }
 
-fn verify(cfg: &RunConfig) -> Result<()> {
-    let kit = kit(cfg)?;
+fn verify(cfg: &RunConfig, kit: &TeacherKit) -> Result<()> {
     let mut p = StageProgress::new();
-    let (report, export) = pipeline::run_verify(cfg, &kit, &mut |s, d, t| p.update(s, d, t))?;
+    let (report, export) = pipeline::run_verify(cfg, kit, &mut |s, d, t| p.update(s, d, t))?;
     p.finish();
     eprintln!("{}", report.markdown_table());
     println!(
@@ -255,8 +255,7 @@ fn print_summary(s: &pipeline::TrainSummary) {
     }
 }
 
-fn report(cfg: &RunConfig) -> Result<()> {
-    let kit = kit(cfg)?;
+fn report(cfg: &RunConfig, kit: &TeacherKit) -> Result<()> {
     let scfg = pipeline::student_config(cfg, &kit.teacher.model)?;
     let s = pipeline::write_train_report(cfg, &kit.teacher.model, &scfg)?;
     print_summary(&s);
