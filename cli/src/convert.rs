@@ -43,13 +43,7 @@ pub fn convert(args: ConvertArgs) -> Result<()> {
         let bar = bar.get_or_insert_with(|| crate::progress::tensor_bar(tty, total, "converting"));
         bar.set_position(done as u64);
     });
-    if let Some(bar) = bar {
-        if result.is_ok() {
-            bar.finish_and_clear();
-        } else {
-            bar.abandon();
-        }
-    }
+    crate::progress::finish_bar(bar, result.is_ok());
     let summary = result?;
     println!("wrote {} ({} tensors, {})", args.output.display(), summary.n_tensors, summary.arch.gguf_name());
     Ok(())

@@ -49,13 +49,7 @@ pub fn export_lora(args: ExportLoraArgs) -> Result<()> {
             bar.set_message(t.name.clone());
         }
     });
-    if let Some(bar) = bar {
-        if result.is_ok() {
-            bar.finish_and_clear();
-        } else {
-            bar.abandon();
-        }
-    }
+    crate::progress::finish_bar(bar, result.is_ok());
     let summary = result?;
     for (path, scale) in &adapters {
         eprintln!("merged {} (scale {scale})", path.display());

@@ -14,3 +14,12 @@ pub fn tensor_bar(tty: bool, total: usize, verb: &str) -> ProgressBar {
     }
     bar
 }
+
+/// Ends a bar: cleared when the work succeeded, left standing (where it stopped) when it failed.
+pub fn finish_bar(bar: Option<ProgressBar>, ok: bool) {
+    match bar {
+        Some(b) if ok => b.finish_and_clear(),
+        Some(b) => b.abandon(),
+        None => {}
+    }
+}

@@ -13,21 +13,8 @@ use nexus_kernels::{dequantize_row, quantize_row, GgmlType};
 use nexus_runtime::adapter::LoraAdapter;
 use nexus_runtime::gguf::{GgufFile, Value};
 use nexus_runtime::model::{Logits, Model};
-use nexus_tests::lora::{add_merged_deltas, write_merged, LoraSpec};
+use nexus_tests::lora::{add_merged_deltas, write_merged, LoraSpec, TARGETS, TOKENS};
 use nexus_tests::TinyModel;
-
-/// Each projection kind at least once, and the output head.
-const TARGETS: [&str; 8] = [
-    "blk.0.attn_q.weight",
-    "blk.0.attn_k.weight",
-    "blk.1.attn_v.weight",
-    "blk.0.attn_output.weight",
-    "blk.1.ffn_gate.weight",
-    "blk.0.ffn_up.weight",
-    "blk.1.ffn_down.weight",
-    "output.weight",
-];
-const TOKENS: [u32; 9] = [298, 37, 5, 211, 90, 90, 4, 17, 120];
 
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nexus-cli")).args(args).stdin(Stdio::null()).output().unwrap()

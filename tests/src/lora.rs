@@ -10,6 +10,22 @@ use rand::{Rng, SeedableRng};
 
 use crate::TinyModel;
 
+/// Base tensors a test adapter for a [`TinyModel`] may change: every projection kind at least
+/// once, and the output head.
+pub const TARGETS: [&str; 8] = [
+    "blk.0.attn_q.weight",
+    "blk.0.attn_k.weight",
+    "blk.1.attn_v.weight",
+    "blk.0.attn_output.weight",
+    "blk.1.ffn_gate.weight",
+    "blk.0.ffn_up.weight",
+    "blk.1.ffn_down.weight",
+    "output.weight",
+];
+
+/// Tokens the LoRA tests score (all inside a [`TinyModel`]'s default vocabulary).
+pub const TOKENS: [u32; 9] = [298, 37, 5, 211, 90, 90, 4, 17, 120];
+
 /// A random LoRA adapter for a [`TinyModel`]: rank-`rank` pairs for the named base tensors.
 #[derive(Debug, Clone)]
 pub struct LoraSpec {

@@ -9,22 +9,9 @@ use nexus_kernels::GgmlType;
 use nexus_runtime::adapter::LoraAdapter;
 use nexus_runtime::gguf::{GgufFile, GgufWriter, Value};
 use nexus_runtime::model::{Logits, Model};
-use nexus_tests::lora::{add_merged_deltas, write_merged, LoraSpec};
+use nexus_tests::lora::{add_merged_deltas, write_merged, LoraSpec, TARGETS, TOKENS};
 use nexus_tests::reference::forward_f64_with_deltas;
 use nexus_tests::TinyModel;
-
-const TOKENS: [u32; 9] = [298, 37, 5, 211, 90, 90, 4, 17, 120];
-/// The projections the test adapters change: each kind at least once, and the output head.
-const TARGETS: [&str; 8] = [
-    "blk.0.attn_q.weight",
-    "blk.0.attn_k.weight",
-    "blk.1.attn_v.weight",
-    "blk.0.attn_output.weight",
-    "blk.1.ffn_gate.weight",
-    "blk.0.ffn_up.weight",
-    "blk.1.ffn_down.weight",
-    "output.weight",
-];
 
 /// Tolerance against the f64 reference: max |ours − reference| over all logits, relative to
 /// the largest |reference| logit. The runtime computes in f32 (base and delta alike); the

@@ -49,3 +49,17 @@ pub(crate) fn write_f32_gguf(cfg: &StudentConfig, p: &Params, extra: &[(&str, Ve
     }
     w.write(path).unwrap();
 }
+
+/// `ours` equals `theirs` within `rel` of the largest |theirs|.
+pub(crate) fn assert_close(what: &str, ours: &[f32], theirs: &[f32], rel: f32) {
+    assert_eq!(ours.len(), theirs.len(), "{what}");
+    let scale = theirs.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    let err = ours
+        .iter()
+        .zip(theirs)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= rel * scale,
+        "{what}: differs by {err} (scale {scale})"
+    );
+}

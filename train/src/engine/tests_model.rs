@@ -396,16 +396,8 @@ fn forward_matches_the_runtime() {
                 .collect();
             pairs.push(("hidden".into(), &acts.hidden()[rows.clone()], &rec.hidden));
             for (what, ours, theirs) in pairs {
-                assert_eq!(ours.len(), theirs.len(), "{what}");
-                let scale = theirs.iter().fold(0f32, |m, &v| m.max(v.abs()));
-                let err = ours
-                    .iter()
-                    .zip(theirs)
-                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    err <= 1e-5 * scale,
-                    "tied={tied} seq {s} {what}: differs by {err} (scale {scale})"
-                );
+                let what = format!("tied={tied} seq {s} {what}");
+                crate::test_util::assert_close(&what, ours, theirs, 1e-5);
             }
         }
     }

@@ -2,6 +2,7 @@
 //! to quantization), pruned, written back and run by `nexus_runtime::model::Model`.
 
 use super::*;
+use crate::test_util::assert_close;
 
 use nexus_runtime::model::Logits;
 
@@ -65,19 +66,6 @@ fn load(cfg: &StudentConfig, p: &Params, extra: &[(&str, Vec<f32>)], what: &str)
 fn logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
     let mut cache = model.new_cache(tokens.len());
     model.forward(tokens, &mut cache, Logits::All).unwrap()
-}
-
-fn assert_close(what: &str, ours: &[f32], theirs: &[f32], rel: f32) {
-    assert_eq!(ours.len(), theirs.len(), "{what}");
-    let scale = theirs.iter().fold(0f32, |m, &v| m.max(v.abs()));
-    let err = ours
-        .iter()
-        .zip(theirs)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        err <= rel * scale,
-        "{what}: differs by {err} (scale {scale})"
-    );
 }
 
 /// Every element of the student's `[rows.len()][cols.len()]` matrix is the teacher's element
