@@ -68,6 +68,24 @@ pub fn matmul(
     matmul_with(simd::detected(), ty, w, rows, cols, x, n, y)
 }
 
+/// [`matmul`] where every token row is computed with the single-token kernel [`matvec`] uses,
+/// so row `t` of `y` is bitwise what `matvec` gives for row `t` of `x`, whatever `n` is. The
+/// multi-token tiles of [`matmul`] sum in another order and differ in the last bits; speculative
+/// decoding verifies a batch of drafted tokens with this product so that its logits are exactly
+/// those of decoding the tokens one at a time. Each weight row is still read from memory once
+/// for all `n` tokens.
+pub fn matmul_rowwise(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_impl(simd::detected(), ty, w, rows, cols, x, n, y, false)
+}
+
 /// [`matmul`] on an explicit instruction set; for tests and benchmarks.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_with(
@@ -79,6 +97,22 @@ pub fn matmul_with(
     x: &[f32],
     n: usize,
     y: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_impl(isa, ty, w, rows, cols, x, n, y, true)
+}
+
+/// The product; `tiled` allows the multi-token kernels (see [`matmul_rowwise`]).
+#[allow(clippy::too_many_arguments)]
+fn matmul_impl(
+    isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    tiled: bool,
 ) -> Result<(), KernelError> {
     if n == 1 {
         return matvec_with(isa, ty, w, rows, cols, x, y);
@@ -103,7 +137,7 @@ pub fn matmul_with(
             let rows_here = out.len() / n;
             let mut i = 0;
             // Pairs of weight rows × four tokens in registers where the type has that tile.
-            if let Some(dot2x4) = k.dot2x4.filter(|_| n >= 4) {
+            if let Some(dot2x4) = k.dot2x4.filter(|_| tiled && n >= 4) {
                 while i + 2 <= rows_here {
                     let r = ci * chunk + i;
                     let (o0, o1) = out[i * n..(i + 2) * n].split_at_mut(n);
@@ -126,7 +160,7 @@ pub fn matmul_with(
                 // The weight row stays in L1 while all tokens stream past it, four at a time
                 // where the type has a four-token kernel.
                 let mut t = 0;
-                if let Some(dot4) = k.dot4 {
+                if let Some(dot4) = k.dot4.filter(|_| tiled) {
                     while t + 4 <= n {
                         orow[t..t + 4].copy_from_slice(&dot4(wr, [a(t), a(t + 1), a(t + 2), a(t + 3)], cols));
                         t += 4;

@@ -2,7 +2,7 @@
 
 use nexus_kernels::matmul::{matmul_with, matvec_with};
 use nexus_kernels::simd::{available, Isa};
-use nexus_kernels::{dequantize_row, matmul, matvec, quantize_row, GgmlType};
+use nexus_kernels::{dequantize_row, matmul, matmul_rowwise, matvec, quantize_row, GgmlType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -165,6 +165,30 @@ fn matmul_equals_per_token_matvec() {
         }
         let mut y1 = vec![0f32; rows];
         matmul(ty, &wq, rows, cols, &x[..cols], 1, &mut y1).unwrap();
+    }
+}
+
+/// Speculative decoding verifies drafted tokens in one batch and needs each row bit for bit as
+/// decoding gives it: `matmul_rowwise` must equal `matvec` exactly, for every batch size
+/// (below, at and past the four-token tiles).
+#[test]
+fn matmul_rowwise_equals_matvec_bit_for_bit() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    for ty in TYPES {
+        let (rows, cols) = (53, cols_for(ty));
+        let wq = quantize_matrix(ty, &random(&mut rng, rows * cols, 0.5), rows, cols);
+        for n in [1, 2, 4, 9, 17] {
+            let x = random(&mut rng, n * cols, 1.0);
+            let mut y = vec![0f32; n * rows];
+            matmul_rowwise(ty, &wq, rows, cols, &x, n, &mut y).unwrap();
+            for t in 0..n {
+                let mut yt = vec![0f32; rows];
+                matvec(ty, &wq, rows, cols, &x[t * cols..(t + 1) * cols], &mut yt).unwrap();
+                let row: Vec<u32> = y[t * rows..(t + 1) * rows].iter().map(|v| v.to_bits()).collect();
+                let want: Vec<u32> = yt.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(row, want, "{ty} n={n} token {t}");
+            }
+        }
     }
 }
 
