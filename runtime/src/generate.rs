@@ -60,20 +60,11 @@ pub fn generate(
     prompt: &[u32],
     params: &GenerateParams,
     cancel: &AtomicBool,
-    mut on_text: impl FnMut(&str),
+    on_text: impl FnMut(&str),
 ) -> Result<Generation, ModelError> {
     let mut sampler = Sampler::new(params.sampling.clone());
-    let mut decoder = StreamDecoder::new(tokenizer, true);
-    let mut stops = StopStrings::new(params.stop.clone());
+    let mut output = Output::new(tokenizer, params, on_text);
     let mut recent: Vec<u32> = prompt.to_vec();
-    let mut tokens = Vec::new();
-    let mut text = String::new();
-    let mut emit = |piece: &str, text: &mut String| {
-        if !piece.is_empty() {
-            on_text(piece);
-            text.push_str(piece);
-        }
-    };
 
     let start = Instant::now();
     let mut logits = if prompt.is_empty() { Vec::new() } else { backend.forward(prompt, Logits::Last)? };
@@ -83,40 +74,97 @@ pub fn generate(
         if cancel.load(Ordering::Relaxed) {
             break StopReason::Cancelled;
         }
-        if params.max_tokens.is_some_and(|m| tokens.len() >= m) {
+        if output.limit_reached() {
             break StopReason::MaxTokens;
         }
         if logits.is_empty() {
             break StopReason::ContextFull;
         }
         let id = sampler.sample(&logits, &recent);
-        tokens.push(id);
         recent.push(id);
-        if tokenizer.is_eog(id) {
-            break StopReason::EndOfGeneration;
-        }
-        let piece = decoder.push(id);
-        let out = stops.push(&piece);
-        emit(&out.text, &mut text);
-        if out.stopped {
-            break StopReason::StopString;
+        if let Some(reason) = output.push(id) {
+            break reason;
         }
         if backend.len() >= backend.capacity() {
             break StopReason::ContextFull;
         }
         logits = backend.forward(&[id], Logits::Last)?;
     };
-    if stop_reason != StopReason::StopString {
-        let tail = decoder.finish();
-        emit(&stops.push(&tail).text, &mut text);
-        emit(&stops.finish(), &mut text);
+    Ok(output.finish(stop_reason, prompt.len(), prompt_secs, gen_start.elapsed().as_secs_f64()))
+}
+
+/// Where generated ids go: text streamed to the caller as soon as no stop string can still
+/// swallow it, and the checks that end a generation at a token (end of generation, a stop
+/// string, the token limit). Shared by [`generate`] and speculative decoding, so both end
+/// where the other would.
+pub(crate) struct Output<'t, F: FnMut(&str)> {
+    tokenizer: &'t Tokenizer,
+    decoder: StreamDecoder<'t>,
+    stops: StopStrings,
+    max_tokens: Option<usize>,
+    tokens: Vec<u32>,
+    text: String,
+    on_text: F,
+}
+
+impl<'t, F: FnMut(&str)> Output<'t, F> {
+    pub(crate) fn new(tokenizer: &'t Tokenizer, params: &GenerateParams, on_text: F) -> Self {
+        Output {
+            tokenizer,
+            decoder: StreamDecoder::new(tokenizer, true),
+            stops: StopStrings::new(params.stop.clone()),
+            max_tokens: params.max_tokens,
+            tokens: Vec::new(),
+            text: String::new(),
+            on_text,
+        }
     }
-    let stats = GenerationStats {
-        prompt_tokens: prompt.len(),
-        prompt_secs,
-        generated_tokens: tokens.len(),
-        generation_secs: gen_start.elapsed().as_secs_f64(),
-        stop_reason,
-    };
-    Ok(Generation { tokens, text, stats })
+
+    /// Ids produced so far.
+    pub(crate) fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The token limit is reached: no more may be generated.
+    pub(crate) fn limit_reached(&self) -> bool {
+        self.max_tokens.is_some_and(|m| self.tokens.len() >= m)
+    }
+
+    /// Takes the next generated id; says why generation ends if it ends at this token.
+    pub(crate) fn push(&mut self, id: u32) -> Option<StopReason> {
+        self.tokens.push(id);
+        if self.tokenizer.is_eog(id) {
+            return Some(StopReason::EndOfGeneration);
+        }
+        let piece = self.decoder.push(id);
+        let out = self.stops.push(&piece);
+        self.emit(&out.text);
+        out.stopped.then_some(StopReason::StopString)
+    }
+
+    fn emit(&mut self, piece: &str) {
+        if !piece.is_empty() {
+            (self.on_text)(piece);
+            self.text.push_str(piece);
+        }
+    }
+
+    /// Releases text held back (unless a stop string ended it) and gives the result.
+    pub(crate) fn finish(mut self, stop_reason: StopReason, prompt_tokens: usize, prompt_secs: f64, generation_secs: f64) -> Generation {
+        if stop_reason != StopReason::StopString {
+            let tail = self.decoder.finish();
+            let held = self.stops.push(&tail).text;
+            self.emit(&held);
+            let rest = self.stops.finish();
+            self.emit(&rest);
+        }
+        let stats = GenerationStats {
+            prompt_tokens,
+            prompt_secs,
+            generated_tokens: self.tokens.len(),
+            generation_secs,
+            stop_reason,
+        };
+        Generation { tokens: self.tokens, text: self.text, stats }
+    }
 }

@@ -16,5 +16,6 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod sampling;
+pub mod speculative;
 pub mod tokenizer;
 pub mod tts;

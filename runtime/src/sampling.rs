@@ -104,6 +104,33 @@ impl Sampler {
     /// `repeat_last_n` entries are penalized. NaN logits count as -inf; when every
     /// logit is -inf/NaN (or `logits` is empty) the result is token 0, like [`Self::greedy`].
     pub fn sample(&mut self, logits: &[f32], recent_tokens: &[u32]) -> u32 {
+        match self.filter(logits, recent_tokens) {
+            Filtered::Greedy(id) => id,
+            Filtered::Candidates => draw(&self.candidates, self.params.temperature, &mut self.rng),
+        }
+    }
+
+    /// The distribution [`Self::sample`] draws from for these `logits`: the tokens the chain's
+    /// filters keep, with their probabilities at the temperature. Greedy settings put all the
+    /// mass on the token greedy decoding picks. Speculative decoding compares the target's and
+    /// the draft's distributions through it.
+    pub fn distribution(&mut self, logits: &[f32], recent_tokens: &[u32]) -> TokenProbs {
+        match self.filter(logits, recent_tokens) {
+            Filtered::Greedy(id) => TokenProbs::one_hot(id),
+            Filtered::Candidates => {
+                let weights = temperature_weights(&self.candidates, self.params.temperature);
+                let total: f64 = weights.iter().sum();
+                if total <= 0.0 || !total.is_finite() {
+                    return TokenProbs::one_hot(self.candidates[0].0);
+                }
+                TokenProbs { entries: self.candidates.iter().zip(weights).map(|(c, w)| (c.0, w / total)).collect() }
+            }
+        }
+    }
+
+    /// Runs the chain's filters: either the greedy pick, or the surviving candidates (at least
+    /// one) left in `self.candidates`, most likely first, for a draw at the temperature.
+    fn filter(&mut self, logits: &[f32], recent_tokens: &[u32]) -> Filtered {
         let p = self.params.clone();
         let mut cands = std::mem::take(&mut self.candidates);
         cands.clear();
@@ -111,23 +138,23 @@ impl Sampler {
         self.apply_repeat_penalty(&mut cands, recent_tokens);
 
         // A NaN temperature is treated like 0: greedy.
-        let token = if p.temperature <= 0.0 || p.temperature.is_nan() {
-            greedy_candidates(&cands)
+        let filtered = if p.temperature <= 0.0 || p.temperature.is_nan() {
+            Filtered::Greedy(greedy_candidates(&cands))
         } else {
             // Impossible tokens carry no probability; dropping them first keeps the
             // sort below small and makes "everything is -inf" a simple check.
             cands.retain(|&(_, l)| l > f32::NEG_INFINITY);
             if cands.is_empty() {
-                0
+                Filtered::Greedy(0)
             } else {
                 top_k(&mut cands, p.top_k);
                 top_p(&mut cands, p.top_p);
                 min_p(&mut cands, p.min_p);
-                draw(&cands, p.temperature, &mut self.rng)
+                Filtered::Candidates
             }
         };
         self.candidates = cands;
-        token
+        filtered
     }
 
     /// llama.cpp's rule: for each distinct token among the last `repeat_last_n`,
@@ -231,12 +258,24 @@ fn min_p(cands: &mut Vec<(u32, f32)>, p: f32) {
     cands.truncate(keep.max(1));
 }
 
-/// Softmax at `temperature` over sorted candidates, then one draw.
-fn draw(cands: &[(u32, f32)], temperature: f32, rng: &mut ChaCha8Rng) -> u32 {
+/// What the filters leave: one certain token, or candidates to draw from.
+enum Filtered {
+    Greedy(u32),
+    Candidates,
+}
+
+/// Unnormalized softmax weights at `temperature` over sorted candidates (the first is the
+/// largest logit).
+fn temperature_weights(cands: &[(u32, f32)], temperature: f32) -> Vec<f64> {
     let max = cands[0].1 as f64;
     let t = temperature as f64;
     // Subtracting the max before dividing keeps exp() finite for any temperature.
-    let weights: Vec<f64> = cands.iter().map(|c| ((c.1 as f64 - max) / t).exp()).collect();
+    cands.iter().map(|c| ((c.1 as f64 - max) / t).exp()).collect()
+}
+
+/// Softmax at `temperature` over sorted candidates, then one draw.
+fn draw(cands: &[(u32, f32)], temperature: f32, rng: &mut ChaCha8Rng) -> u32 {
+    let weights = temperature_weights(cands, temperature);
     let total: f64 = weights.iter().sum();
     if total <= 0.0 || !total.is_finite() {
         return cands[0].0;
@@ -251,6 +290,57 @@ fn draw(cands: &[(u32, f32)], temperature: f32, rng: &mut ChaCha8Rng) -> u32 {
     // Rounding can leave r a hair above the last weight; that mass is the last
     // candidate with nonzero weight.
     cands.iter().zip(&weights).rev().find(|(_, w)| **w > 0.0).map_or(cands[0].0, |(c, _)| c.0)
+}
+
+/// A probability distribution over token ids: the tokens with nonzero probability, most likely
+/// first. Built by [`Sampler::distribution`] (probabilities summing to 1) or from weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenProbs {
+    entries: Vec<(u32, f64)>,
+}
+
+impl TokenProbs {
+    /// All the mass on `id`.
+    pub fn one_hot(id: u32) -> Self {
+        TokenProbs { entries: vec![(id, 1.0)] }
+    }
+
+    /// Normalizes nonnegative `weights` (id, weight); entries with no weight (or a NaN one) are
+    /// dropped. `None` when nothing has weight or the total is not finite.
+    pub fn from_weights(weights: impl IntoIterator<Item = (u32, f64)>) -> Option<Self> {
+        let mut entries: Vec<(u32, f64)> = weights.into_iter().filter(|&(_, w)| w > 0.0).collect();
+        let total: f64 = entries.iter().map(|e| e.1).sum();
+        if total <= 0.0 || !total.is_finite() {
+            return None;
+        }
+        entries.iter_mut().for_each(|e| e.1 /= total);
+        entries.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Some(TokenProbs { entries })
+    }
+
+    /// The tokens with nonzero probability and their probabilities, most likely first.
+    pub fn entries(&self) -> &[(u32, f64)] {
+        &self.entries
+    }
+
+    /// The probability of `id` (0 for a token the filters dropped).
+    pub fn prob(&self, id: u32) -> f64 {
+        self.entries.iter().find(|e| e.0 == id).map_or(0.0, |e| e.1)
+    }
+
+    /// One draw.
+    pub fn draw<R: Rng + ?Sized>(&self, rng: &mut R) -> u32 {
+        let total: f64 = self.entries.iter().map(|e| e.1).sum();
+        let mut r = rng.gen::<f64>() * total;
+        for &(id, p) in &self.entries {
+            if r < p {
+                return id;
+            }
+            r -= p;
+        }
+        // Rounding can leave r a hair above the last probability; that mass is the last token.
+        self.entries.last().map_or(0, |e| e.0)
+    }
 }
 
 /// What [`StopStrings::push`] lets through.
@@ -401,6 +491,47 @@ mod tests {
         assert_eq!(seen(0.9, 1.0), [0]);
         // Applied before temperature: a high temperature does not bring cut tokens back.
         assert_eq!(seen(0.3, 5.0), [0, 1]);
+    }
+
+    #[test]
+    fn distribution_is_what_sample_draws_from() {
+        // top-p 0.6 keeps tokens 0 and 1 (0.5 + 0.25), renormalized to 2/3 and 1/3.
+        let mut s = Sampler::new(SamplingParams { top_p: 0.6, ..filters_off(1.0, 9) });
+        let d = s.distribution(&halving_logits(), &[]);
+        assert_eq!(d.entries().len(), 2);
+        assert!((d.prob(0) - 2.0 / 3.0).abs() < 1e-7 && (d.prob(1) - 1.0 / 3.0).abs() < 1e-7, "{d:?}");
+        assert_eq!(d.prob(2), 0.0);
+        // Temperature 2 flattens: weights 0.5^(1/2) and 0.25^(1/2).
+        let mut s = Sampler::new(SamplingParams { top_p: 0.6, ..filters_off(2.0, 9) });
+        let d = s.distribution(&halving_logits(), &[]);
+        let (a, b) = (0.5f64.sqrt(), 0.25f64.sqrt());
+        assert!((d.prob(0) - a / (a + b)).abs() < 1e-7, "{d:?}");
+        // Greedy is one token, after the repetition penalty.
+        let params = SamplingParams { repeat_penalty: 1.5, repeat_last_n: 4, ..SamplingParams::greedy() };
+        let d = Sampler::new(params).distribution(&[3.0, 2.5, -1.0], &[0]);
+        assert_eq!(d, TokenProbs::one_hot(1));
+        // Sample frequencies follow the distribution (same filters, same chain).
+        let params = SamplingParams { top_k: 5, min_p: 0.1, ..filters_off(0.7, 77) };
+        let want = Sampler::new(params.clone()).distribution(&LOGITS, &[]);
+        let n = 100_000;
+        let mut counts = [0usize; 8];
+        for t in run(params, &LOGITS, n) {
+            counts[t as usize] += 1;
+        }
+        for (id, c) in counts.iter().enumerate() {
+            let e = want.prob(id as u32) * n as f64;
+            assert!((*c as f64 - e).abs() <= 5.0 * e.sqrt().max(1.0), "token {id}: {c} drawn, {e} expected");
+        }
+    }
+
+    #[test]
+    fn token_probs_from_weights_and_draw() {
+        assert_eq!(TokenProbs::from_weights([(3, 0.0), (4, f64::NAN)]), None);
+        let d = TokenProbs::from_weights([(3, 1.0), (4, 3.0), (5, 0.0)]).unwrap();
+        assert_eq!(d.entries(), &[(4, 0.75), (3, 0.25)]);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let fours = (0..10_000).filter(|_| d.draw(&mut rng) == 4).count();
+        assert!((7_300..7_700).contains(&fours), "{fours}");
     }
 
     #[test]

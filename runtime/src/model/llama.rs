@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::rope::Rope;
 use super::weights::load_vector;
-use super::{LayerWeights, Linear, ModelConfig, ModelError};
+use super::{Batching, LayerWeights, Linear, ModelConfig, ModelError};
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
 
@@ -125,11 +125,30 @@ impl Model {
         logits: Logits,
         probe: &mut (dyn Probe + Send),
     ) -> Result<Vec<f32>, ModelError> {
+        self.run(tokens, cache, logits, probe, Batching::Tiled)
+    }
+
+    /// Runs `tokens` like [`Model::forward`] with [`Logits::All`], but every projection computes
+    /// each token's row with the single-token kernel, so row `t` of the logits is bitwise what
+    /// decoding the tokens one at a time gives at that position. Speculative decoding verifies
+    /// drafted tokens with it: its greedy output then equals the model's own.
+    pub fn forward_rowwise(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, ModelError> {
+        self.run(tokens, cache, Logits::All, &mut NoProbe, Batching::RowWise)
+    }
+
+    fn run(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        probe: &mut (dyn Probe + Send),
+        batching: Batching,
+    ) -> Result<Vec<f32>, ModelError> {
         // Each token runs ~200 parallel kernels. From a thread outside the pool every one of
         // them is a cross-thread wake-up (measured: 40% of decode time); moved onto a pool
         // worker once, they become cheap fork-joins inside the pool.
         if rayon::current_thread_index().is_none() {
-            return rayon::scope(|_| self.forward_probed(tokens, cache, logits, probe));
+            return rayon::scope(|_| self.run(tokens, cache, logits, probe, batching));
         }
         let needed = cache.len() + tokens.len();
         if needed > cache.capacity() {
@@ -146,7 +165,7 @@ impl Model {
                 Logits::Last if i + 1 < n_chunks => None,
                 other => Some(other),
             };
-            out.extend(self.forward_batch(chunk, cache, want, probe)?);
+            out.extend(self.forward_batch(chunk, cache, want, probe, batching)?);
         }
         Ok(out)
     }
@@ -157,9 +176,12 @@ impl Model {
         cache: &mut KvCache,
         logits: Option<Logits>,
         probe: &mut (dyn Probe + Send),
+        batching: Batching,
     ) -> Result<Vec<f32>, ModelError> {
         let c = &self.config;
         let (n, d) = (tokens.len(), c.n_embd);
+        // Every projection of the pass, computed as `batching` says.
+        let linear = |w: &Linear, x: &[f32], y: &mut [f32]| w.forward_with(batching, x, n, y);
         let pos0 = cache.len();
 
         let mut x = vec![0f32; n * d];
@@ -179,9 +201,9 @@ impl Model {
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention block.
             rms_norm_rows(&x, &layer.attn_norm, c.rms_eps, &mut xn);
-            layer.wq.forward(&xn, n, &mut q)?;
-            layer.wk.forward(&xn, n, &mut k)?;
-            layer.wv.forward(&xn, n, &mut v)?;
+            linear(&layer.wq, &xn, &mut q)?;
+            linear(&layer.wk, &xn, &mut k)?;
+            linear(&layer.wv, &xn, &mut v)?;
             for t in 0..n {
                 self.rope.apply(&mut q[t * c.q_dim()..(t + 1) * c.q_dim()], c.head_dim, pos0 + t);
                 self.rope.apply(&mut k[t * c.kv_dim()..(t + 1) * c.kv_dim()], c.head_dim, pos0 + t);
@@ -190,17 +212,17 @@ impl Model {
             let (keys, values) = cache.layer(l, pos0 + n);
             attention(c, &q, keys, values, pos0, &mut attn);
             probe.attn_heads(l, &mut attn);
-            layer.wo.forward(&attn, n, &mut proj)?;
+            linear(&layer.wo, &attn, &mut proj)?;
             probe.attn_out(l, &mut proj);
             add_inplace(&mut x, &proj);
 
             // Feed-forward block (SwiGLU).
             rms_norm_rows(&x, &layer.ffn_norm, c.rms_eps, &mut xn);
-            layer.w_gate.forward(&xn, n, &mut gate)?;
-            layer.w_up.forward(&xn, n, &mut up)?;
+            linear(&layer.w_gate, &xn, &mut gate)?;
+            linear(&layer.w_up, &xn, &mut up)?;
             silu_mul_inplace(&mut gate, &up);
             probe.ffn_inner(l, &mut gate);
-            layer.w_down.forward(&gate, n, &mut proj)?;
+            linear(&layer.w_down, &gate, &mut proj)?;
             probe.ffn_out(l, &mut proj);
             add_inplace(&mut x, &proj);
             probe.residual(l, &x);
@@ -220,7 +242,7 @@ impl Model {
             return Ok(Vec::new());
         }
         let mut out = vec![0f32; n_out * c.n_vocab];
-        self.output.forward(&normed, n_out, &mut out)?;
+        self.output.forward_with(batching, &normed, n_out, &mut out)?;
         Ok(out)
     }
 }

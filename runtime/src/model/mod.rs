@@ -14,4 +14,4 @@ pub use cuda::CudaModel;
 pub use config::{Arch, ModelConfig, RopeStyle};
 pub use error::ModelError;
 pub use llama::{Logits, Model, Probe};
-pub use weights::{Linear, LayerWeights};
+pub use weights::{Batching, Linear, LayerWeights};

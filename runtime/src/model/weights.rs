@@ -9,6 +9,17 @@ use crate::gguf::{GgufErrorKind, GgufFile, TensorInfo};
 
 use super::{ModelConfig, ModelError};
 
+/// How a product over several token rows is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// Multi-token register tiles: the fastest for prompts; a row's last bits depend on the
+    /// batch it came in.
+    Tiled,
+    /// Every row with the single-token kernel: a row's result is bitwise what decoding that
+    /// token alone gives (speculative verification relies on it).
+    RowWise,
+}
+
 /// A 2-D weight `[rows][cols]` (ggml dims `[cols, rows]`) living in the file's map.
 pub struct Linear {
     pub name: String,
@@ -60,17 +71,33 @@ impl Linear {
     /// y = W·x (+ b) (+ Σ sᵢ·Bᵢ·(Aᵢ·x) over attached LoRA deltas) for `n` rows of x
     /// (`n × cols`), giving `n × rows`.
     pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
-        nexus_kernels::matmul(self.ty, self.data(), self.rows, self.cols, x, n, y)
+        self.forward_with(Batching::Tiled, x, n, y)
+    }
+
+    /// [`Linear::forward`] with the given way of computing a batch of rows.
+    pub fn forward_with(&self, batching: Batching, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
+        let product = match batching {
+            Batching::Tiled => nexus_kernels::matmul,
+            Batching::RowWise => nexus_kernels::matmul_rowwise,
+        };
+        product(self.ty, self.data(), self.rows, self.cols, x, n, y)
             .map_err(|source| ModelError::Kernel { tensor: self.name.clone(), source })?;
         if let Some(b) = &self.bias {
             for row in y.chunks_exact_mut(self.rows) {
                 nexus_kernels::ops::add_inplace(row, b);
             }
         }
+        let lora_error = |source| ModelError::Kernel { tensor: format!("{} (LoRA)", self.name), source };
         for delta in &self.lora {
-            delta
-                .add_to(x, n, y)
-                .map_err(|source| ModelError::Kernel { tensor: format!("{} (LoRA)", self.name), source })?;
+            match batching {
+                Batching::Tiled => delta.add_to(x, n, y).map_err(lora_error)?,
+                // One row at a time, as decoding adds it.
+                Batching::RowWise => {
+                    for (xr, yr) in x.chunks_exact(self.cols).zip(y.chunks_exact_mut(self.rows)) {
+                        delta.add_to(xr, 1, yr).map_err(lora_error)?;
+                    }
+                }
+            }
         }
         Ok(())
     }
