@@ -2,11 +2,14 @@
 
 mod device;
 mod distill;
+mod draft;
 mod synth;
 mod args;
 mod bench;
+mod bench_draft;
 mod chat;
 mod convert;
+mod convert_lora;
 mod convert_voice;
 mod export_lora;
 mod inspect;
@@ -46,6 +49,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Merge LoRA adapters into a base model's weights, like llama-export-lora.
     ExportLora(export_lora::ExportLoraArgs),
+    /// Convert a PEFT LoRA adapter folder to a LoRA GGUF, like convert_lora_to_gguf.py.
+    ConvertLora(convert_lora::ConvertLoraArgs),
     /// Write a GGUF with random weights in a real model's shapes (for speed runs).
     Synth(synth::SynthArgs),
     /// Distill a teacher GGUF into a smaller student: profile, train, verify, export, run.
@@ -60,8 +65,12 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // llama.cpp spells it `-ngl`; clap only knows single-letter short flags.
-    let argv = std::env::args().map(|a| if a == "-ngl" { "--n-gpu-layers".to_string() } else { a });
+    // llama.cpp spells them `-ngl` and `-md`; clap only knows single-letter short flags.
+    let argv = std::env::args().map(|a| match a.as_str() {
+        "-ngl" => "--n-gpu-layers".to_string(),
+        "-md" => "--model-draft".to_string(),
+        _ => a,
+    });
     let result = match Command::parse_from(argv) {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::chat(a),
@@ -74,6 +83,7 @@ fn main() {
         Command::Perplexity(a) => perplexity::perplexity(a),
         Command::Quantize(a) => quantize::quantize(a),
         Command::ExportLora(a) => export_lora::export_lora(a),
+        Command::ConvertLora(a) => convert_lora::convert_lora(a),
         Command::Synth(a) => synth::synth(a),
         Command::Distill(a) => distill::distill(a),
     };

@@ -268,7 +268,7 @@ says how to run it) with Python {env['python']}, torch {env['torch']}, transform
 {env['transformers']}, peft {env['peft']}, numpy {env['numpy']}, and llama.cpp's own unmodified
 `convert_hf_to_gguf.py` / `convert_lora_to_gguf.py` (with `conversion/` and `gguf-py/`, from
 `llama_cpp_python-0.3.36/vendor/llama.cpp`). About {total // 1000} kB in all.
-Used by `convert/tests/lora_peft.rs`.
+Used by `tests/tests/lora_peft_fixtures.rs`.
 
 The base is a LlamaForCausalLM (hidden 64, 2 layers, 4 heads / 2 KV heads, intermediate 128,
 llama-spm vocabulary, every weight re-drawn as in `scripts/golden/make_golden.py`, seed 3001);

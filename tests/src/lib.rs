@@ -2,6 +2,7 @@
 //! written with our own GGUF writer.
 
 pub mod lora;
+pub mod peft;
 pub mod reference;
 
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 
 mod config;
 mod error;
-mod tensors;
+pub(crate) mod tensors;
 mod vocab;
 
 use std::path::Path;
@@ -26,7 +26,7 @@ pub enum OutType {
 }
 
 impl OutType {
-    fn ggml(self) -> GgmlType {
+    pub(crate) fn ggml(self) -> GgmlType {
         match self {
             OutType::F32 => GgmlType::F32,
             OutType::F16 => GgmlType::F16,

@@ -192,7 +192,7 @@ impl Plan {
     }
 }
 
-fn decode(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
+pub(crate) fn decode(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
     match dtype {
         Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
@@ -200,9 +200,9 @@ fn decode(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
     }
 }
 
-/// llama.cpp's `LlamaModel.permute`: per head, rows `[x0..x_{d/2}, y0..]` (HF's rotate_half
+/// llama.cpp's `LlamaModel.permute` (also applied to LoRA B of q/k by `lora_peft`): per head, rows `[x0..x_{d/2}, y0..]` (HF's rotate_half
 /// halves) become interleaved pairs `(x0, y0), (x1, y1)…` for ggml's adjacent-pair RoPE.
-fn permute_rows(w: &[f32], n_head: usize, row_len: usize) -> Vec<f32> {
+pub(crate) fn permute_rows(w: &[f32], n_head: usize, row_len: usize) -> Vec<f32> {
     let rows = w.len() / row_len;
     let half = rows / n_head / 2;
     let mut out = Vec::with_capacity(w.len());
