@@ -227,8 +227,11 @@ def main() -> None:
 
     # 6. inputs and references into --out
     (out / "peft_adapter").mkdir(exist_ok=True)
-    for f in sorted((work / "peft_adapter").iterdir()):
-        shutil.copy(f, out / "peft_adapter" / f.name)
+    # The converter's inputs, as PEFT wrote them (its model card feeds llama.cpp's general.* keys).
+    saved = sorted(f.name for f in (work / "peft_adapter").iterdir())
+    print("PEFT wrote", saved, flush=True)
+    for name in ["adapter_config.json", "adapter_model.safetensors", "README.md"]:
+        shutil.copy(work / "peft_adapter" / name, out / "peft_adapter" / name)
     shutil.copy(work / "base" / "config.json", out / "base.hf_config.json")
     manifest["peft_adapter_files"] = {f.name: sha256(f) for f in sorted((out / "peft_adapter").iterdir())}
     doc = {
