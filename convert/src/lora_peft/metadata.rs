@@ -67,7 +67,7 @@ fn parse_yaml_subset(yaml: &str) -> BTreeMap<String, Yaml> {
     let mut current: Option<(String, Vec<String>, bool)> = None; // key, items, saw a non-item line
     let flush = |out: &mut BTreeMap<String, Yaml>, cur: Option<(String, Vec<String>, bool)>| {
         if let Some((k, items, nested)) = cur {
-            let v = if nested { Yaml::Other } else if items.is_empty() { Yaml::Other } else { Yaml::List(items) };
+            let v = if nested || items.is_empty() { Yaml::Other } else { Yaml::List(items) };
             out.insert(k, v);
         }
     };

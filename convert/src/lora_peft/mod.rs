@@ -136,7 +136,7 @@ pub fn convert_peft(
 
     let ty_for = |row_len: usize| match outtype {
         // gguf-py cannot quantize rows that are not whole Q8_0 blocks and falls back to F16.
-        OutType::Q8_0 if row_len % 32 != 0 => GgmlType::F16,
+        OutType::Q8_0 if !row_len.is_multiple_of(32) => GgmlType::F16,
         _ => outtype.ggml(),
     };
     let mut specs = Vec::with_capacity(2 * pairs.len());
