@@ -9,6 +9,7 @@ use nexus_runtime::model::{Logits, Model};
 use rand::{Rng, SeedableRng};
 
 use crate::args::ModelArgs;
+use crate::draft::DraftArgs;
 use crate::load;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -33,6 +34,10 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "md")]
     output: Format,
+    /// With --model-draft: greedy tg of one chat prompt alone and with the draft (speedup,
+    /// acceptance rate) instead of pp/tg.
+    #[command(flatten)]
+    draft: DraftArgs,
 }
 
 struct TestResult {
@@ -95,6 +100,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         bail!("--repetitions must be at least 1");
     }
     let loaded = load::load(&args.model)?;
+    if let Some(draft) = crate::draft::load(&args.draft, &loaded)? {
+        crate::draft::cpu_device(&args.model)?;
+        return crate::bench_draft::bench_draft(&loaded, &draft, args.n_gen, args.repetitions, matches!(args.output, Format::Json));
+    }
     let model = &loaded.model;
     let device = crate::device::select(&args.model, model.config.n_layer)?;
     let threads = rayon::current_num_threads();

@@ -9,6 +9,7 @@ use clap::Args;
 use nexus_runtime::generate::generate;
 
 use crate::args::{GenArgs, ModelArgs};
+use crate::draft::{self, DraftArgs};
 use crate::load;
 use crate::lora::{self, LoraArgs};
 
@@ -20,6 +21,8 @@ pub struct RunArgs {
     gen: GenArgs,
     #[command(flatten)]
     lora: LoraArgs,
+    #[command(flatten)]
+    draft: DraftArgs,
     /// The prompt.
     #[arg(short = 'p', long = "prompt")]
     prompt: String,
@@ -30,15 +33,23 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let mut loaded = load::load(&args.model)?;
-    let device = lora::select_device(&args.model, loaded.model.config.n_layer, &args.lora)?;
+    let device = match args.draft.model_draft {
+        Some(_) => draft::cpu_device(&args.model)?,
+        None => lora::select_device(&args.model, loaded.model.config.n_layer, &args.lora)?,
+    };
     lora::apply(&mut loaded.model, &args.lora)?;
+    let draft = draft::load(&args.draft, &loaded)?;
     let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
     let n_ctx = load::context_size(&loaded, args.gen.ctx_size)?;
     let prompt = tokenizer.encode(&args.prompt, true, !args.no_parse_special);
     if prompt.len() >= n_ctx {
         anyhow::bail!("the prompt is {} tokens; the context holds {n_ctx} (raise --ctx-size)", prompt.len());
     }
-    let mut backend = crate::device::open(device, model, n_ctx)?;
+    // With a draft, the speculative loop owns both models' caches (CPU only).
+    let mut backend = match draft {
+        Some(_) => None,
+        None => Some(crate::device::open(device, model, n_ctx)?),
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))?;
@@ -46,10 +57,18 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     write!(out, "{}", args.prompt)?;
     out.flush()?;
-    let generation = generate(backend.as_mut(), tokenizer, &prompt, &args.gen.params(), &cancel, |piece| {
+    let on_text = |piece: &str| {
         let _ = out.write_all(piece.as_bytes());
         let _ = out.flush();
-    })?;
+    };
+    let (generation, draft_stats) = match (&mut backend, &draft) {
+        (Some(backend), _) => (generate(backend.as_mut(), tokenizer, &prompt, &args.gen.params(), &cancel, on_text)?, None),
+        (None, Some(draft)) => {
+            let (generation, stats) = draft::generate(&loaded, draft, &prompt, n_ctx, &args.gen.params(), &cancel, on_text)?;
+            (generation, Some(stats))
+        }
+        (None, None) => unreachable!("a backend is opened whenever there is no draft"),
+    };
     writeln!(out)?;
     let s = &generation.stats;
     eprintln!(
@@ -62,5 +81,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         s.generation_tokens_per_sec(),
         s.stop_reason
     );
+    if let Some(stats) = draft_stats {
+        eprintln!("{}", draft::summary(&stats));
+    }
     Ok(())
 }
