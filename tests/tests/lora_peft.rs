@@ -325,3 +325,95 @@ fn bad_input_is_refused_with_the_file_and_the_problem() {
     assert!(e.contains("would replace"), "{e}");
     assert!(Model::load(&base_path).is_ok());
 }
+
+/// Thousands of corrupted copies of a valid adapter folder (bytes of the config, the model card
+/// and the safetensors file flipped, cut short or extended): each converts or is refused with an
+/// error; none panics, and a refused one leaves no file.
+#[test]
+fn corrupted_inputs_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let m = TinyModel::default();
+    let base_path = base(dir.path(), &m);
+    let spec = PeftSpec { rank: 2, ..PeftSpec::for_model(&m, &["blk.0.attn_q.weight", "blk.1.attn_k.weight", "output.weight"], 2, 4.0, 2) };
+    let good = dir.path().join("good");
+    spec.write(&good);
+    let card = b"---\nbase_model: meta-llama/Llama-2-7b-hf\nlicense: mit\ntags:\n- lora\nlanguage: [en, \"de\"]\nmodel_name: x-7B-v1.2-chat\n---\n".to_vec();
+    let files: [(&str, Vec<u8>); 3] = [
+        ("adapter_config.json", std::fs::read(good.join("adapter_config.json")).unwrap()),
+        ("README.md", card),
+        ("adapter_model.safetensors", std::fs::read(good.join("adapter_model.safetensors")).unwrap()),
+    ];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let (mut ok, mut refused) = (0, 0);
+    for k in 0..1000 {
+        let peft = dir.path().join(format!("m{k}"));
+        std::fs::create_dir_all(&peft).unwrap();
+        let victim = rng.gen_range(0..3);
+        for (i, (name, bytes)) in files.iter().enumerate() {
+            let mut b = bytes.clone();
+            if i == victim {
+                match rng.gen_range(0..4) {
+                    0 => b.truncate(rng.gen_range(0..b.len())),
+                    1 => b.extend((0..rng.gen_range(1..64)).map(|_| rng.gen::<u8>())),
+                    _ => {
+                        // The JSON and YAML text and the safetensors header are where the parsing is:
+                        // aim most flips at the first kilobyte.
+                        let span = if rng.gen_bool(0.8) { b.len().min(1024) } else { b.len() };
+                        for _ in 0..rng.gen_range(1..8) {
+                            let at = rng.gen_range(0..span);
+                            b[at] = match rng.gen_range(0..3) {
+                                0 => rng.gen(),
+                                1 => b"{}[]:,\"-\n 0129eE.#'/"[rng.gen_range(0..20)],
+                                _ => b[at] ^ (1 << rng.gen_range(0..8)),
+                            };
+                        }
+                    }
+                }
+            }
+            std::fs::write(peft.join(name), b).unwrap();
+        }
+        let out = out_dir.join(format!("m{k}.gguf"));
+        match convert_peft(&peft, &base_path, &out, OutType::Q8_0, |_, _| {}) {
+            Ok(_) => {
+                ok += 1;
+                LoraAdapter::load(&out).unwrap_or_else(|e| panic!("case {k}: converted but does not load: {e}"));
+            }
+            Err(_) => {
+                refused += 1;
+                assert!(!out.exists(), "case {k}: refused but wrote {}", out.display());
+            }
+        }
+    }
+    let left = std::fs::read_dir(&out_dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')).count();
+    assert_eq!(left, 0, "temporary files left behind");
+    eprintln!("{ok} converted, {refused} refused");
+    assert!(ok > 50 && refused > 200, "{ok} converted, {refused} refused: the mutations miss");
+}
+
+/// A finite value beyond F16's range converts to F32 but is refused for F16 and Q8_0 (whose
+/// block scale is F16), naming the tensor, instead of writing an infinity the runtime rejects.
+#[test]
+fn values_too_large_for_the_outtype_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = TinyModel::default();
+    let base_path = base(dir.path(), &m);
+    let peft = dir.path().join("peft");
+    PeftSpec::for_model(&m, &["blk.0.attn_v.weight"], 4, 8.0, 4).write(&peft);
+    let st_path = peft.join("adapter_model.safetensors");
+    let mut st = std::fs::read(&st_path).unwrap();
+    let data_start = 8 + u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    st[data_start..data_start + 4].copy_from_slice(&1e10f32.to_le_bytes());
+    std::fs::write(&st_path, st).unwrap();
+    let out = dir.path().join("a.gguf");
+    convert(&peft, &base_path, &out, OutType::F32).unwrap();
+    assert!(LoraAdapter::load(&out).is_ok());
+    for outtype in [OutType::F16, OutType::Q8_0] {
+        let out = dir.path().join("b.gguf");
+        let e = convert(&peft, &base_path, &out, outtype).unwrap_err();
+        assert!(e.contains("adapter_model.safetensors") && e.contains("too large"), "{e}");
+        assert!(!out.exists());
+    }
+}

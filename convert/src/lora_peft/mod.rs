@@ -10,6 +10,11 @@
 //! Where llama.cpp needs the base model's HF `config.json`, we take the base GGUF the adapter
 //! will be used with: its architecture and head counts, and every target tensor's shape, which
 //! the adapter is checked against before anything is written.
+//!
+//! Deliberate differences from llama.cpp's converter, all refusals of input it would turn into
+//! a wrong or unloadable file: PEFT options that change the computation (see [`config`]),
+//! token-embedding and norm tensors in the adapter (the runtime cannot apply them), values that
+//! overflow the output type (F16 or a Q8_0 block's F16 scale; llama.cpp writes infinities).
 
 mod config;
 mod error;
@@ -20,7 +25,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use memmap2::Mmap;
-use nexus_kernels::{quantize_row, GgmlType};
+use nexus_kernels::{dequantize_row, quantize_row, GgmlType};
 use nexus_runtime::gguf::{GgufFile, GgufWriter, StreamedTensor, Value};
 use nexus_runtime::model::{Arch, ModelConfig};
 use safetensors::{Dtype, SafeTensors};
@@ -181,6 +186,12 @@ pub fn convert_peft(
         let n: u64 = spec.dims.iter().product();
         let mut out = vec![0u8; spec.ty.row_size(n).unwrap_or(0) as usize];
         quantize_row(spec.ty, &values, &mut out).map_err(|e| tensor_err(e.to_string()))?;
+        // A finite f32 can overflow F16 (or a Q8_0 block's F16 scale): refuse rather than write
+        // an adapter the runtime rejects.
+        dequantize_row(spec.ty, &out, &mut values).map_err(|e| tensor_err(e.to_string()))?;
+        if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+            return Err(tensor_err(format!("element {k} is too large for {}", spec.ty)));
+        }
         progress(i + 1, total);
         Ok::<_, PeftError>(out)
     })?;
