@@ -17,7 +17,7 @@ set -u
 cd "$(dirname "$0")/../fuzz"
 SECONDS_EACH=${1:-60}
 shift || true
-ALL_TARGETS=(gguf_reader tokenizer_vocab tokenizer_text detokenize chat_template safetensors_header onnx_voice voice_gguf lora_adapter)
+ALL_TARGETS=(gguf_reader tokenizer_vocab tokenizer_text detokenize chat_template safetensors_header onnx_voice voice_gguf lora_adapter peft_adapter)
 TARGETS=("${@:-${ALL_TARGETS[@]}}")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL_TARGETS[@]}")
 
@@ -44,6 +44,7 @@ options() {
         safetensors_header) echo "-max_len=16384" ;;
         onnx_voice) echo "-max_len=65536 -dict=dicts/onnx.dict" ;;
         voice_gguf | lora_adapter) echo "-max_len=32768 -dict=dicts/gguf.dict" ;;
+        peft_adapter) echo "-max_len=32768 -dict=dicts/peft.dict" ;;
     esac
 }
 

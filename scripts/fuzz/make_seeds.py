@@ -20,11 +20,14 @@ comment at the top of fuzz/fuzz_targets/<target>.rs):
   lora_adapter       a LoRA adapter in llama.cpp's layout (written by gguf-py, as llama.cpp's
                      convert_lora_to_gguf.py writes them) for the golden llama-spm-gqa base:
                      F32 pairs on q, v, ffn_down and the output head, an F16 pair on k
+  peft_adapter       PEFT adapter folders for the same base, as `convert-lora` reads them
+                     (adapter_config.json, PEFT's model card, adapter_model.safetensors): rank 2
+                     on q, k, ffn_down and lm_head, F32; and BF16 with rsLoRA
 
 Needs the `gguf` and `onnx` Python packages, models/ fetched by models/fetch.sh, and the voice
 converted (nexus-cli convert-voice models/en_US-joe-medium.onnx -o models/en_US-joe-medium.gguf).
 Run from the repository root: python3 scripts/fuzz/make_seeds.py [FUNCTION...] (e.g.
-`lora_seeds` alone, which needs only gguf and numpy).
+`lora_seeds` or `peft_seeds` alone, which need only gguf and numpy).
 """
 import hashlib, json, os, struct, sys
 from pathlib import Path
@@ -238,9 +241,37 @@ def lora_seeds():
     w.close()
 
 
+def peft_seeds():
+    """PEFT folders for tests/fixtures/golden/llama-spm-gqa.f32.gguf, in the layout of
+    fuzz/fuzz_targets/peft_adapter.rs: config, NUL, model card, NUL, safetensors."""
+    rng = np.random.default_rng(11)
+    card = ("---\nbase_model: meta-llama/Llama-2-7b-hf\nlibrary_name: peft\npipeline_tag: text-generation\n"
+            "tags:\n- base_model:adapter:meta-llama/Llama-2-7b-hf\n- lora\n- transformers\n---\n\n# Model Card\n")
+    rank = 2
+    # (PEFT module, n_in, n_out)
+    modules = [("model.layers.0.self_attn.q_proj", 64, 64), ("model.layers.1.self_attn.k_proj", 64, 32),
+               ("model.layers.0.mlp.down_proj", 128, 64), ("lm_head", 64, 512)]
+    for name, dtype, rslora in [("rank2-f32", "F32", False), ("rank2-bf16-rslora", "BF16", True)]:
+        header, data = {"__metadata__": {"format": "pt"}}, b""
+        for module, n_in, n_out in modules:
+            for half, shape in [("lora_A", [rank, n_in]), ("lora_B", [n_out, rank])]:
+                a = (rng.standard_normal(shape) * 0.1).astype(np.float32)
+                blob = a.tobytes() if dtype == "F32" else (a.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+                header[f"base_model.model.{module}.{half}.weight"] = {"dtype": dtype, "shape": shape,
+                                                                     "data_offsets": [len(data), len(data) + len(blob)]}
+                data += blob
+        h = json.dumps(header, separators=(",", ":")).encode()
+        h += b" " * (-len(h) % 8)
+        cfg = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 4, "use_rslora": rslora,
+               "target_modules": ["q_proj", "k_proj", "down_proj", "lm_head"], "bias": "none", "use_dora": False,
+               "rank_pattern": {}, "alpha_pattern": {}, "modules_to_save": None, "fan_in_fan_out": False}
+        put("peft_adapter", name, json.dumps(cfg).encode() + b"\0" + card.encode() + b"\0"
+            + struct.pack("<Q", len(h)) + h + data)
+
+
 if __name__ == "__main__":
     os.chdir(ROOT)
-    chosen = sys.argv[1:] or ["gguf_seeds", "tokenizer_seeds", "chat_seeds", "safetensors_seed", "voice_seeds", "lora_seeds"]
+    chosen = sys.argv[1:] or ["gguf_seeds", "tokenizer_seeds", "chat_seeds", "safetensors_seed", "voice_seeds", "lora_seeds", "peft_seeds"]
     for name in chosen:
         globals()[name]()
     for d in sorted(CORPUS.iterdir()):

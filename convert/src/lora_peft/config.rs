@@ -170,7 +170,11 @@ impl PeftConfig {
             ),
             _ => None,
         };
-        Ok(PeftConfig { path: path.into(), r, lora_alpha, use_rslora, has_rank_pattern, target_modules })
+        let config = PeftConfig { path: path.into(), r, lora_alpha, use_rslora, has_rank_pattern, target_modules };
+        if !config.gguf_alpha().is_finite() {
+            return Err(bad("lora_alpha", format!("{lora_alpha} does not fit the file's 32-bit float")));
+        }
+        Ok(config)
     }
 
     /// `adapter.lora.alpha` for the GGUF: `lora_alpha`, or `lora_alpha·√r` for rsLoRA so that
@@ -258,5 +262,8 @@ mod tests {
         v["lora_alpha"] = json!("sixteen");
         assert!(load(v).unwrap_err().to_string().contains("lora_alpha"));
         assert!(load(json!([1, 2])).unwrap_err().to_string().contains("not a JSON object"));
+        let mut v = base();
+        v["lora_alpha"] = json!(1e300);
+        assert!(load(v).unwrap_err().to_string().contains("32-bit"));
     }
 }
