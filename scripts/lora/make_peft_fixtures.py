@@ -293,6 +293,14 @@ and lora_B re-drawn from N(0, 0.16²) (seed 3002), saved by `save_pretrained`.
 | `manifest.json` | versions, sha256 of every output, the truncation report, the self-check |
 | `README.md` | this file |
 
+## What the tests check
+
+`tests/tests/lora_peft_fixtures.rs`: `nexus-cli convert-lora peft_adapter --base base.f32.gguf
+--outtype T` is byte-identical to `adapter.T.gguf` for all four types; the runtime on
+`base.f32.gguf` reproduces `base_f32` and, with our converted adapter attached, `peft_f32`
+within 1e-4 of the largest |logit| for f32 (the golden tests' bound for our f32 forward against
+transformers; 2e-3 for the f16 adapter, 2e-2 for bf16 and q8_0).
+
 ## Numbers from this run
 
 - PEFT float32 vs float64 logits: max |diff| = {doc['f32_vs_f64_max_abs_diff']:.3g}
