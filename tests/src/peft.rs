@@ -30,6 +30,14 @@ pub fn peft_module(gguf: &str) -> String {
     format!("base_model.model.model.layers.{}.{kind}", parts[1])
 }
 
+/// Logits with a converted adapter against a float reference, max |diff| relative to the
+/// largest |logit|, per `--outtype`: f32 is the golden tests' bound for our f32 forward against
+/// transformers; the others add the rounding of A and B (F16: 2⁻¹¹, BF16: 2⁻⁸, Q8_0: a block's
+/// max/254 for A and F16 for B at ranks below 32). Measured on the tiny model with an adapter
+/// as large as its weights (`lora_peft.rs`): 8.5e-7, 2.7e-3, 1.1e-2, 2.2e-2; the bounds leave
+/// about 4× (the fixture's adapter is half its base's size, so its rounding errors are smaller).
+pub const OUTTYPE_TOLERANCES: [(&str, f64); 4] = [("f32", 1e-4), ("f16", 1e-2), ("bf16", 4e-2), ("q8_0", 8e-2)];
+
 /// Stored dtype of the safetensors weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeftDtype {

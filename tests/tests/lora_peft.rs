@@ -105,6 +105,34 @@ fn converted_adapter_matches_the_f64_reference_with_permuted_q_k() {
     }
 }
 
+/// Rounded adapters (`--outtype f16|bf16|q8_0`) stay within `OUTTYPE_TOLERANCES` of the f64
+/// reference; the fixture test holds PEFT's logits to the same bounds.
+#[test]
+fn rounded_outtypes_stay_within_their_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = TinyModel::default();
+    let base_path = base(dir.path(), &m);
+    let spec = PeftSpec::for_model(&m, &TARGETS, 4, 8.0, 31);
+    let peft = dir.path().join("peft");
+    let weights = spec.write(&peft);
+    let reference = forward_f64_with_deltas(&GgufFile::open(&base_path).unwrap(), &TOKENS, &weights.deltas(&spec, Some((m.n_head, m.n_head_kv))));
+    for (name, tol) in nexus_tests::peft::OUTTYPE_TOLERANCES {
+        let outtype = match name {
+            "f32" => OutType::F32,
+            "f16" => OutType::F16,
+            "bf16" => OutType::Bf16,
+            _ => OutType::Q8_0,
+        };
+        let out = dir.path().join(format!("{name}.gguf"));
+        convert(&peft, &base_path, &out, outtype).unwrap();
+        let mut model = Model::load(&base_path).unwrap();
+        model.apply_lora(&[(&LoraAdapter::load(&out).unwrap(), 1.0)]).unwrap();
+        let rel = rel_diff(&logits(&model), &reference);
+        eprintln!("--outtype {name}: max |logit − f64 reference| {rel:.2e} of the largest logit (bound {tol:.0e})");
+        assert!(rel < tol, "{name}: {rel}");
+    }
+}
+
 #[test]
 fn keys_tensor_order_and_types_are_llama_cpps() {
     let dir = tempfile::tempdir().unwrap();

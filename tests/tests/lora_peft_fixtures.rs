@@ -12,12 +12,12 @@ use nexus_convert::lora_peft::convert_peft;
 use nexus_runtime::adapter::LoraAdapter;
 use nexus_runtime::gguf::GgufFile;
 use nexus_runtime::model::{Logits, Model};
+use nexus_tests::peft::OUTTYPE_TOLERANCES;
 use nexus_tests::root;
 
-/// Our f32 forward with the f32 adapter against PEFT's float32 logits: max |diff| relative to
-/// the largest |logit|, the tolerance the golden tests allow our f32 forward against
-/// transformers. Rounded adapters (the file types below) add their own rounding on top.
-const TOLERANCES: [(&str, f64); 4] = [("f32", 1e-4), ("f16", 2e-3), ("bf16", 2e-2), ("q8_0", 2e-2)];
+/// Our f32 forward with each converted adapter against PEFT's float32 logits (see
+/// `OUTTYPE_TOLERANCES`).
+const TOLERANCES: [(&str, f64); 4] = OUTTYPE_TOLERANCES;
 
 fn fixtures() -> Option<PathBuf> {
     let dir = root().join("tests/fixtures/lora_peft");
