@@ -176,11 +176,11 @@ pub fn convert_peft(
         let tensor_err = |problem: String| PeftError::Tensor { path: st_path.clone(), name: half.name.clone(), problem };
         let bytes = map.get(half.range.clone()).ok_or_else(|| tensor_err("its data lies past the end of the file".into()))?;
         let mut values = decode(bytes, half.dtype);
-        if let (Some(heads), 1) = (p.permute_heads, i % 2) {
-            values = permute_rows(&values, heads, half.shape[1]);
-        }
         if let Some(k) = values.iter().position(|v| !v.is_finite()) {
             return Err(tensor_err(format!("element {k} is not finite")));
+        }
+        if let (Some(heads), 1) = (p.permute_heads, i % 2) {
+            values = permute_rows(&values, heads, half.shape[1]);
         }
         let spec = &specs[i];
         let n: u64 = spec.dims.iter().product();
