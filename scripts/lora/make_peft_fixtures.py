@@ -164,7 +164,10 @@ def main() -> None:
 
     # 1. the base
     model = make_golden.build_model("base", BASE_SPEC, torch, transformers)
-    model.save_pretrained(work / "base", safe_serialization=True)
+    try:
+        model.save_pretrained(work / "base", safe_serialization=True)
+    except TypeError:  # transformers versions without the argument always write safetensors
+        model.save_pretrained(work / "base")
     tok = transformers.AutoTokenizer.from_pretrained(str(llama / "models"), gguf_file=BASE_SPEC["vocab_file"])
     tok.save_pretrained(work / "base")
     del model
