@@ -4,7 +4,9 @@
 #![cfg(feature = "cuda")]
 
 use half::f16;
-use nexus_kernels::cuda::{AttnDecode, DeviceWeight, Gpu, MatvecJob, MatvecMode, RopeStore, ARGMAX_SCRATCH};
+use nexus_kernels::cuda::{
+    AttnDecode, DeviceWeight, Gpu, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore, ARGMAX_SCRATCH,
+};
 use nexus_kernels::{dequantize_row, quantize_row, GgmlType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -195,6 +197,95 @@ fn fused_matvec_modes() {
         let want_s: Vec<f64> = yg.iter().zip(&yu).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
         let e = rel_err(&gpu.read(&sb, 70).unwrap(), &want_s);
         assert!(e < 5e-5, "{ty} swiglu: {e:.2e}");
+    }
+}
+
+/// Q/K/V products with RoPE and the cache store fused give what the separate launches give
+/// (products stored, then `rope_store`), as one launch and as a launch split by weight type,
+/// with a bias, partial rotation and a frequency scale.
+#[test]
+fn fused_qkv_rope_matches_separate_launches() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (ty, ty_v, cols, n_head, n_kv, hd, rope_dim, pos) in [
+        (GgmlType::Q8_0, GgmlType::Q8_0, 576usize, 9usize, 3usize, 64usize, 64usize, 0usize),
+        (GgmlType::Q4_K, GgmlType::Q6_K, 512, 4, 2, 64, 32, 37),
+        (GgmlType::F16, GgmlType::F16, 96, 3, 1, 32, 32, 1000),
+    ] {
+        let (qd, kvd, n_pos) = (n_head * hd, n_kv * hd, pos + 1);
+        let mk = |rng: &mut ChaCha8Rng, ty: GgmlType, rows: usize| {
+            let data = quantize(ty, &random(rng, rows * cols, 1.0), rows, cols);
+            DeviceWeight::upload(&gpu, ty, rows, cols, &data).unwrap()
+        };
+        let wq = mk(&mut rng, ty, qd);
+        let wk = mk(&mut rng, ty, kvd).with_bias(&gpu, &random(&mut rng, kvd, 1.0)).unwrap();
+        let wv = mk(&mut rng, ty_v, kvd);
+        let xb = gpu.upload(&random(&mut rng, cols, 1.0)).unwrap();
+        let norm = gpu.upload(&random(&mut rng, cols, 1.0)).unwrap();
+        let inv_freq: Vec<f64> = (0..rope_dim / 2).map(|i| 10000f64.powf(-2.0 * i as f64 / rope_dim as f64)).collect();
+        let freq = gpu.upload(&inv_freq).unwrap();
+        let mut state = gpu.alloc::<i32>(2).unwrap();
+        gpu.write(&mut state, &[0, pos as i32]).unwrap();
+        let bufs = || {
+            let q = gpu.upload(&vec![f32::NAN; qd]).unwrap();
+            let kc = gpu.upload(&vec![f16::NAN; n_pos * kvd]).unwrap();
+            let vc = gpu.upload(&vec![f16::NAN; n_pos * kvd]).unwrap();
+            (q, kc, vc)
+        };
+        let job = |mats, mode| MatvecJob { mats, x: xb.ptr(), norm: Some(norm.ptr()), eps: 1e-5, mode };
+        let (q1, kc1, vc1) = bufs();
+        let (kb, vb) = (gpu.alloc::<f32>(kvd).unwrap(), gpu.alloc::<f32>(kvd).unwrap());
+        gpu.matvec(&job(vec![(&wq, q1.ptr()), (&wk, kb.ptr())], MatvecMode::Store)).unwrap();
+        gpu.matvec(&job(vec![(&wv, vb.ptr())], MatvecMode::Store)).unwrap();
+        gpu.rope_store(&RopeStore {
+            q: q1.ptr(),
+            k: kb.ptr(),
+            v: vb.ptr(),
+            k_cache: kc1.ptr(),
+            v_cache: vc1.ptr(),
+            inv_freq: freq.ptr(),
+            state: state.ptr(),
+            freq_scale: 0.5,
+            n_head,
+            n_kv,
+            hd,
+            rope_dim,
+            neox: false,
+            n_tok: 1,
+        })
+        .unwrap();
+        let (q2, kc2, vc2) = bufs();
+        let rope = QkvRope {
+            roles: [QkvRole::Q, QkvRole::K, QkvRole::V],
+            k_cache: kc2.ptr(),
+            v_cache: vc2.ptr(),
+            inv_freq: freq.ptr(),
+            state: state.ptr(),
+            freq_scale: 0.5,
+            hd,
+            rope_dim,
+            kv_dim: kvd,
+        };
+        if ty == ty_v {
+            gpu.matvec(&job(vec![(&wq, q2.ptr()), (&wk, 0), (&wv, 0)], MatvecMode::QkvRope(rope))).unwrap();
+        } else {
+            gpu.matvec(&job(vec![(&wq, q2.ptr()), (&wk, 0)], MatvecMode::QkvRope(rope.roles_of(0..2)))).unwrap();
+            gpu.matvec(&job(vec![(&wv, 0)], MatvecMode::QkvRope(rope.roles_of(2..3)))).unwrap();
+        }
+        gpu.sync().unwrap();
+        let want_q: Vec<f64> = gpu.read(&q1, qd).unwrap().iter().map(|&v| v as f64).collect();
+        let e = rel_err(&gpu.read(&q2, qd).unwrap(), &want_q);
+        assert!(e < 1e-6, "{ty}/{ty_v} fused q: {e:.2e}");
+        for (got, want, what) in [(&kc2, &kc1, "k"), (&vc2, &vc1, "v")] {
+            // Only position `pos` is written; every other slot must still hold NaN.
+            let (g, w) = (gpu.read(got, n_pos * kvd).unwrap(), gpu.read(want, n_pos * kvd).unwrap());
+            assert!(g[..pos * kvd].iter().all(|v| v.is_nan()), "{ty} fused {what} wrote outside its position");
+            let gf: Vec<f32> = g[pos * kvd..].iter().map(|v| v.to_f32()).collect();
+            let wf: Vec<f64> = w[pos * kvd..].iter().map(|v| v.to_f64()).collect();
+            let e = rel_err(&gf, &wf);
+            assert!(e < 1e-3, "{ty}/{ty_v} fused {what} cache: {e:.2e}");
+        }
+        eprintln!("fused qkv+rope {ty}/{ty_v} heads={n_head}/{n_kv} hd={hd} rope_dim={rope_dim} pos={pos}: q err {e:.1e}");
     }
 }
 

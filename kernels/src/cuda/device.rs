@@ -5,7 +5,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use cudarc::driver::sys::{
-    CUdevice_attribute, CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode,
+    self, CUdevice_attribute, CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode,
 };
 use cudarc::driver::{
     result, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
@@ -36,6 +36,16 @@ pub struct Gpu {
     pub sm_count: usize,
     /// Synchronize after every launch so a failing kernel is named (NEXUS_CUDA_SYNC=1).
     sync_each: bool,
+    /// Launch with programmatic dependent launch (Hopper and later; NEXUS_CUDA_PDL=0 turns it
+    /// off): a kernel may start while the one before it finishes, runs its weight prefetch,
+    /// and waits (`griddep_wait` in common.cuh) before it touches anything the earlier one
+    /// wrote. Every kernel of ours waits before its first such access, so the attribute is
+    /// safe on all of them.
+    pdl: bool,
+    /// Warps per mat-vec block; 0 picks by the matrix (NEXUS_CUDA_MV_WARPS, for measuring).
+    pub(crate) mv_warps: usize,
+    /// Resident blocks per SM by (kernel, threads, dynamic shared memory).
+    occupancy: std::sync::Mutex<HashMap<(&'static str, u32, usize), usize>>,
     /// cuBLAS, created on first use: decode never needs it.
     blas: std::sync::OnceLock<CudaBlas>,
 }
@@ -117,7 +127,9 @@ impl Gpu {
             funcs.insert(k, f);
         }
         let sync_each = std::env::var_os("NEXUS_CUDA_SYNC").is_some_and(|v| v != "0");
-        Ok(Gpu { ctx, stream, _module: module, funcs, name, arch, sm_count, sync_each, blas: std::sync::OnceLock::new() })
+        let pdl = major >= 9 && std::env::var_os("NEXUS_CUDA_PDL").is_none_or(|v| v != "0");
+        let mv_warps = std::env::var("NEXUS_CUDA_MV_WARPS").ok().and_then(|v| v.parse().ok()).filter(|&w| w <= 8).unwrap_or(0);
+        Ok(Gpu { ctx, stream, _module: module, funcs, name, arch, sm_count, sync_each, pdl, mv_warps, occupancy: Default::default(), blas: std::sync::OnceLock::new() })
     }
 
     /// (free, total) device memory in bytes.
@@ -221,11 +233,48 @@ impl Gpu {
     ) -> Result<(), CudaError> {
         let f = self.funcs.get(kernel).ok_or_else(|| CudaError::Kernel { kernel: kernel.into(), detail: "not compiled".into() })?;
         let fail = |e: cudarc::driver::DriverError| CudaError::Kernel { kernel: kernel.into(), detail: format!("{e:?}") };
-        result::launch_kernel(f.cu_function(), grid, (block, 1, 1), smem, self.stream.cu_stream(), params).map_err(fail)?;
+        if self.pdl {
+            // SAFETY: the config and its one attribute outlive the call; params as for launch_kernel.
+            let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
+            attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attr.value.programmaticStreamSerializationAllowed = 1;
+            let cfg = sys::CUlaunchConfig {
+                gridDimX: grid.0,
+                gridDimY: grid.1,
+                gridDimZ: grid.2,
+                blockDimX: block,
+                blockDimY: 1,
+                blockDimZ: 1,
+                sharedMemBytes: smem,
+                hStream: self.stream.cu_stream(),
+                attrs: &mut attr,
+                numAttrs: 1,
+            };
+            sys::cuLaunchKernelEx(&cfg, f.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()).result().map_err(fail)?;
+        } else {
+            result::launch_kernel(f.cu_function(), grid, (block, 1, 1), smem, self.stream.cu_stream(), params).map_err(fail)?;
+        }
         if self.sync_each {
             self.stream.synchronize().map_err(fail)?;
         }
         Ok(())
+    }
+
+    /// How many blocks of `kernel` with `block` threads and `smem` bytes of dynamic shared
+    /// memory one SM runs at once (its registers decide as much as its size): a grid of
+    /// `sm_count` times this is one wave.
+    pub(crate) fn blocks_per_sm(&self, kernel: &'static str, block: u32, smem: usize) -> Result<usize, CudaError> {
+        let mut cache = self.occupancy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&n) = cache.get(&(kernel, block, smem)) {
+            return Ok(n);
+        }
+        let f = self.funcs.get(kernel).ok_or_else(|| CudaError::Kernel { kernel: kernel.into(), detail: "not compiled".into() })?;
+        let n = f
+            .occupancy_max_active_blocks_per_multiprocessor(block, smem, None)
+            .map_err(driver_err(format!("cuOccupancyMaxActiveBlocksPerMultiprocessor({kernel})")))?
+            .max(1) as usize;
+        cache.insert((kernel, block, smem), n);
+        Ok(n)
     }
 
     /// Records the launches `f` makes into a graph instead of running them.

@@ -28,9 +28,17 @@ struct MatvecArgs {
     mode: i32,
     total_rows: i32,
     pad: i32,
+    kc: u64,
+    vc: u64,
+    inv_freq: u64,
+    state: u64,
+    freq_scale: f32,
+    hd: i32,
+    rope_dim: i32,
+    kv_dim: i32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum MatvecMode {
     /// y = W·x (+ bias)
     Store,
@@ -38,6 +46,45 @@ pub enum MatvecMode {
     Add,
     /// y = silu(W0·x) ⊙ (W1·x): SwiGLU's gate and up projections in one pass.
     SwiGlu,
+    /// Q, K and V products with RoPE and the KV-cache store fused (what `rope_store` does for
+    /// one token), for the normal RoPE style, whose rotary pairs are adjacent rows.
+    QkvRope(QkvRope),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QkvRole {
+    /// Rotated, stored as f32 in the matrix's output vector.
+    Q,
+    /// Rotated, stored as f16 at position `state[1]` of `k_cache`.
+    K,
+    /// Stored as f16 at position `state[1]` of `v_cache`.
+    V,
+}
+
+/// Where a fused Q/K/V launch puts its results; see [`MatvecMode::QkvRope`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QkvRope {
+    /// The role of each matrix of the job, in order.
+    pub roles: [QkvRole; 3],
+    pub k_cache: u64,
+    pub v_cache: u64,
+    /// f64 `[rope_dim / 2]`: angle per position of each rotated pair.
+    pub inv_freq: u64,
+    pub state: u64,
+    pub freq_scale: f32,
+    pub hd: usize,
+    pub rope_dim: usize,
+    /// Width of one position of the caches (KV heads × head size).
+    pub kv_dim: usize,
+}
+
+impl QkvRope {
+    /// The same with the roles of matrices `range` of a job that is split into launches.
+    pub fn roles_of(&self, range: std::ops::Range<usize>) -> QkvRope {
+        let mut roles = [QkvRole::Q; 3];
+        roles[..range.len()].copy_from_slice(&self.roles[range]);
+        QkvRope { roles, ..*self }
+    }
 }
 
 /// Up to three matrices with the same type and width that read the same x (Q/K/V, gate/up).
@@ -95,10 +142,26 @@ impl Gpu {
         if smem > MATVEC_SMEM_MAX as usize {
             return Err(CudaError::Unsupported(format!("mat-vec over {cols} columns of {ty} exceeds shared memory")));
         }
+        let rope = match job.mode {
+            MatvecMode::QkvRope(r) => Some(r),
+            _ => None,
+        };
+        if let Some(r) = &rope {
+            let bad_rows = job.mats.iter().zip(r.roles).any(|((w, _), role)| {
+                w.rows % 2 != 0 || (role != QkvRole::Q && w.rows != r.kv_dim) || w.rows % r.hd != 0
+            });
+            if r.hd % 2 != 0 || r.rope_dim > r.hd || bad_rows {
+                return Err(CudaError::Unsupported(format!(
+                    "fused RoPE needs even head sizes ({}), rope_dim ≤ head size ({}) and whole heads per matrix",
+                    r.hd, r.rope_dim
+                )));
+            }
+        }
         let mut m = [Mat::default(); 3];
-        for (slot, (w, y)) in m.iter_mut().zip(&job.mats) {
+        for (i, (slot, (w, y))) in m.iter_mut().zip(&job.mats).enumerate() {
             let (q, a, b) = w.ptrs();
-            *slot = Mat { q, a, b, bias: w.bias.as_ref().map_or(0, |b| b.ptr()), y: *y, rows: w.rows as i32, pad: 0 };
+            let role = rope.map_or(0, |r| r.roles[i] as i32);
+            *slot = Mat { q, a, b, bias: w.bias.as_ref().map_or(0, |b| b.ptr()), y: *y, rows: w.rows as i32, pad: role };
         }
         let total_rows = match job.mode {
             MatvecMode::SwiGlu => first.rows,
@@ -115,15 +178,32 @@ impl Gpu {
                 MatvecMode::Store => 0,
                 MatvecMode::Add => 1,
                 MatvecMode::SwiGlu => 2,
+                MatvecMode::QkvRope(_) => 3,
             },
             total_rows: total_rows as i32,
             pad: 0,
+            kc: rope.map_or(0, |r| r.k_cache),
+            vc: rope.map_or(0, |r| r.v_cache),
+            inv_freq: rope.map_or(0, |r| r.inv_freq),
+            state: rope.map_or(0, |r| r.state),
+            freq_scale: rope.map_or(0.0, |r| r.freq_scale),
+            hd: rope.map_or(0, |r| r.hd as i32),
+            rope_dim: rope.map_or(0, |r| r.rope_dim as i32),
+            kv_dim: rope.map_or(0, |r| r.kv_dim as i32),
         };
         // Each warp takes two rows at a time (one in SwiGLU mode, which reads two matrices).
-        const WARPS: usize = 8;
-        let per_block = if job.mode == MatvecMode::SwiGlu { WARPS } else { 2 * WARPS };
-        let blocks = total_rows.div_ceil(per_block).min(self.sm_count * 4).max(1);
-        unsafe { self.launch(kernel_name(ty)?, (blocks as u32, 1, 1), (WARPS * 32) as u32, smem as u32, &args) }
+        // Eight warps a block, fewer when that would leave SMs idle: a small matrix spread
+        // over more SMs has more loads in flight, and each block's prologue (x normalized and
+        // quantized) runs in parallel anyway.
+        let rows_per_warp = if job.mode == MatvecMode::SwiGlu { 1 } else { 2 };
+        let warps = match self.mv_warps {
+            0 => [8, 4, 2].into_iter().find(|&w| total_rows.div_ceil(w * rows_per_warp) >= self.sm_count).unwrap_or(2),
+            w => w,
+        };
+        let kernel = kernel_name(ty)?;
+        let wave = self.sm_count * self.blocks_per_sm(kernel, (warps * 32) as u32, smem)?;
+        let blocks = total_rows.div_ceil(warps * rows_per_warp).min(wave).max(1);
+        unsafe { self.launch(kernel, (blocks as u32, 1, 1), (warps * 32) as u32, smem as u32, &args) }
     }
 
     /// x = row `state[0]` of `w` (the token embedding), as f32.

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 
 use half::f16;
-use nexus_kernels::cuda::{ARGMAX_SCRATCH, AttnDecode, CudaError, DeviceWeight, Gpu, GpuBuffer, Graph, MatvecJob, MatvecMode, RopeStore};
+use nexus_kernels::cuda::{
+    ARGMAX_SCRATCH, AttnDecode, CudaError, DeviceWeight, Gpu, GpuBuffer, Graph, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore,
+};
 
 use super::{Linear, Logits, Model, ModelConfig, ModelError, RopeStyle};
 
@@ -65,6 +67,9 @@ pub struct CudaModel {
     prefill: Option<prefill::PrefillScratch>,
     /// Whether prompts of two or more tokens take the batched path (see `set_batched_prompts`).
     batched_prompts: bool,
+    /// RoPE and the KV store fused into the Q/K/V launch where the RoPE style allows
+    /// (NEXUS_CUDA_FUSED_ROPE=0 keeps the separate `rope_store` launch, to compare).
+    fused_rope: bool,
 }
 
 fn gpu_err(e: CudaError) -> ModelError {
@@ -160,6 +165,7 @@ impl CudaModel {
             weight_bytes: model.weight_bytes_per_token(),
             prefill: None,
             batched_prompts: std::env::var_os("NEXUS_CUDA_PREFILL").is_none_or(|v| v != "0"),
+            fused_rope: std::env::var_os("NEXUS_CUDA_FUSED_ROPE").is_none_or(|v| v != "0"),
             config: c,
             gpu,
         })
@@ -277,30 +283,42 @@ impl CudaModel {
         let layer_cache = self.n_ctx * c.kv_dim();
         g.embed(&self.embd, s.state.ptr(), s.x.ptr())?;
         for (l, layer) in self.layers.iter().enumerate() {
-            // Attention block: RMSNorm fused into the Q/K/V products.
-            self.projections(
-                &[(&layer.wq, s.q.ptr()), (&layer.wk, s.k.ptr()), (&layer.wv, s.v.ptr())],
-                s.x.ptr(),
-                Some(layer.attn_norm.ptr()),
-                MatvecMode::Store,
-            )?;
+            // Attention block: RMSNorm fused into the Q/K/V products; with the normal RoPE
+            // style (adjacent rotary pairs) the rotation and the KV-cache store are too.
             let (kc, vc) = (self.k_cache.ptr_at(l * layer_cache), self.v_cache.ptr_at(l * layer_cache));
-            g.rope_store(&RopeStore {
-                q: s.q.ptr(),
-                k: s.k.ptr(),
-                v: s.v.ptr(),
-                k_cache: kc,
-                v_cache: vc,
-                inv_freq: self.inv_freq.ptr(),
-                state: s.state.ptr(),
-                freq_scale: self.freq_scale,
-                n_head: c.n_head,
-                n_kv: c.n_head_kv,
-                hd: c.head_dim,
-                rope_dim: c.rope_dim,
-                neox: c.rope_style == RopeStyle::Neox,
-                n_tok: 1,
-            })?;
+            let qkv = [(&layer.wq, s.q.ptr()), (&layer.wk, s.k.ptr()), (&layer.wv, s.v.ptr())];
+            if c.rope_style == RopeStyle::Normal && self.fused_rope {
+                let rope = QkvRope {
+                    roles: [QkvRole::Q, QkvRole::K, QkvRole::V],
+                    k_cache: kc,
+                    v_cache: vc,
+                    inv_freq: self.inv_freq.ptr(),
+                    state: s.state.ptr(),
+                    freq_scale: self.freq_scale,
+                    hd: c.head_dim,
+                    rope_dim: c.rope_dim,
+                    kv_dim: c.kv_dim(),
+                };
+                self.projections(&qkv, s.x.ptr(), Some(layer.attn_norm.ptr()), MatvecMode::QkvRope(rope))?;
+            } else {
+                self.projections(&qkv, s.x.ptr(), Some(layer.attn_norm.ptr()), MatvecMode::Store)?;
+                g.rope_store(&RopeStore {
+                    q: s.q.ptr(),
+                    k: s.k.ptr(),
+                    v: s.v.ptr(),
+                    k_cache: kc,
+                    v_cache: vc,
+                    inv_freq: self.inv_freq.ptr(),
+                    state: s.state.ptr(),
+                    freq_scale: self.freq_scale,
+                    n_head: c.n_head,
+                    n_kv: c.n_head_kv,
+                    hd: c.head_dim,
+                    rope_dim: c.rope_dim,
+                    neox: c.rope_style == RopeStyle::Neox,
+                    n_tok: 1,
+                })?;
+            }
             g.attn_decode(
                 &AttnDecode {
                     q: s.q.ptr(),
@@ -352,6 +370,10 @@ impl CudaModel {
             while j < mats.len() && mats[j].0.ty == mats[i].0.ty && mats[j].0.cols == mats[i].0.cols {
                 j += 1;
             }
+            let mode = match mode {
+                MatvecMode::QkvRope(r) => MatvecMode::QkvRope(r.roles_of(i..j)),
+                m => m,
+            };
             self.gpu.matvec(&MatvecJob { mats: mats[i..j].to_vec(), x, norm, eps: self.config.rms_eps, mode })?;
             i = j;
         }

@@ -22,6 +22,25 @@ typedef unsigned long long u64;
 #define T_Q6_K 14
 #define T_BF16 30
 
+// Programmatic dependent launch (Hopper; kernels/src/cuda/device.rs launches with it): a kernel
+// may start while the kernel before it still runs. Before `griddep_wait` a kernel may read only
+// what no kernel writes (weights); after it, everything the earlier kernels wrote is visible.
+// `griddep_launch` lets the next kernel start its own part before the wait.
+__device__ __forceinline__ void griddep_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void griddep_launch() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// The first statement of every kernel that prefetches nothing.
+#define DEPENDENT_KERNEL() \
+    griddep_wait();        \
+    griddep_launch()
+
 #define WARP 32
 #define INFINITY __int_as_float(0x7f800000)
 

@@ -10,10 +10,19 @@ struct MatvecArgs {
     u64 x, norm;
     float eps;
     int cols, n_mats, mode, total_rows, pad;
+    // MODE_QKV_ROPE: Mat::pad is the matrix's role (ROLE_Q/K/V); k and v go to the f16 caches
+    // at position state[1], q is rotated in place in its output.
+    u64 kc, vc, inv_freq, state;
+    float freq_scale;
+    int hd, rope_dim, kv_dim;
 };
 #define MODE_STORE 0
 #define MODE_ADD 1
 #define MODE_SWIGLU 2
+#define MODE_QKV_ROPE 3
+#define ROLE_Q 0
+#define ROLE_K 1
+#define ROLE_V 2
 
 __device__ __forceinline__ int dp8(const uint4 a, const uint4 b, const int* x) {
     int s = __dp4a((int)a.x, x[0], 0);
@@ -228,6 +237,32 @@ __device__ __forceinline__ void store_row(const MatvecArgs& A, const Mat& w, int
     else y[r] = acc;
 }
 
+// Rows r and r+1 of a Q, K or V projection (a rotary pair: normal RoPE rotates adjacent
+// dimensions), rotated like rope_store and stored where attention reads them.
+__device__ void store_qkv_pair(const MatvecArgs& A, const Mat& w, int r, float y0, float y1) {
+    if (w.bias) {
+        y0 += ((const float*)w.bias)[r];
+        y1 += ((const float*)w.bias)[r + 1];
+    }
+    const int role = w.pad, pos = ((const int*)A.state)[1], j = (r % A.hd) / 2;
+    if (role != ROLE_V && 2 * j < A.rope_dim) {
+        double th = (double)pos * (double)A.freq_scale * ((const double*)A.inv_freq)[j];
+        double sn, cs;
+        sincos(th, &sn, &cs);
+        float c = (float)cs, s = (float)sn;
+        float a = y0 * c - y1 * s, b = y0 * s + y1 * c;
+        y0 = a;
+        y1 = b;
+    }
+    if (role == ROLE_Q) {
+        ((float*)w.y)[r] = y0;
+        ((float*)w.y)[r + 1] = y1;
+    } else {
+        __half* cache = (__half*)(role == ROLE_K ? A.kc : A.vc);
+        *(__half2*)(cache + (u64)pos * A.kv_dim + r) = __floats2half2_rn(y0, y1);
+    }
+}
+
 // Bytes of one row in the quants section.
 template <int TY>
 __device__ __forceinline__ u64 q_row_bytes(int cols) {
@@ -247,6 +282,30 @@ __device__ __forceinline__ void prefetch_row(const Mat& w, int r, int cols, int 
     const u8* base = (const u8*)w.q + (u64)r * rb;
     for (u64 off = (u64)lane * 128; off < rb; off += WARP * 128)
         asm volatile("prefetch.global.L2 [%0];" ::"l"(base + off));
+}
+
+// x block `v` (32 values, largest magnitude `amax`, to be multiplied by `scale`) as 8-bit
+// values with their scale d and d·Σq, the way the CPU path quantizes activations.
+__device__ __forceinline__ void quantize_block(const float* v, float amax, float scale, i8* xq, float2* xds) {
+    float id = amax != 0.f ? 127.f / amax : 0.f;
+    float d = scale * amax / 127.f;
+    int s = 0;
+    int packed[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        u32 p = 0;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int q = __float2int_rn(v[4 * k + j] * id);
+            s += q;
+            p |= ((u32)(q & 0xFF)) << (8 * j);
+        }
+        packed[k] = (int)p;
+    }
+    int4* dst = (int4*)xq;
+    dst[0] = make_int4(packed[0], packed[1], packed[2], packed[3]);
+    dst[1] = make_int4(packed[4], packed[5], packed[6], packed[7]);
+    *xds = make_float2(d, d * (float)s);
 }
 
 template <int TY>
@@ -272,57 +331,82 @@ __device__ void matvec_impl(const MatvecArgs& A) {
                 }
         }
     }
-    float rs = 1.f;
-    if (nrm) {
-        float ss = 0.f;
-        for (int i = threadIdx.x; i < cols; i += blockDim.x) ss += x[i] * x[i];
-        ss = block_sum(ss, scratch);
-        rs = 1.f / sqrtf(ss / (float)cols + A.eps);
-    }
     float* xf = (float*)smem;
     float2* xds = (float2*)smem;
     // 16-byte aligned: the quantizer stores whole int4 vectors.
     i8* xq = (i8*)(smem + (((cols / 32) * sizeof(float2) + 15) & ~(size_t)15));
-    if (is_float) {
-        for (int i = threadIdx.x; i < cols; i += blockDim.x) xf[i] = nrm ? x[i] * rs * nrm[i] : x[i];
-    } else {
-        // One thread per 32-element block: no shuffles, so wide rows cost a single pass.
-        for (int b = threadIdx.x; b < cols / 32; b += blockDim.x) {
-            float v[32];
+    const int nb = cols / 32;
+    // Quantized weights with at most one 32-element block of x per thread (every model's
+    // width up to 8192): x is read once, and the RMSNorm weights (constant) before the wait.
+    const bool one_block = !is_float && nb <= (int)blockDim.x;
+    float4 nv[8];
+    if (one_block && nrm && (int)threadIdx.x < nb) {
+        const float4* p = (const float4*)(nrm + threadIdx.x * 32);
+#pragma unroll
+        for (int k = 0; k < 8; k++) nv[k] = p[k];
+    }
+    // Everything above read only weights; x is the previous kernel's output.
+    griddep_wait();
+    griddep_launch();
+    if (one_block) {
+        const int b = threadIdx.x;
+        float v[32];
+        float ss = 0.f, amax = 0.f;
+        if (b < nb) {
             const float4* xv = (const float4*)(x + b * 32);
-            float amax = 0.f;
 #pragma unroll
             for (int k = 0; k < 8; k++) {
                 float4 t = xv[k];
+                ss += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
+                if (nrm) {
+                    t.x *= nv[k].x;
+                    t.y *= nv[k].y;
+                    t.z *= nv[k].z;
+                    t.w *= nv[k].w;
+                }
                 v[4 * k] = t.x;
                 v[4 * k + 1] = t.y;
                 v[4 * k + 2] = t.z;
                 v[4 * k + 3] = t.w;
             }
 #pragma unroll
-            for (int k = 0; k < 32; k++) {
-                if (nrm) v[k] = v[k] * rs * nrm[b * 32 + k];
-                amax = fmaxf(amax, fabsf(v[k]));
-            }
-            float d = amax / 127.f;
-            float id = d != 0.f ? 1.f / d : 0.f;
-            int s = 0;
-            int packed[8];
+            for (int k = 0; k < 32; k++) amax = fmaxf(amax, fabsf(v[k]));
+        }
+        // The 8-bit values do not depend on the RMS factor, only the block's scale does.
+        float rs = 1.f;
+        if (nrm) rs = 1.f / sqrtf(block_sum(ss, scratch) / (float)cols + A.eps);
+        if (b < nb) quantize_block(v, amax, rs, xq + b * 32, xds + b);
+    } else {
+        float rs = 1.f;
+        if (nrm) {
+            float ss = 0.f;
+            for (int i = threadIdx.x; i < cols; i += blockDim.x) ss += x[i] * x[i];
+            ss = block_sum(ss, scratch);
+            rs = 1.f / sqrtf(ss / (float)cols + A.eps);
+        }
+        if (is_float) {
+            for (int i = threadIdx.x; i < cols; i += blockDim.x) xf[i] = nrm ? x[i] * rs * nrm[i] : x[i];
+        } else {
+            // One thread per 32-element block: no shuffles, so wide rows cost a single pass.
+            for (int b = threadIdx.x; b < nb; b += blockDim.x) {
+                float v[32];
+                const float4* xv = (const float4*)(x + b * 32);
+                float amax = 0.f;
 #pragma unroll
-            for (int k = 0; k < 8; k++) {
-                u32 p = 0;
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    int q = __float2int_rn(v[4 * k + j] * id);
-                    s += q;
-                    p |= ((u32)(q & 0xFF)) << (8 * j);
+                for (int k = 0; k < 8; k++) {
+                    float4 t = xv[k];
+                    v[4 * k] = t.x;
+                    v[4 * k + 1] = t.y;
+                    v[4 * k + 2] = t.z;
+                    v[4 * k + 3] = t.w;
                 }
-                packed[k] = (int)p;
+#pragma unroll
+                for (int k = 0; k < 32; k++) {
+                    if (nrm) v[k] = v[k] * nrm[b * 32 + k];
+                    amax = fmaxf(amax, fabsf(v[k]));
+                }
+                quantize_block(v, amax, rs, xq + b * 32, xds + b);
             }
-            int4* dst = (int4*)(xq + b * 32);
-            dst[0] = make_int4(packed[0], packed[1], packed[2], packed[3]);
-            dst[1] = make_int4(packed[4], packed[5], packed[6], packed[7]);
-            xds[b] = make_float2(d, d * (float)s);
         }
     }
     __syncthreads();
@@ -342,8 +426,12 @@ __device__ void matvec_impl(const MatvecArgs& A) {
         if (!two) r1 = r0;
         float2 acc = rows_dot2<TY>(A.m[m0], r0, A.m[m1], r1, two, cols, xq, xds, xf, lane);
         if (lane == 0) {
-            store_row(A, A.m[m0], r0, acc.x);
-            if (two) store_row(A, A.m[m1], r1, acc.y);
+            // Rows come in pairs of one matrix here: the host checks every matrix has even rows.
+            if (A.mode == MODE_QKV_ROPE) store_qkv_pair(A, A.m[m0], r0, acc.x, acc.y);
+            else {
+                store_row(A, A.m[m0], r0, acc.x);
+                if (two) store_row(A, A.m[m1], r1, acc.y);
+            }
         }
     }
 }

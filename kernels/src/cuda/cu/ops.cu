@@ -7,6 +7,7 @@ struct EmbedArgs {
     int ty, cols;
 };
 extern "C" __global__ void embed(const EmbedArgs A) {
+    DEPENDENT_KERNEL();
     int tok = ((const int*)A.state)[0];
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < A.cols; c += gridDim.x * blockDim.x)
         ((float*)A.out)[c] = dequant_elem(A.ty, A.w, A.cols, tok, c);
@@ -20,6 +21,7 @@ struct RopeArgs {
     int n_head, n_kv, hd, rope_dim, neox, n_tok;
 };
 extern "C" __global__ void rope_store(const RopeArgs A) {
+    DEPENDENT_KERNEL();
     int half_hd = A.hd / 2, half_rot = A.rope_dim / 2;
     int heads = A.n_head + A.n_kv;
     int idx = blockIdx.x * blockDim.x + threadIdx.x;
@@ -76,6 +78,7 @@ struct AttnArgs {
 #define ATTN_THREADS 128
 #define MAX_HD_LANE 8
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attn_decode(const AttnArgs A) {
+    DEPENDENT_KERNEL();
     __shared__ float sm_m[ATTN_THREADS / WARP], sm_l[ATTN_THREADS / WARP];
     __shared__ float sm_acc[ATTN_THREADS / WARP][256];
     __shared__ int is_last;
@@ -188,6 +191,7 @@ __device__ void block_argmax(float& best, int& idx) {
     }
 }
 extern "C" __global__ void argmax(const float* logits, int n, int* state, float* scratch) {
+    DEPENDENT_KERNEL();
     __shared__ int is_last;
     int chunk = (n + gridDim.x - 1) / gridDim.x;
     int lo = blockIdx.x * chunk, hi = min(n, lo + chunk);
@@ -217,10 +221,14 @@ extern "C" __global__ void argmax(const float* logits, int n, int* state, float*
 }
 
 // End of a step: the position moves past the tokens just stored.
-extern "C" __global__ void advance(int* state, int n) { state[1] += n; }
+extern "C" __global__ void advance(int* state, int n) {
+    DEPENDENT_KERNEL();
+    state[1] += n;
+}
 
 // gate = silu(gate) * up, for gate/up projections of different types (not fused).
 extern "C" __global__ void swiglu(float* gate, const float* up, int n) {
+    DEPENDENT_KERNEL();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         float g = gate[i];

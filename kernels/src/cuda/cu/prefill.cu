@@ -9,6 +9,7 @@ struct EmbedBatchArgs {
     int ty, cols, n_tok, pad;
 };
 extern "C" __global__ void embed_batch(const EmbedBatchArgs A) {
+    DEPENDENT_KERNEL();
     int t = blockIdx.y;
     int tok = ((const int*)A.tokens)[t];
     float* out = (float*)A.out + (u64)t * A.cols;
@@ -19,6 +20,7 @@ extern "C" __global__ void embed_batch(const EmbedBatchArgs A) {
 // out[t] = f16(x[t] / rms(x[t]) * w): one block per token row, as the decode mat-vec's
 // fused norm computes it.
 extern "C" __global__ void rmsnorm_f16(const float* x, const float* w, __half* out, int cols, float eps) {
+    DEPENDENT_KERNEL();
     __shared__ float scratch[32];
     const float* xr = x + (u64)blockIdx.x * cols;
     __half* o = out + (u64)blockIdx.x * cols;
@@ -30,12 +32,14 @@ extern "C" __global__ void rmsnorm_f16(const float* x, const float* w, __half* o
 }
 
 extern "C" __global__ void to_f16(const float* x, __half* out, u64 n) {
+    DEPENDENT_KERNEL();
     for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x)
         out[i] = __float2half(x[i]);
 }
 
 // out = f16(silu(gate) * up) over n elements: the down projection's GEMM input.
 extern "C" __global__ void swiglu_f16(const float* gate, const float* up, __half* out, u64 n) {
+    DEPENDENT_KERNEL();
     for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
         float g = gate[i];
         out[i] = __float2half(g / (1.f + expf(-g)) * up[i]);
@@ -44,6 +48,7 @@ extern "C" __global__ void swiglu_f16(const float* gate, const float* up, __half
 
 // y[t][r] += bias[r] for n_tok rows of `rows` (Qwen2's Q/K/V biases after their GEMMs).
 extern "C" __global__ void add_bias(float* y, const float* bias, int rows, u64 n) {
+    DEPENDENT_KERNEL();
     for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x)
         y[i] += bias[i % rows];
 }
@@ -55,6 +60,7 @@ struct DequantArgs {
     int ty, cols, r0, n_rows;
 };
 extern "C" __global__ void dequant_f16(const DequantArgs A) {
+    DEPENDENT_KERNEL();
     u64 n = (u64)A.n_rows * A.cols;
     __half* out = (__half*)A.out;
     for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
@@ -72,6 +78,7 @@ struct AttnPrefillArgs {
     int n_head, n_kv, hd, n_tok;
 };
 extern "C" __global__ void attn_prefill(const AttnPrefillArgs A) {
+    DEPENDENT_KERNEL();
     const int gw = (blockIdx.x * blockDim.x + threadIdx.x) / WARP, lane = threadIdx.x % WARP;
     const int h = gw % A.n_head, t = gw / A.n_head;
     if (t >= A.n_tok) return;  // whole warps leave together
