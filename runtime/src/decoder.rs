@@ -14,6 +14,13 @@ pub trait Decoder {
         self.len() == 0
     }
     fn capacity(&self) -> usize;
+    /// Runs one token and returns the most likely next one (lowest id on ties, as
+    /// [`crate::sampling::Sampler::greedy`]) without handing the logits over, for backends that
+    /// pick it where the logits are (the GPU reads back one id instead of the vocabulary);
+    /// `None` when the backend cannot, and the caller uses [`Decoder::forward`].
+    fn forward_argmax(&mut self, _token: u32) -> Option<Result<u32, ModelError>> {
+        None
+    }
 }
 
 /// The CPU backend: the model's forward pass over a KV cache in host memory.
@@ -44,5 +51,8 @@ impl Decoder for crate::model::CudaModel {
     }
     fn capacity(&self) -> usize {
         crate::model::CudaModel::capacity(self)
+    }
+    fn forward_argmax(&mut self, token: u32) -> Option<Result<u32, ModelError>> {
+        Some(self.step_greedy(token))
     }
 }

@@ -66,10 +66,14 @@ pub fn generate(
     let mut output = Output::new(tokenizer, params, on_text);
     let mut recent: Vec<u32> = prompt.to_vec();
 
+    // Plain greedy needs only the argmax, which a backend may pick where the logits are.
+    let argmax_only = sampler.is_plain_greedy();
     let start = Instant::now();
     let mut logits = if prompt.is_empty() { Vec::new() } else { backend.forward(prompt, Logits::Last)? };
     let prompt_secs = start.elapsed().as_secs_f64();
     let gen_start = Instant::now();
+    // The next token when the backend already picked it.
+    let mut picked: Option<u32> = None;
     let stop_reason = loop {
         if cancel.load(Ordering::Relaxed) {
             break StopReason::Cancelled;
@@ -77,16 +81,25 @@ pub fn generate(
         if output.limit_reached() {
             break StopReason::MaxTokens;
         }
-        if logits.is_empty() {
+        if picked.is_none() && logits.is_empty() {
             break StopReason::ContextFull;
         }
-        let id = sampler.sample(&logits, &recent);
+        let id = match picked.take() {
+            Some(id) => id,
+            None => sampler.sample(&logits, &recent),
+        };
         recent.push(id);
         if let Some(reason) = output.push(id) {
             break reason;
         }
         if backend.len() >= backend.capacity() {
             break StopReason::ContextFull;
+        }
+        if argmax_only {
+            if let Some(next) = backend.forward_argmax(id) {
+                picked = Some(next?);
+                continue;
+            }
         }
         logits = backend.forward(&[id], Logits::Last)?;
     };

@@ -78,6 +78,13 @@ impl Sampler {
         &self.params
     }
 
+    /// Whether [`Self::sample`] is the plain argmax of the logits: greedy, and no repetition
+    /// penalty to change the logits first.
+    pub fn is_plain_greedy(&self) -> bool {
+        let p = &self.params;
+        (p.temperature <= 0.0 || p.temperature.is_nan()) && (p.repeat_penalty == 1.0 || p.repeat_last_n == 0)
+    }
+
     /// Restarts the random stream, as if newly created with this seed.
     pub fn reseed(&mut self, seed: u64) {
         self.params.seed = seed;

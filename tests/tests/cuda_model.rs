@@ -5,9 +5,13 @@
 #![cfg(feature = "cuda")]
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use nexus_convert::quantize::QuantType;
+use nexus_runtime::generate::{generate, GenerateParams};
 use nexus_runtime::model::{CudaModel, Logits, Model};
+use nexus_runtime::sampling::{Sampler, SamplingParams};
+use nexus_runtime::tokenizer::Tokenizer;
 use nexus_tests::root;
 
 fn gpu_available() -> bool {
@@ -80,6 +84,21 @@ fn compare(path: &Path, prompt: &[u32], steps: usize, tol: f32) {
     let greedy = gpu.generate_greedy(prompt[prompt.len() - 1], steps).unwrap();
     let agree = greedy.iter().zip(&tokens[prompt.len()..]).take_while(|(a, b)| a == b).count();
     assert!(agree >= first_tie, "{}: device greedy leaves the CPU's text at step {agree}, before the first near-tie at {first_tie}", path.display());
+    // The generation loop on the GPU takes the device's argmax (`Decoder::forward_argmax`):
+    // from the same prompt state it must give exactly the device's greedy run.
+    if let Ok(tok) = Tokenizer::from_gguf(model.file()) {
+        gpu.truncate(0);
+        gpu.set_batched_prompts(false);
+        let params = GenerateParams { max_tokens: Some(steps), sampling: SamplingParams::greedy(), stop: Vec::new() };
+        let g = generate(&mut gpu, &tok, prompt, &params, &AtomicBool::new(false), |_| {}).unwrap();
+        gpu.truncate(0);
+        let first = Sampler::greedy(&gpu.forward(prompt, Logits::Last).unwrap());
+        let mut want = vec![first];
+        want.extend(gpu.generate_greedy(first, steps - 1).unwrap());
+        gpu.set_batched_prompts(true);
+        assert!(!g.tokens.is_empty());
+        assert_eq!(g.tokens[..], want[..g.tokens.len()], "{}: generate() on the GPU", path.display());
+    }
     eprintln!(
         "{}: {steps} steps, max logit difference {worst:.2e} of the largest, greedy identical for {agree} steps (first near-tie at {first_tie})",
         path.file_name().unwrap().to_string_lossy()

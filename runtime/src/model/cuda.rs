@@ -241,12 +241,19 @@ impl CudaModel {
         let mut out = Vec::with_capacity(n);
         let mut tok = first;
         for _ in 0..n {
-            self.step(tok, true)?;
-            let st = self.gpu.read(&self.s.state, 1).map_err(gpu_err)?;
-            tok = st[0] as u32;
+            tok = self.step_greedy(tok)?;
             out.push(tok);
         }
         Ok(out)
+    }
+
+    /// Runs `token` at the next position and returns the argmax of the logits it gives (lowest
+    /// id on ties); only that id crosses to the host.
+    pub fn step_greedy(&mut self, token: u32) -> Result<u32, ModelError> {
+        self.check(&[token])?;
+        self.step(token, true)?;
+        let st = self.gpu.read(&self.s.state, 1).map_err(gpu_err)?;
+        Ok(st[0] as u32)
     }
 
     fn check(&self, tokens: &[u32]) -> Result<(), ModelError> {
