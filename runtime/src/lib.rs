@@ -7,6 +7,7 @@
 //! [`tokenizer::StreamDecoder`] turns ids back into valid UTF-8.
 
 pub mod adapter;
+pub mod bundle;
 pub mod chat;
 pub mod chat_template;
 pub mod decoder;

@@ -10,7 +10,7 @@ mod value;
 mod writer;
 
 pub use error::{GgufError, GgufErrorKind};
-pub use reader::{GgufFile, TensorInfo, MAX_METADATA_VALUES};
+pub use reader::{GgufFile, GgufHeader, TensorInfo, MAX_METADATA_VALUES};
 pub use value::{Value, ValueType};
 pub use writer::{GgufWriter, StreamedTensor};
 

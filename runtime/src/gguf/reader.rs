@@ -37,10 +37,45 @@ impl TensorInfo {
     }
 }
 
+/// Where an open file's bytes live: a read-only map of the file, or bytes in memory (a
+/// component rebuilt from a bundle, a fuzzer's input).
+enum Bytes {
+    Map(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Map(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A GGUF header parsed on its own, without the data section it describes: the metadata,
+/// the tensor infos and where the data section starts. Tensor bounds are not checked here.
+#[derive(Debug, Clone)]
+pub struct GgufHeader {
+    pub version: u32,
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<TensorInfo>,
+    pub alignment: u64,
+    pub data_offset: u64,
+}
+
+impl GgufHeader {
+    /// Parses the header at the start of `buf` (a whole file or only its first bytes).
+    pub fn parse(buf: &[u8]) -> Result<Self, GgufErrorKind> {
+        parse_header(buf).map(|(h, _, _)| h)
+    }
+}
+
 /// An open GGUF file. Metadata and tensor infos are parsed once; tensor data stays in the map.
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    mmap: Bytes,
     pub version: u32,
     metadata: Vec<(String, Value)>,
     metadata_index: HashMap<String, usize>,
@@ -58,61 +93,19 @@ impl GgufFile {
         // SAFETY: the map is read-only; like every mmap-based loader we assume the file is
         // not truncated underneath us while it is open.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| err(GgufErrorKind::Io(e)))?;
-        Self::parse(path, mmap)
+        Self::parse(path, Bytes::Map(mmap))
     }
 
-    fn parse(path: PathBuf, mmap: Mmap) -> Result<Self, GgufError> {
-        let mut cur = Cursor { buf: &mmap, pos: 0, values_left: MAX_METADATA_VALUES };
+    /// Parses a GGUF held in memory; `path` is only what errors call it (e.g. a bundle and
+    /// the component the bytes were rebuilt from).
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, GgufError> {
+        Self::parse(path.into(), Bytes::Owned(bytes))
+    }
+
+    fn parse(path: PathBuf, mmap: Bytes) -> Result<Self, GgufError> {
         let err = |kind| GgufError::new(&path, kind);
-
-        let magic = cur.u32("magic").map_err(err)?;
-        if magic != GGUF_MAGIC {
-            return Err(err(GgufErrorKind::BadMagic(magic)));
-        }
-        let version = cur.u32("version").map_err(err)?;
-        if !(2..=3).contains(&version) {
-            return Err(err(GgufErrorKind::BadVersion(version)));
-        }
-        let n_tensors = cur.u64("tensor count").map_err(err)?;
-        let n_kv = cur.u64("metadata count").map_err(err)?;
-        // A key-value pair takes at least 12 bytes, a tensor info at least 24.
-        cur.check_count("metadata", n_kv, 12).map_err(err)?;
-        cur.check_count("tensor infos", n_tensors, 24).map_err(err)?;
-
-        let mut metadata = Vec::with_capacity(n_kv as usize);
-        let mut metadata_index = HashMap::with_capacity(n_kv as usize);
-        for i in 0..n_kv {
-            let key = cur.string(&format!("metadata key #{i}")).map_err(err)?;
-            let ty = cur.u32(&format!("type of {key:?}")).map_err(err)?;
-            let value = cur.value(&key, ty, 0).map_err(err)?;
-            if metadata_index.insert(key.clone(), metadata.len()).is_some() {
-                return Err(err(GgufErrorKind::DuplicateKey(key)));
-            }
-            metadata.push((key, value));
-        }
-
-        let alignment = match metadata_index.get("general.alignment") {
-            Some(&i) => {
-                let a = metadata[i].1.as_u64().unwrap_or(0);
-                if a == 0 || !a.is_power_of_two() {
-                    return Err(err(GgufErrorKind::BadAlignment(a)));
-                }
-                a
-            }
-            None => DEFAULT_ALIGNMENT,
-        };
-
-        let mut tensors = Vec::with_capacity(n_tensors as usize);
-        let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
-        for i in 0..n_tensors {
-            let info = cur.tensor_info(i, alignment).map_err(err)?;
-            if tensor_index.insert(info.name.clone(), tensors.len()).is_some() {
-                return Err(err(GgufErrorKind::DuplicateTensor(info.name)));
-            }
-            tensors.push(info);
-        }
-
-        let data_offset = align_up(cur.pos as u64, alignment);
+        let (header, metadata_index, tensor_index) = parse_header(&mmap).map_err(err)?;
+        let GgufHeader { version, metadata, tensors, alignment, data_offset } = header;
         let file_len = mmap.len() as u64;
         for t in &tensors {
             let start = data_offset.checked_add(t.offset);
@@ -255,6 +248,61 @@ impl GgufFile {
     pub fn file_len(&self) -> u64 {
         self.mmap.len() as u64
     }
+}
+
+type Index = HashMap<String, usize>;
+
+/// The header, with name → position indexes of its metadata and tensors.
+fn parse_header(buf: &[u8]) -> Result<(GgufHeader, Index, Index), GgufErrorKind> {
+    let mut cur = Cursor { buf, pos: 0, values_left: MAX_METADATA_VALUES };
+    let magic = cur.u32("magic")?;
+    if magic != GGUF_MAGIC {
+        return Err(GgufErrorKind::BadMagic(magic));
+    }
+    let version = cur.u32("version")?;
+    if !(2..=3).contains(&version) {
+        return Err(GgufErrorKind::BadVersion(version));
+    }
+    let n_tensors = cur.u64("tensor count")?;
+    let n_kv = cur.u64("metadata count")?;
+    // A key-value pair takes at least 12 bytes, a tensor info at least 24.
+    cur.check_count("metadata", n_kv, 12)?;
+    cur.check_count("tensor infos", n_tensors, 24)?;
+
+    let mut metadata = Vec::with_capacity(n_kv as usize);
+    let mut metadata_index = HashMap::with_capacity(n_kv as usize);
+    for i in 0..n_kv {
+        let key = cur.string(&format!("metadata key #{i}"))?;
+        let ty = cur.u32(&format!("type of {key:?}"))?;
+        let value = cur.value(&key, ty, 0)?;
+        if metadata_index.insert(key.clone(), metadata.len()).is_some() {
+            return Err(GgufErrorKind::DuplicateKey(key));
+        }
+        metadata.push((key, value));
+    }
+
+    let alignment = match metadata_index.get("general.alignment") {
+        Some(&i) => {
+            let a = metadata[i].1.as_u64().unwrap_or(0);
+            if a == 0 || !a.is_power_of_two() {
+                return Err(GgufErrorKind::BadAlignment(a));
+            }
+            a
+        }
+        None => DEFAULT_ALIGNMENT,
+    };
+
+    let mut tensors = Vec::with_capacity(n_tensors as usize);
+    let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
+    for i in 0..n_tensors {
+        let info = cur.tensor_info(i, alignment)?;
+        if tensor_index.insert(info.name.clone(), tensors.len()).is_some() {
+            return Err(GgufErrorKind::DuplicateTensor(info.name));
+        }
+        tensors.push(info);
+    }
+    let data_offset = align_up(cur.pos as u64, alignment);
+    Ok((GgufHeader { version, metadata, tensors, alignment, data_offset }, metadata_index, tensor_index))
 }
 
 pub(crate) fn align_up(x: u64, alignment: u64) -> u64 {

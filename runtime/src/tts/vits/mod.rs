@@ -119,9 +119,13 @@ impl Voice {
     /// Opens a voice GGUF (`general.architecture = "vits"`), checking every tensor's name,
     /// type and shape against the hyper-parameters.
     pub fn load(path: impl AsRef<Path>) -> Result<Voice, TtsError> {
-        let file = GgufFile::open(path.as_ref())?;
-        let config = VitsConfig::from_gguf(&file)?;
-        let phoneme_map = PhonemeIdMap::from_gguf(&file)?;
+        Self::from_file(&GgufFile::open(path.as_ref())?)
+    }
+
+    /// [`Voice::load`] on an open file (e.g. the voice of a bundle, rebuilt in memory).
+    pub fn from_file(file: &GgufFile) -> Result<Voice, TtsError> {
+        let config = VitsConfig::from_gguf(file)?;
+        let phoneme_map = PhonemeIdMap::from_gguf(file)?;
         if phoneme_map.max_id() >= config.n_vocab as i64 {
             return Err(TtsError::Voice {
                 path: file.path().to_path_buf(),
@@ -132,7 +136,7 @@ impl Voice {
                 ),
             });
         }
-        let t = Tensors { file: &file };
+        let t = Tensors { file };
         Ok(Voice {
             phoneme_map,
             path: file.path().to_path_buf(),
