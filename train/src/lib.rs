@@ -11,6 +11,7 @@ pub mod error;
 pub mod export;
 pub mod importance;
 pub mod init;
+pub mod lora;
 pub mod optim;
 pub mod pipeline;
 pub mod plot;

@@ -21,9 +21,9 @@ pub mod rope;
 pub mod swiglu;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
-mod tests_model;
+pub(crate) mod tests_model;
 
 /// Bad input to the engine: a batch, a config or a buffer that does not fit the others.
 #[derive(Debug, thiserror::Error)]

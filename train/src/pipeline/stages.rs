@@ -20,7 +20,7 @@ use crate::student::StudentConfig;
 use crate::trainer::metrics::{read_metrics, write_curves, StepMetrics};
 use crate::trainer::step::PhaseSeconds;
 use crate::trainer::{self, TrainIo, TrainState};
-use crate::verify::{default_capabilities, verify, Capability, Contract, VerifyConfig, VerifyReport};
+use crate::verify::{compare_adapters, default_capabilities, verify, Capability, Contract, VerifyConfig, VerifyReport};
 
 /// `progress(stage, done, total)`.
 pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
@@ -378,6 +378,13 @@ fn write_export(cfg: &RunConfig, ck: &Checkpoint, step: usize, ty: ExportType, o
 /// Stage 4: exports the checkpoint, measures it against the teacher on every held-out set,
 /// writes the reports, and re-exports it marked verified when the contract holds.
 pub fn run_verify(cfg: &RunConfig, kit: &TeacherKit, progress: Progress) -> Result<(VerifyReport, ExportSummary), TrainError> {
+    run_verify_with(cfg, kit, &[], progress)
+}
+
+/// [`run_verify`], plus each `(capability, LoRA file)` of `adapters` measured on that
+/// capability's set with the adapter attached to the exported student (in the report's
+/// `adapters`; the contract still judges the student alone).
+pub fn run_verify_with(cfg: &RunConfig, kit: &TeacherKit, adapters: &[(String, PathBuf)], progress: Progress) -> Result<(VerifyReport, ExportSummary), TrainError> {
     let ck = Checkpoint::load(&cfg.run_dir)?;
     let step = ck.state.get("step").and_then(|s| s.as_u64()).unwrap_or(0) as usize;
     let ty = cfg.export.ty.parse::<ExportType>().map_err(|e| TrainError::Config { path: cfg.run_dir.clone(), what: format!("export.type: {e}") })?;
@@ -386,12 +393,35 @@ pub fn run_verify(cfg: &RunConfig, kit: &TeacherKit, progress: Progress) -> Resu
     let student = Model::load(&out)?;
     let contract = Contract::load(&cfg.verify.contract)?;
     let vcfg = VerifyConfig { n_ctx: cfg.verify.n_ctx, max_tokens_per_capability: cfg.verify.max_tokens, top_k: cfg.verify.top_k };
-    let report = verify(&kit.teacher.model, &student, &kit.tokenizer, kit.template.as_ref(), &verify_sets(cfg), &contract, &vcfg, progress)?;
+    let sets = verify_sets(cfg);
+    let mut report = verify(&kit.teacher.model, &student, &kit.tokenizer, kit.template.as_ref(), &sets, &contract, &vcfg, progress)?;
     drop(student);
+    report.adapters = compare_adapters(&kit.teacher.model, &out, &kit.tokenizer, kit.template.as_ref(), &sets, &report.capabilities, adapters, &vcfg, progress)?;
     report.write(&cfg.run_dir.join(VERIFY_JSON))?;
     let md = cfg.run_dir.join(VERIFY_MD);
     write_atomic(&md, report.markdown_table().as_bytes()).map_err(|e| TrainError::io(&md, e))?;
     write_json(&cfg.run_dir.join(VERIFY_STATE), &VerifyState { step, verified: report.verified() })?;
     let summary = write_export(cfg, &ck, step, ty, &out, Some(&report))?;
     Ok((report, summary))
+}
+
+/// Verification of a given student file instead of the run's checkpoint (a model trained
+/// elsewhere, or one whose run directory is gone): the same measurements, contract and
+/// adapters as [`run_verify_with`], written to `RUN_DIR/verify_<file stem>.json` and `.md`;
+/// no export is written or marked, and the run's own verification state is left alone.
+pub fn verify_student_file(cfg: &RunConfig, kit: &TeacherKit, student_path: &Path, adapters: &[(String, PathBuf)], progress: Progress) -> Result<(VerifyReport, PathBuf), TrainError> {
+    create_run_dir(cfg)?;
+    let student = Model::load(student_path)?;
+    let contract = Contract::load(&cfg.verify.contract)?;
+    let vcfg = VerifyConfig { n_ctx: cfg.verify.n_ctx, max_tokens_per_capability: cfg.verify.max_tokens, top_k: cfg.verify.top_k };
+    let sets = verify_sets(cfg);
+    let mut report = verify(&kit.teacher.model, &student, &kit.tokenizer, kit.template.as_ref(), &sets, &contract, &vcfg, progress)?;
+    drop(student);
+    report.adapters = compare_adapters(&kit.teacher.model, student_path, &kit.tokenizer, kit.template.as_ref(), &sets, &report.capabilities, adapters, &vcfg, progress)?;
+    let stem = student_path.file_stem().map_or_else(|| "student".into(), |s| s.to_string_lossy().into_owned());
+    let json = cfg.run_dir.join(format!("verify_{stem}.json"));
+    report.write(&json)?;
+    let md = json.with_extension("md");
+    write_atomic(&md, report.markdown_table().as_bytes()).map_err(|e| TrainError::io(&md, e))?;
+    Ok((report, json))
 }

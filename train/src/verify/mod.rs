@@ -14,14 +14,15 @@ use std::path::{Path, PathBuf};
 
 use nexus_runtime::chat_template::ChatTemplate;
 use nexus_runtime::eval::{EvalError, DEFAULT_TOP_K};
-use nexus_runtime::model::Model;
+use nexus_runtime::adapter::LoraAdapter;
+use nexus_runtime::model::{Model, ModelError};
 use nexus_runtime::tokenizer::{Tokenizer, TokenizerError};
 
 use crate::data::{sha256_file, DataError};
 
 pub use contract::{Contract, Limits};
 pub use measure::check_same_vocabulary;
-pub use report::{CapabilityReport, Check, Interval, VerifyReport, REPORT_FILE};
+pub use report::{AdapterComparison, CapabilityReport, Check, Interval, VerifyReport, REPORT_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -43,6 +44,10 @@ pub enum VerifyError {
     TooFewTokens { name: String, path: PathBuf, tokens: usize, n_ctx: usize },
     #[error("{}: {what}", path.display())]
     BadReport { path: PathBuf, what: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("--lora {name}={}: no held-out set named {name:?} is measured (sets: {known})", adapter.display())]
+    UnknownCapability { name: String, adapter: PathBuf, known: String },
 }
 
 /// A held-out set measured as one capability. Plain text files are read whole; JSONL chat
@@ -113,5 +118,43 @@ pub fn verify(
         capabilities,
         checks,
         verified,
+        adapters: Vec::new(),
     })
+}
+
+/// Measures each `(capability, adapter file)` pair: the student file `student` with the
+/// adapter attached (scale 1, as `run --lora` applies it) on that capability's held-out set,
+/// beside `measured`'s figures for the student alone. An adapter is checked against the
+/// student (architecture, tensor names, shapes) before anything runs.
+#[allow(clippy::too_many_arguments)]
+pub fn compare_adapters(
+    teacher: &Model,
+    student: &Path,
+    tok: &Tokenizer,
+    template: Option<&ChatTemplate>,
+    caps: &[Capability],
+    measured: &[CapabilityReport],
+    adapters: &[(String, PathBuf)],
+    cfg: &VerifyConfig,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Vec<AdapterComparison>, VerifyError> {
+    let mut plan = Vec::with_capacity(adapters.len());
+    for (name, file) in adapters {
+        let found = caps.iter().zip(measured).find(|(c, _)| &c.name == name);
+        let Some((cap, without)) = found else {
+            let known = caps.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(VerifyError::UnknownCapability { name: name.clone(), adapter: file.clone(), known });
+        };
+        let adapter = LoraAdapter::load(file)?;
+        let mut model = Model::load(student)?;
+        model.apply_lora(&[(&adapter, 1.0)])?;
+        plan.push((cap, without, file, model));
+    }
+    let mut out = Vec::with_capacity(plan.len());
+    for (cap, without, file, model) in plan {
+        let label = format!("{} + {}", cap.name, file.display());
+        let with = measure::measure(teacher, &model, tok, template, cap, cfg, &mut |i, n| progress(&label, i, n))?;
+        out.push(AdapterComparison { capability: cap.name.clone(), adapter: file.clone(), without: without.clone(), with });
+    }
+    Ok(out)
 }

@@ -125,6 +125,19 @@ pub struct VerifyReport {
     pub checks: Vec<Check>,
     /// True only when there is at least one check and every check passed: the teacher can go.
     pub verified: bool,
+    /// Capabilities measured again with their LoRA adapter (`distill verify --lora CAP=FILE`);
+    /// the contract judges the student alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adapters: Vec<AdapterComparison>,
+}
+
+/// One capability's held-out set measured without and with its adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterComparison {
+    pub capability: String,
+    pub adapter: PathBuf,
+    pub without: CapabilityReport,
+    pub with: CapabilityReport,
 }
 
 impl VerifyReport {
@@ -180,6 +193,26 @@ impl VerifyReport {
             ));
         }
         s.push_str(&format!("\nverified: **{}**\n", if self.verified { "yes" } else { "no" }));
+        if !self.adapters.is_empty() {
+            s.push_str(
+                "\n| capability | adapter | KL without → with (nats) | top-1 without → with | PPL ratio without → with |\n\
+                 |---|---|---|---|---|\n",
+            );
+            for a in &self.adapters {
+                let name = a.adapter.file_name().map_or_else(|| a.adapter.display().to_string(), |n| n.to_string_lossy().into_owned());
+                s.push_str(&format!(
+                    "| {} | {} | {} → {} | {} → {} | {} → {} |\n",
+                    a.capability,
+                    name,
+                    a.without.kl.show(4),
+                    a.with.kl.show(4),
+                    a.without.top1.show(3),
+                    a.with.top1.show(3),
+                    a.without.ppl_ratio.show(3),
+                    a.with.ppl_ratio.show(3)
+                ));
+            }
+        }
         s
     }
 }

@@ -1,0 +1,116 @@
+//! The adapter's training loop: per step the adapter is merged into a copy of the frozen
+//! weights, the distillation step (`trainer::step::accumulate`: teacher, student, fused head +
+//! CE/KL, backward) runs on it for each micro-batch, the full gradients of the adapted
+//! matrices become the pairs' gradients, and clipping and AdamW update A and B only.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::LoraSet;
+use crate::config::TrainSection;
+use crate::data::Dataset;
+use crate::error::TrainError;
+use crate::optim::{adamw_step, clip_grad_norm, AdamW, Schedule};
+use crate::student::{Params, StudentConfig};
+use crate::teacher::Teacher;
+use crate::trainer::step::{accumulate, StepInputs, StepSums};
+
+/// One optimizer step of an adapter, as logged.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LoraStep {
+    pub step: usize,
+    pub lr: f32,
+    /// α·CE + β·T²·KL, the mean over the step's micro-batches.
+    pub loss: f64,
+    pub ce: f64,
+    pub kl: f64,
+    /// Share of positions where the student's argmax is the teacher's.
+    pub top1: f64,
+    /// Of the adapter's gradients, before clipping.
+    pub grad_norm: f64,
+    pub tokens: usize,
+    pub seconds: f64,
+}
+
+/// Trains `lora` on top of the frozen `base` for `t.steps` steps (`t`'s anchor settings are
+/// not used: an adapter has no anchors). `on_step` sees every step; the log is returned.
+pub fn train_lora(
+    cfg: &StudentConfig,
+    base: &Params,
+    teacher: &Teacher,
+    dataset: &mut Dataset,
+    lora: &mut LoraSet,
+    t: &TrainSection,
+    on_step: &mut dyn FnMut(&LoraStep),
+) -> Result<Vec<LoraStep>, TrainError> {
+    if t.steps == 0 || t.batch == 0 || t.accum == 0 {
+        return Err(TrainError::Invalid(format!("steps ({}), batch ({}) and accum ({}) must be at least 1", t.steps, t.batch, t.accum)));
+    }
+    if !(t.lr.is_finite() && t.lr > 0.0) {
+        return Err(TrainError::Invalid(format!("the learning rate {} must be a positive number", t.lr)));
+    }
+    if teacher.model.config.n_vocab != cfg.n_vocab {
+        return Err(TrainError::Invalid(format!("the teacher has {} tokens, the base {}", teacher.model.config.n_vocab, cfg.n_vocab)));
+    }
+    let schedule = Schedule { warmup: t.warmup, total: t.steps, min_lr_ratio: t.min_lr_ratio };
+    let adamw = AdamW { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: 1e-8, weight_decay: t.weight_decay };
+    // No anchors: the step then runs the teacher only for its logits.
+    let section = TrainSection { anchor: 0.0, ..t.clone() };
+    let mut merged = base.clone();
+    let mut grads = Params::zeros(cfg);
+    let mut lora_grads = lora.zero_grads();
+    let mut m = lora.zero_grads();
+    let mut v = lora.zero_grads();
+    let grad_scale = 1.0 / t.accum as f32;
+    let mut log = Vec::with_capacity(t.steps);
+    for step in 1..=t.steps {
+        let t0 = Instant::now();
+        lora.merge_into(base, &mut merged);
+        grads.fill_zero();
+        let mut sums = StepSums::default();
+        let mut tokens = 0;
+        let inputs = StepInputs { cfg, params: &merged, teacher, anchors: &[], train: &section, sink_tokens: 0 };
+        for _ in 0..t.accum {
+            let batch = dataset.next_batch(t.batch);
+            tokens += batch.inputs.len();
+            accumulate(&inputs, &batch, grad_scale, &mut grads, &mut [], &mut sums)?;
+        }
+        let loss = sums.loss / sums.micro_batches as f64;
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite { step, what: format!("loss ({loss})") });
+        }
+        lora.grads_from_full(&grads, &mut lora_grads);
+        let grad_norm = {
+            let mut all: Vec<&mut Vec<f32>> = lora_grads.iter_mut().flat_map(|(a, b)| [a, b]).collect();
+            clip_grad_norm(&mut all, t.clip)
+        };
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFinite { step, what: format!("adapter's gradient norm ({grad_norm})") });
+        }
+        let lr = schedule.lr(t.lr, step - 1);
+        let decay = t.weight_decay != 0.0;
+        for (((p, g), m), v) in lora.pairs.iter_mut().zip(&lora_grads).zip(&mut m).zip(&mut v) {
+            adamw_step(&mut p.a, &g.0, &mut m.0, &mut v.0, step, lr, &adamw, decay);
+            adamw_step(&mut p.b, &g.1, &mut m.1, &mut v.1, step, lr, &adamw, decay);
+        }
+        if lora.pairs.iter().any(|p| p.a.iter().chain(&p.b).any(|x| !x.is_finite())) {
+            return Err(TrainError::NonFinite { step, what: "adapter's weights after the update".into() });
+        }
+        let mb = sums.micro_batches as f64;
+        let s = LoraStep {
+            step,
+            lr,
+            loss,
+            ce: sums.ce / mb,
+            kl: sums.kl / mb,
+            top1: sums.agree as f64 / sums.rows.max(1) as f64,
+            grad_norm,
+            tokens,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        on_step(&s);
+        log.push(s);
+    }
+    Ok(log)
+}
