@@ -19,8 +19,10 @@ use nexus_tests::root;
 /// `OUTTYPE_TOLERANCES`).
 const TOLERANCES: [(&str, f64); 4] = OUTTYPE_TOLERANCES;
 
+/// The fixture folder; `NEXUS_LORA_PEFT_FIXTURES` points the tests at another copy (a fresh
+/// output of the generator, before it is committed).
 fn fixtures() -> Option<PathBuf> {
-    let dir = root().join("tests/fixtures/lora_peft");
+    let dir = std::env::var_os("NEXUS_LORA_PEFT_FIXTURES").map(PathBuf::from).unwrap_or_else(|| root().join("tests/fixtures/lora_peft"));
     if dir.join("logits.json").is_file() {
         Some(dir)
     } else {
