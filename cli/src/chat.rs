@@ -11,6 +11,7 @@ use nexus_runtime::chat_template;
 use nexus_runtime::generate::StopReason;
 
 use crate::args::{GenArgs, ModelArgs};
+use crate::bundle;
 use crate::load;
 use crate::lora::{self, LoraArgs};
 use crate::speak::{self, VoiceArgs};
@@ -38,12 +39,15 @@ pub struct ChatArgs {
     speak_out: Option<std::path::PathBuf>,
     #[command(flatten)]
     voice: VoiceArgs,
+    #[command(flatten)]
+    bundle: bundle::UseArgs,
 }
 
 pub fn chat(args: ChatArgs) -> Result<()> {
     let mut loaded = load::load(&args.model)?;
     // Chat runs on the CPU; this refuses --device cuda with adapters rather than ignore it.
-    lora::select_device(&args.model, loaded.model.config.n_layer, &args.lora)?;
+    bundle::select_device(&args.model, loaded.model.config.n_layer, &args.lora, &args.bundle)?;
+    let bundle = bundle::attach(&mut loaded, &args.bundle)?;
     let attached = lora::apply(&mut loaded.model, &args.lora)?;
     let mut adapters = lora::ChatLora::new(attached, &args.model);
     let n_ctx = load::context_size(&loaded, args.gen.ctx_size)?;
@@ -61,7 +65,10 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     // The session borrows the model mutably: /lora changes its adapters between turns.
     let mut session = ChatSession::new(&mut loaded.model, tokenizer, template, args.system_prompt.clone(), n_ctx);
     let mut speaker = match args.speak {
-        true => Some(speak::open_speaker(&args.voice, args.speak_out.as_deref(), params.sampling.seed)?),
+        true => Some(match bundle::voice(bundle.as_ref(), args.voice.voice.as_deref())? {
+            Some(voice) => speak::open_speaker_with(voice, &args.voice, args.speak_out.as_deref(), params.sampling.seed)?,
+            None => speak::open_speaker(&args.voice, args.speak_out.as_deref(), params.sampling.seed)?,
+        }),
         false => None,
     };
     // Waits for the last answer to be heard (or written) before the session ends.

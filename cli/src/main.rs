@@ -2,11 +2,13 @@
 
 mod device;
 mod distill;
+mod distill_lora;
 mod draft;
 mod synth;
 mod args;
 mod bench;
 mod bench_draft;
+mod bundle;
 mod chat;
 mod convert;
 mod convert_lora;
@@ -55,6 +57,8 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Distill a teacher GGUF into a smaller student: profile, train, verify, export, run.
     Distill(distill::DistillArgs),
+    /// One-file bundles: pack a backbone, adapters, router and voice; inspect, verify, unpack.
+    Bundle(bundle::BundleArgs),
 }
 
 fn main() {
@@ -86,6 +90,7 @@ fn main() {
         Command::ConvertLora(a) => convert_lora::convert_lora(a),
         Command::Synth(a) => synth::synth(a),
         Command::Distill(a) => distill::distill(a),
+        Command::Bundle(a) => bundle::bundle(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

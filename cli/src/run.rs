@@ -9,6 +9,7 @@ use clap::Args;
 use nexus_runtime::generate::generate;
 
 use crate::args::{GenArgs, ModelArgs};
+use crate::bundle;
 use crate::draft::{self, DraftArgs};
 use crate::load;
 use crate::lora::{self, LoraArgs};
@@ -23,6 +24,8 @@ pub struct RunArgs {
     lora: LoraArgs,
     #[command(flatten)]
     draft: DraftArgs,
+    #[command(flatten)]
+    bundle: bundle::UseArgs,
     /// The prompt.
     #[arg(short = 'p', long = "prompt")]
     prompt: String,
@@ -35,8 +38,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut loaded = load::load(&args.model)?;
     let device = match args.draft.model_draft {
         Some(_) => draft::cpu_device(&args.model)?,
-        None => lora::select_device(&args.model, loaded.model.config.n_layer, &args.lora)?,
+        None => bundle::select_device(&args.model, loaded.model.config.n_layer, &args.lora, &args.bundle)?,
     };
+    bundle::attach(&mut loaded, &args.bundle)?;
     lora::apply(&mut loaded.model, &args.lora)?;
     let draft = draft::load(&args.draft, &loaded)?;
     let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);

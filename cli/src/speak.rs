@@ -82,6 +82,11 @@ pub fn open_speaker(args: &VoiceArgs, out: Option<&Path>, seed: u64) -> Result<S
         None => default_voice()?,
     };
     let voice = Voice::load(&path).with_context(|| format!("loading the voice {}", path.display()))?;
+    open_speaker_with(voice, args, out, seed)
+}
+
+/// [`open_speaker`] with a voice already loaded (a bundle's).
+pub fn open_speaker_with(voice: Voice, args: &VoiceArgs, out: Option<&Path>, seed: u64) -> Result<Speaker> {
     let mut options = SpeakOptions::for_voice(&voice);
     options.seed = seed;
     if let Some(speed) = args.speed {

@@ -16,6 +16,7 @@ mod error;
 pub mod layout;
 mod manifest;
 mod reader;
+mod unpack;
 mod verify_status;
 
 pub use error::BundleError;

@@ -245,6 +245,11 @@ impl GgufFile {
         Ok((info, self.tensor_data(info)))
     }
 
+    /// The whole file's bytes (header, data and any padding), as mapped.
+    pub fn bytes(&self) -> &[u8] {
+        &self.mmap
+    }
+
     pub fn file_len(&self) -> u64 {
         self.mmap.len() as u64
     }
