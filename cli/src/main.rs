@@ -2,7 +2,6 @@
 
 mod device;
 mod distill;
-mod distill_lora;
 mod draft;
 mod synth;
 mod args;
