@@ -195,9 +195,10 @@ impl Bundle {
         let mut claimed = std::collections::HashSet::new();
         for c in &self.manifest.components {
             claimed.insert(rest_tensor(&c.id));
-            if let Ok(h) = self.header(c) {
-                claimed.extend(h.tensors.iter().map(|t| format!("{}{}", c.tensor_prefix, t.name)));
-            }
+            // A header that does not parse failed its component's check already; which
+            // tensors it would claim is unknown, so there is nothing more to say here.
+            let Ok(h) = self.header(c) else { return Ok(()) };
+            claimed.extend(h.tensors.iter().map(|t| format!("{}{}", c.tensor_prefix, t.name)));
         }
         match self.file.tensors().iter().find(|t| !claimed.contains(&t.name)) {
             Some(t) => Err(BundleError::Manifest {
