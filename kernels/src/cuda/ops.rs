@@ -196,10 +196,20 @@ impl Gpu {
         // over more SMs has more loads in flight, and each block's prologue (x normalized and
         // quantized) runs in parallel anyway.
         let rows_per_warp = if job.mode == MatvecMode::SwiGlu { 1 } else { 2 };
-        let warps = match self.mv_warps {
-            0 => [8, 4, 2].into_iter().find(|&w| total_rows.div_ceil(w * rows_per_warp) >= self.sm_count).unwrap_or(2),
-            w => w,
-        };
+        // Fewer warps only while each thread still holds at most one 32-wide block of x (the
+        // prologue's one-pass case in matvec.cu; Llama-3.2-1B's ffn_down with 4 warps took the
+        // two-pass prologue and lost 6% of tg).
+        let fits = |w: usize| w * 32 >= cols / 32;
+        let mut warps = 8;
+        for w in [4, 2] {
+            if total_rows.div_ceil(warps * rows_per_warp) >= self.sm_count || !fits(w) {
+                break;
+            }
+            warps = w;
+        }
+        if self.mv_warps != 0 {
+            warps = self.mv_warps;
+        }
         let kernel = kernel_name(ty)?;
         let wave = self.sm_count * self.blocks_per_sm(kernel, (warps * 32) as u32, smem)?;
         let blocks = total_rows.div_ceil(warps * rows_per_warp).min(wave).max(1);
@@ -243,7 +253,8 @@ impl Gpu {
                 a.hd, a.n_head, a.n_kv
             )));
         }
-        unsafe { self.launch("attn_decode", (a.n_head as u32, splits as u32, 1), 128, 0, &a.args()) }
+        // ATTN_THREADS in ops.cu.
+        unsafe { self.launch("attn_decode", (a.n_head as u32, splits as u32, 1), 256, 0, &a.args()) }
     }
 
     /// state[0] = index of the largest of `n` logits. `scratch` is f32 of at least

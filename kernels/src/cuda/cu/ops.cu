@@ -75,7 +75,8 @@ struct AttnArgs {
     float scale;
     int n_head, n_kv, hd, split;
 };
-#define ATTN_THREADS 128
+#define ATTN_THREADS 256
+#define ATTN_GROUP 4
 #define MAX_HD_LANE 8
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attn_decode(const AttnArgs A) {
     DEPENDENT_KERNEL();
@@ -96,20 +97,46 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attn_decode(const Att
     float m = -INFINITY, l = 0.f;
     const __half* kc = (const __half*)A.kc + kvh * hd;
     const __half* vc = (const __half*)A.vc + kvh * hd;
-    for (int p = p0 + warp; p < p1; p += nw) {
-        const __half* kr = kc + (u64)p * kvd;
-        float dot = 0.f;
+    // Each warp takes ATTN_GROUP positions per round, so that many K rows and then V rows are
+    // loaded before any is used: a position's loads alone are an L2 round trip each, and one
+    // position at a time made a 128-position step a chain of 32 of them per warp.
+    for (int p = p0 + warp; p < p1; p += nw * ATTN_GROUP) {
+        float dot[ATTN_GROUP];
 #pragma unroll
-        for (int i = 0; i < MAX_HD_LANE; i++)
-            if (lane + WARP * i < hd) dot = fmaf(qv[i], __half2float(kr[lane + WARP * i]), dot);
-        dot = warp_sum(dot);
-        float m_new = fmaxf(m, dot);
-        float corr = __expf(m - m_new), e = __expf(dot - m_new);
-        l = l * corr + e;
-        const __half* vr = vc + (u64)p * kvd;
+        for (int g = 0; g < ATTN_GROUP; g++) {
+            const int pg = p + g * nw;
+            float d = 0.f;
+            if (pg < p1) {
+                const __half* kr = kc + (u64)pg * kvd;
 #pragma unroll
-        for (int i = 0; i < MAX_HD_LANE; i++)
-            if (lane + WARP * i < hd) acc[i] = acc[i] * corr + e * __half2float(vr[lane + WARP * i]);
+                for (int i = 0; i < MAX_HD_LANE; i++)
+                    if (lane + WARP * i < hd) d = fmaf(qv[i], __half2float(kr[lane + WARP * i]), d);
+            }
+            dot[g] = d;
+        }
+        float m_new = m;
+#pragma unroll
+        for (int g = 0; g < ATTN_GROUP; g++) {
+            dot[g] = warp_sum(dot[g]);
+            if (p + g * nw < p1) m_new = fmaxf(m_new, dot[g]);
+        }
+        // m_new is finite (position p is in range), so the first round's corr is exp(-inf) = 0.
+        const float corr = __expf(m - m_new);
+        l *= corr;
+#pragma unroll
+        for (int i = 0; i < MAX_HD_LANE; i++) acc[i] *= corr;
+#pragma unroll
+        for (int g = 0; g < ATTN_GROUP; g++) {
+            const int pg = p + g * nw;
+            if (pg < p1) {
+                const float e = __expf(dot[g] - m_new);
+                l += e;
+                const __half* vr = vc + (u64)pg * kvd;
+#pragma unroll
+                for (int i = 0; i < MAX_HD_LANE; i++)
+                    if (lane + WARP * i < hd) acc[i] = fmaf(e, __half2float(vr[lane + WARP * i]), acc[i]);
+            }
+        }
         m = m_new;
     }
     // Merge the warps of this block.
