@@ -99,8 +99,9 @@ def logits_of(model, torch) -> list[np.ndarray]:
     return out
 
 
-def rows_json(arr: np.ndarray, dtype) -> str:
-    return ",\n      ".join("[" + ",".join(repr(float(v)) for v in np.asarray(r, dtype=dtype)) + "]" for r in arr)
+def rows_json(arr: np.ndarray) -> str:
+    """Rows of float32 values, each written as the shortest decimal that reads back as it."""
+    return ",\n      ".join("[" + ",".join(str(v) for v in np.asarray(r, dtype=np.float32)) + "]" for r in arr)
 
 
 def self_check(adapter_gguf: Path, base_dir: Path, peft_logits, torch, transformers) -> float:
@@ -251,7 +252,7 @@ def main() -> None:
     ptxt = []
     for i, ids in enumerate(PROMPTS):
         ptxt.append('    {"ids": %s,\n     "base_f32": [\n      %s],\n     "peft_f32": [\n      %s]}'
-                    % (json.dumps(ids), rows_json(base_f32[i], np.float32), rows_json(peft_f32[i], np.float32)))
+                    % (json.dumps(ids), rows_json(base_f32[i]), rows_json(peft_f32[i])))
     s = json.dumps(doc, indent=1).replace('"__PROMPTS__"', "[\n" + ",\n".join(ptxt) + "\n  ]")
     json.loads(s)
     (out / "logits.json").write_text(s + "\n")
