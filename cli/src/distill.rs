@@ -30,13 +30,15 @@ enum Stage {
     /// Distill the student (initialized from the profile), checkpointing as it goes.
     Train(TrainArgs),
     /// Measure what the student kept per capability and mark it verified if the contract holds.
-    Verify(Common),
+    Verify(VerifyArgs),
     /// Write the latest checkpoint's student as a GGUF.
     Export(ExportArgs),
     /// Every stage in order: profile (unless one exists), train, verify.
     Run(TrainArgs),
     /// Redraw the training curves and print the run's summary (from metrics.jsonl).
     Report(Common),
+    /// Train a per-capability LoRA adapter for a student from the teacher's logits.
+    TrainLora(crate::distill_lora::TrainLoraArgs),
 }
 
 #[derive(Args)]
@@ -62,6 +64,19 @@ struct TrainArgs {
 }
 
 #[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Also measure capability CAP with the LoRA adapter FILE attached (repeatable).
+    #[arg(long = "lora", value_name = "CAP=FILE")]
+    lora: Vec<String>,
+    /// Measure this student GGUF instead of the run's checkpoint (report written to
+    /// RUN_DIR/verify_<stem>.json; nothing exported or marked).
+    #[arg(long)]
+    student: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct ExportArgs {
     #[command(flatten)]
     common: Common,
@@ -75,9 +90,14 @@ struct ExportArgs {
 
 pub fn distill(args: DistillArgs) -> Result<()> {
     let common = match &args.stage {
-        Stage::Profile(c) | Stage::Verify(c) | Stage::Report(c) => c,
+        Stage::Profile(c) | Stage::Report(c) => c,
+        Stage::Verify(a) => &a.common,
         Stage::Train(a) | Stage::Run(a) => &a.common,
         Stage::Export(a) => &a.common,
+        Stage::TrainLora(_) => {
+            let Stage::TrainLora(a) = args.stage else { unreachable!() };
+            return crate::distill_lora::train_lora(a);
+        }
     };
     let cfg = RunConfig::load(&common.config, &common.set)?;
     let threads = common.threads.or((cfg.train.threads > 0).then_some(cfg.train.threads));
@@ -88,15 +108,16 @@ pub fn distill(args: DistillArgs) -> Result<()> {
         Stage::Export(a) => export(&cfg, a),
         Stage::Profile(_) => profile(&cfg, &kit(&cfg)?),
         Stage::Train(a) => train(&cfg, &kit(&cfg)?, a.resume),
-        Stage::Verify(_) => verify(&cfg, &kit(&cfg)?),
+        Stage::Verify(a) => verify_with(&cfg, &kit(&cfg)?, a),
         Stage::Report(_) => report(&cfg, &kit(&cfg)?),
+        Stage::TrainLora(_) => unreachable!("handled above"),
         Stage::Run(a) => {
             let kit = kit(&cfg)?;
             if !cfg.run_dir.join(pipeline::PROFILE_FILE).exists() {
                 profile(&cfg, &kit)?;
             }
             train(&cfg, &kit, a.resume)?;
-            verify(&cfg, &kit)
+            verify(&cfg, &kit, &[])
         }
     }
 }
@@ -213,9 +234,31 @@ fn train(cfg: &RunConfig, kit: &TeacherKit, resume: bool) -> Result<()> {
     }
 }
 
-fn verify(cfg: &RunConfig, kit: &TeacherKit) -> Result<()> {
+/// `--lora CAP=FILE` pairs.
+fn parse_loras(specs: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    specs
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((cap, file)) if !cap.is_empty() && !file.is_empty() => Ok((cap.to_string(), PathBuf::from(file))),
+            _ => anyhow::bail!("--lora {s}: expected CAPABILITY=FILE"),
+        })
+        .collect()
+}
+
+fn verify_with(cfg: &RunConfig, kit: &TeacherKit, a: &VerifyArgs) -> Result<()> {
+    let loras = parse_loras(&a.lora)?;
+    let Some(student) = &a.student else { return verify(cfg, kit, &loras) };
     let mut p = StageProgress::new();
-    let (report, export) = pipeline::run_verify(cfg, kit, &mut |s, d, t| p.update(s, d, t))?;
+    let (report, path) = pipeline::verify_student_file(cfg, kit, student, &loras, &mut |s, d, t| p.update(s, d, t))?;
+    p.finish();
+    eprintln!("{}", report.markdown_table());
+    println!("{}: {} ({})", student.display(), if report.verified() { "every contract holds" } else { "a contract failed" }, path.display());
+    Ok(())
+}
+
+fn verify(cfg: &RunConfig, kit: &TeacherKit, loras: &[(String, PathBuf)]) -> Result<()> {
+    let mut p = StageProgress::new();
+    let (report, export) = pipeline::run_verify_with(cfg, kit, loras, &mut |s, d, t| p.update(s, d, t))?;
     p.finish();
     eprintln!("{}", report.markdown_table());
     println!(

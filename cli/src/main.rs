@@ -2,6 +2,7 @@
 
 mod device;
 mod distill;
+mod distill_lora;
 mod draft;
 mod synth;
 mod args;

@@ -18,7 +18,7 @@ pub use generate::{answer_seed, chat_prompt_tokens, generate_from_teacher, load_
 pub use held_out::{check_held_out, load_held_out, load_held_out_files, HeldOutIndex, Overlap};
 pub use load::{load_documents, Document, SourceFormat};
 pub use provenance::{build_corpus, sha256_file, Corpus, HeldOutRecord, Provenance, SourceRecord, PROVENANCE_FILE};
-pub(crate) use write::write_atomic;
+pub use write::write_atomic;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {

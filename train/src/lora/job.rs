@@ -1,0 +1,115 @@
+//! `nexus-cli distill train-lora` as one call: the frozen base and the teacher checked against
+//! each other, the capability's data tokenized (refused where it overlaps a held-out set),
+//! the adapter initialized, trained and written.
+
+use std::path::{Path, PathBuf};
+
+use nexus_runtime::gguf::{Value, ValueType};
+use nexus_runtime::model::Model;
+use serde::{Deserialize, Serialize};
+
+use super::base::load_base;
+use super::train::{train_lora, LoraStep};
+use super::{LoraSet, Target};
+use crate::config::TrainSection;
+use crate::data::{build_corpus, sha256_file, Dataset};
+use crate::error::TrainError;
+use crate::pipeline::TeacherKit;
+use crate::verify::check_same_vocabulary;
+
+/// What to train.
+pub struct LoraJob<'a> {
+    /// The student GGUF the adapter is for (read, never written).
+    pub base: &'a Path,
+    pub teacher_path: &'a Path,
+    /// The capability's training text (text files or JSONL, as `distill` reads sources).
+    pub data: &'a [PathBuf],
+    /// Files no training document may overlap (the capability's held-out set).
+    pub held_out: &'a [PathBuf],
+    pub targets: &'a [Target],
+    pub rank: usize,
+    pub alpha: f32,
+    pub seq_len: usize,
+    pub seed: u64,
+    /// Steps, batch, accumulation, schedule, AdamW, clipping and the loss weights.
+    pub train: TrainSection,
+    pub out: &'a Path,
+}
+
+/// What a finished job reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoraSummary {
+    pub out: PathBuf,
+    pub pairs: usize,
+    /// Trainable parameters (A and B of every pair).
+    pub parameters: usize,
+    pub base_parameters: usize,
+    pub data_tokens: usize,
+    pub steps: usize,
+    /// Means over the first and the last (up to) 10 steps.
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub first_kl: f64,
+    pub last_kl: f64,
+    pub seconds: f64,
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    s / n.max(1) as f64
+}
+
+/// Runs the job with `kit` (the teacher, its tokenizer and template); `on_step` sees every step.
+pub fn run_lora_job(job: &LoraJob, kit: &TeacherKit, on_step: &mut dyn FnMut(&LoraStep)) -> Result<(LoraSummary, Vec<LoraStep>), TrainError> {
+    let (cfg, base) = load_base(job.base)?;
+    let teacher_vocab = kit.teacher.model.config.n_vocab;
+    if teacher_vocab != cfg.n_vocab {
+        return Err(TrainError::Invalid(format!(
+            "the base {} has a vocabulary of {} tokens but the teacher {} has {teacher_vocab}: an adapter is distilled from a teacher of the same vocabulary",
+            job.base.display(),
+            cfg.n_vocab,
+            job.teacher_path.display()
+        )));
+    }
+    check_same_vocabulary(&kit.teacher.model, &Model::load(job.base)?, &kit.tokenizer)?;
+    let mut lora = LoraSet::init(&cfg, job.targets, job.rank, job.alpha, job.seed)?;
+    let corpus = build_corpus(job.data, &kit.tokenizer, kit.template.as_ref(), job.held_out)?;
+    let data_tokens = corpus.tokens.len();
+    let mut dataset = Dataset::new(corpus.tokens, job.seq_len, job.seed)?;
+    let base_sha = sha256_file(job.base)?;
+
+    let t0 = std::time::Instant::now();
+    let log = train_lora(&cfg, &base, &kit.teacher, &mut dataset, &mut lora, &job.train, on_step)?;
+    let seconds = t0.elapsed().as_secs_f64();
+
+    let file_name = |p: &Path| p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let stem = job.out.file_name().map_or_else(|| "adapter".into(), |n| n.to_string_lossy().trim_end_matches(".gguf").to_string());
+    let data_names: Vec<Value> = job.data.iter().map(|p| Value::String(file_name(p))).collect();
+    let targets: Vec<Value> = job.targets.iter().map(|t| Value::String(t.short().into())).collect();
+    let meta = vec![
+        ("general.name".to_string(), Value::String(stem)),
+        ("nexus.lora.base".to_string(), Value::String(file_name(job.base))),
+        ("nexus.lora.base_sha256".to_string(), Value::String(base_sha)),
+        ("nexus.lora.teacher".to_string(), Value::String(file_name(job.teacher_path))),
+        ("nexus.lora.data".to_string(), Value::Array(ValueType::String, data_names)),
+        ("nexus.lora.targets".to_string(), Value::Array(ValueType::String, targets)),
+        ("nexus.lora.steps".to_string(), Value::U64(log.len() as u64)),
+    ];
+    lora.write_gguf("llama", &meta, job.out)?;
+
+    let k = log.len().min(10);
+    let summary = LoraSummary {
+        out: job.out.to_path_buf(),
+        pairs: lora.pairs.len(),
+        parameters: lora.pairs.iter().map(|p| p.a.len() + p.b.len()).sum(),
+        base_parameters: cfg.n_params(),
+        data_tokens,
+        steps: log.len(),
+        first_loss: mean(log[..k].iter().map(|s| s.loss)),
+        last_loss: mean(log[log.len() - k..].iter().map(|s| s.loss)),
+        first_kl: mean(log[..k].iter().map(|s| s.kl)),
+        last_kl: mean(log[log.len() - k..].iter().map(|s| s.kl)),
+        seconds,
+    };
+    Ok((summary, log))
+}
