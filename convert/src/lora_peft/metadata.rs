@@ -50,6 +50,11 @@ fn unquote(s: &str) -> Yaml {
     if s.len() >= 2 && s.starts_with('\'') && s.ends_with('\'') {
         return Yaml::Str(s[1..s.len() - 1].replace("''", "'"));
     }
+    // A plain scalar ends at a comment; `key: value` inside a list item is a mapping.
+    let s = s.split_once(" #").map_or(s, |(v, _)| v).trim_end();
+    if s.contains(": ") || s.ends_with(':') {
+        return Yaml::Other;
+    }
     // YAML 1.1 plain scalars that safe_load turns into something other than a string.
     let lower = s.to_ascii_lowercase();
     let non_string = ["null", "~", "true", "false", "yes", "no", "on", "off", ""].contains(&lower.as_str())
@@ -463,5 +468,9 @@ mod tests {
         assert_eq!(y["tags"], Yaml::List(vec!["base_model:adapter:base".into(), "lora".into(), "transformers".into()]));
         assert_eq!(y["language"], Yaml::List(vec!["en".into(), "fr".into()]));
         assert_eq!(y["nested"], Yaml::Other);
+        let y = parse_yaml_subset("license: mit # the licence\nbase_model:\n- name: x\n  url: y\ntags: []\n");
+        assert_eq!(y["license"], Yaml::Str("mit".into()));
+        assert_eq!(y["base_model"], Yaml::Other);
+        assert_eq!(y["tags"], Yaml::List(vec![]));
     }
 }
