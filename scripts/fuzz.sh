@@ -17,7 +17,7 @@ set -u
 cd "$(dirname "$0")/../fuzz"
 SECONDS_EACH=${1:-60}
 shift || true
-ALL_TARGETS=(gguf_reader tokenizer_vocab tokenizer_text detokenize chat_template safetensors_header onnx_voice voice_gguf lora_adapter peft_adapter)
+ALL_TARGETS=(gguf_reader tokenizer_vocab tokenizer_text detokenize chat_template safetensors_header onnx_voice voice_gguf lora_adapter peft_adapter bundle_reader)
 TARGETS=("${@:-${ALL_TARGETS[@]}}")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL_TARGETS[@]}")
 
@@ -45,6 +45,8 @@ options() {
         onnx_voice) echo "-max_len=65536 -dict=dicts/onnx.dict" ;;
         voice_gguf | lora_adapter) echo "-max_len=32768 -dict=dicts/gguf.dict" ;;
         peft_adapter) echo "-max_len=32768 -dict=dicts/peft.dict" ;;
+        # The seed is a whole bundle (golden q8_0 backbone + adapter + router, ~185 kB).
+        bundle_reader) echo "-max_len=262144 -dict=dicts/bundle.dict" ;;
     esac
 }
 

@@ -144,3 +144,23 @@ fn distill_checkpoint_killed_mid_save_keeps_the_previous_one() {
     let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(log.lines().count() as u64, step + 2);
 }
+
+/// `bundle pack` streams the backbone's tensors into `.NAME.tmpPID` and renames it only after
+/// fsync: killed halfway, the previous bundle is untouched.
+#[test]
+fn bundle_pack_killed_mid_write_keeps_the_old_bundle() {
+    let Some(model) = nexus_tests::smollm2_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nexus.gguf");
+    let old = b"the previous bundle, which must survive".repeat(1000);
+    std::fs::write(&out, &old).unwrap();
+    // ~100 MB to write: killed once the first megabyte is out.
+    let child = Command::new(env!("CARGO_BIN_EXE_nexus-cli"))
+        .args(["bundle", "pack", "--backbone", model.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp = kill_mid_write(child, &out, 1 << 20);
+    check_old_output_intact(&out, &old, &tmp);
+}

@@ -163,7 +163,10 @@ fn quantize_q8_act_block(xb: &[f32], qs: &mut [u8]) -> (f32, i32) {
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
     for (q, &v) in qs.iter_mut().zip(xb) {
-        let qi = round_half_even(v * id);
+        // A no-op unless 127 / amax overflowed to infinity (amax below ~3.7e-37): then
+        // v * id is ±inf and the cast saturates to ±2^31, which would overflow `sum` (found
+        // by the bundle_reader fuzz target on a model of subnormal weights).
+        let qi = round_half_even(v * id).clamp(-127, 127);
         *q = qi as i8 as u8;
         sum += qi;
     }
@@ -256,5 +259,25 @@ pub(super) fn dequantize_q8_1(x: &[u8], y: &mut [f32]) {
         for (v, &q) in yb.iter_mut().zip(&xb[4..]) {
             *v = q as i8 as f32 * d;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A block whose largest magnitude is subnormal: 127 / amax is infinite. Each value still
+    /// quantizes into [-127, 127] and the Q8_1 sum is theirs (it overflowed before).
+    #[test]
+    fn activations_of_subnormal_magnitude_quantize_in_range() {
+        let mut x = [0f32; QK];
+        x[0] = 1e-40;
+        x[1] = -1e-40;
+        x[2] = 5e-41;
+        let mut qs = [0u8; QK];
+        let (_, sum) = quantize_q8_act_block(&x, &mut qs);
+        assert_eq!((qs[0] as i8, qs[1] as i8, qs[2] as i8), (127, -127, 127));
+        assert_eq!(sum, 127);
+        assert!(qs[3..].iter().all(|&q| q == 0));
     }
 }
