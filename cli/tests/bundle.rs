@@ -193,6 +193,30 @@ fn run_from_the_bundle_writes_the_backbones_text() {
     assert_error(&run(&f.base, &["--capability", "code"]), &["base.gguf", "is not a bundle"]);
 }
 
+/// `chat -m BUNDLE --capability NAME` answers as `chat -m BASE --lora ADAPTER` does.
+#[test]
+fn chat_from_the_bundle_applies_the_capability() {
+    let f = files();
+    let bundle = f.path("nexus.gguf");
+    pack(&f, &bundle);
+    let chat = |model: &Path, extra: &[&str]| {
+        let mut args = vec!["chat", "-m", s(model), "--chat-template", "chatml", "-n", "12", "--temp", "0", "-t", "2"];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-cli"))
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"hello there\n").unwrap();
+        ok(&child.wait_with_output().unwrap())
+    };
+    let with_code = chat(&bundle, &["--capability", "code"]);
+    assert_eq!(with_code, chat(&f.base, &["--lora", s(&f.code)]));
+    assert_ne!(with_code, chat(&f.base, &[]));
+}
+
 #[test]
 fn an_unverified_backbone_needs_allow_unverified() {
     let f = files();

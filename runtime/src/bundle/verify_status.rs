@@ -94,3 +94,29 @@ impl VerifyStatus {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::VerifyStatus;
+
+    #[test]
+    fn the_checks_decide_not_the_reports_flag() {
+        let check = |cap: &str, passed: bool| {
+            format!(r#"{{"capability":"{cap}","metric":"kl","op":"<=","limit":1.0,"measured":{{"value":2.5}},"passed":{passed}}}"#)
+        };
+        let report = |checks: &[String], verified: bool| format!(r#"{{"checks":[{}],"verified":{verified}}}"#, checks.join(","));
+        let failed = VerifyStatus::from_report(&report(&[check("chat", true), check("code", false), check("code", false)], true));
+        match &failed {
+            VerifyStatus::Failed { capabilities, failed_checks } => {
+                assert_eq!(capabilities, &["code"]);
+                assert_eq!(failed_checks, &["code: kl 2.5000 <= 1", "code: kl 2.5000 <= 1"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(failed.needs_consent() && failed.describe().contains("capability code"));
+        assert_eq!(VerifyStatus::from_report(&report(&[check("chat", true)], false)), VerifyStatus::Verified { checks: 1 });
+        for bad in ["{", r#"{"checks":[]}"#, r#"{"verified":true}"#] {
+            assert!(matches!(VerifyStatus::from_report(bad), VerifyStatus::Unverified { .. }), "{bad}");
+        }
+    }
+}
