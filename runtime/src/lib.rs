@@ -16,6 +16,7 @@ pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
 pub mod model;
+pub mod router;
 pub mod sampling;
 pub mod speculative;
 pub mod tokenizer;

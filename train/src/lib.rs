@@ -16,6 +16,7 @@ pub mod optim;
 pub mod pipeline;
 pub mod plot;
 pub mod profile;
+pub mod router;
 pub mod student;
 pub mod teacher;
 #[cfg(test)]

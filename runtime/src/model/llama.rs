@@ -43,6 +43,12 @@ pub trait Probe {
     /// The final RMS-normed hidden states of the rows whose logits are computed (all rows
     /// under [`Logits::All`] and [`Logits::None`]), `rows × n_embd`.
     fn final_hidden(&mut self, _normed: &[f32]) {}
+    /// Whether the pass may end after layer `layer`'s [`Probe::residual`]: a router reads one
+    /// layer's residual stream and nothing later. The cache then holds layers `0..=layer` of
+    /// these positions (it may be made with `layer + 1` layers) and is not to be decoded from.
+    fn stop_after(&self, _layer: usize) -> bool {
+        false
+    }
 }
 
 /// The probe of a plain forward pass.
@@ -226,6 +232,10 @@ impl Model {
             probe.ffn_out(l, &mut proj);
             add_inplace(&mut x, &proj);
             probe.residual(l, &x);
+            if probe.stop_after(l) {
+                cache.advance(n);
+                return Ok(Vec::new());
+            }
         }
         cache.advance(n);
 
