@@ -188,7 +188,8 @@ fn run_from_the_bundle_writes_the_backbones_text() {
     let bare = f.path("bare.gguf");
     ok(&cli(&["bundle", "pack", "--backbone", s(&f.base), "--adapter", &format!("code={}", s(&f.code)), "-o", s(&bare)]));
     assert_error(&run(&bare, &["--capability", "auto"]), &["bare.gguf", "has no router", "code"]);
-    assert_error(&run(&bundle, &["--capability", "auto"]), &["router", "cannot run routers"]);
+    // This router is no real classifier: asking it must fail, naming it, not fall back silently.
+    assert_error(&run(&bundle, &["--capability", "auto"]), &["router"]);
     assert_error(&run(&bundle, &["--capability", "poetry"]), &["nexus.gguf", "capability \"poetry\"", "code, math"]);
     assert_error(&run(&f.base, &["--capability", "code"]), &["base.gguf", "is not a bundle"]);
 }
