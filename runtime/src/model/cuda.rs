@@ -309,22 +309,7 @@ impl CudaModel {
                 self.projections(&qkv, s.x.ptr(), Some(layer.attn_norm.ptr()), MatvecMode::QkvRope(rope))?;
             } else {
                 self.projections(&qkv, s.x.ptr(), Some(layer.attn_norm.ptr()), MatvecMode::Store)?;
-                g.rope_store(&RopeStore {
-                    q: s.q.ptr(),
-                    k: s.k.ptr(),
-                    v: s.v.ptr(),
-                    k_cache: kc,
-                    v_cache: vc,
-                    inv_freq: self.inv_freq.ptr(),
-                    state: s.state.ptr(),
-                    freq_scale: self.freq_scale,
-                    n_head: c.n_head,
-                    n_kv: c.n_head_kv,
-                    hd: c.head_dim,
-                    rope_dim: c.rope_dim,
-                    neox: c.rope_style == RopeStyle::Neox,
-                    n_tok: 1,
-                })?;
+                g.rope_store(&self.rope_store(s.q.ptr(), s.k.ptr(), s.v.ptr(), (kc, vc), 1))?;
             }
             g.attn_decode(
                 &AttnDecode {
@@ -367,6 +352,28 @@ impl CudaModel {
             g.argmax(s.logits.ptr(), c.n_vocab, s.state.ptr(), s.argmax.ptr())?;
         }
         Ok(())
+    }
+
+    /// RoPE on `n_tok` tokens' q (in place) and k, then k and v into the layer's cache `kv`
+    /// at the step's position.
+    fn rope_store(&self, q: u64, k: u64, v: u64, kv: (u64, u64), n_tok: usize) -> RopeStore {
+        let c = &self.config;
+        RopeStore {
+            q,
+            k,
+            v,
+            k_cache: kv.0,
+            v_cache: kv.1,
+            inv_freq: self.inv_freq.ptr(),
+            state: self.s.state.ptr(),
+            freq_scale: self.freq_scale,
+            n_head: c.n_head,
+            n_kv: c.n_head_kv,
+            hd: c.head_dim,
+            rope_dim: c.rope_dim,
+            neox: c.rope_style == RopeStyle::Neox,
+            n_tok,
+        }
     }
 
     /// Products that read the same x: one launch per run of matrices of the same type.

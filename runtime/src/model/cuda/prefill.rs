@@ -4,10 +4,10 @@
 //! filled. Only the logits asked for are computed, by the decode path's head mat-vec.
 
 use half::f16;
-use nexus_kernels::cuda::{AttnPrefill, CudaError, DeviceWeight, GpuBuffer, MatvecMode, RopeStore};
+use nexus_kernels::cuda::{AttnPrefill, CudaError, DeviceWeight, GpuBuffer, MatvecMode};
 
 use super::{gpu_err, CudaModel};
-use crate::model::{Logits, ModelError, RopeStyle};
+use crate::model::{Logits, ModelError};
 
 /// Tokens per chunk: enough to make the GEMMs compute-bound, small enough for modest scratch.
 pub(super) const PREFILL_CHUNK: usize = 512;
@@ -103,22 +103,7 @@ impl CudaModel {
             self.project(&layer.wk, p.x16.ptr(), p.k.ptr(), n, false)?;
             self.project(&layer.wv, p.x16.ptr(), p.v.ptr(), n, false)?;
             let (kc, vc) = (self.k_cache.ptr_at(l * layer_cache), self.v_cache.ptr_at(l * layer_cache));
-            g.rope_store(&RopeStore {
-                q: p.q.ptr(),
-                k: p.k.ptr(),
-                v: p.v.ptr(),
-                k_cache: kc,
-                v_cache: vc,
-                inv_freq: self.inv_freq.ptr(),
-                state: s.state.ptr(),
-                freq_scale: self.freq_scale,
-                n_head: c.n_head,
-                n_kv: c.n_head_kv,
-                hd: c.head_dim,
-                rope_dim: c.rope_dim,
-                neox: c.rope_style == RopeStyle::Neox,
-                n_tok: n,
-            })?;
+            g.rope_store(&self.rope_store(p.q.ptr(), p.k.ptr(), p.v.ptr(), (kc, vc), n))?;
             g.attn_prefill(&AttnPrefill {
                 q: p.q.ptr(),
                 k_cache: kc,
