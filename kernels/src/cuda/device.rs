@@ -17,10 +17,11 @@ use cudarc::nvrtc::Ptx;
 use super::{compile, driver_err, CudaError};
 
 /// Every kernel the sources define; each is looked up once when the GPU is opened.
-const KERNELS: [&str; 23] = [
+const KERNELS: [&str; 24] = [
     "matvec_f32", "matvec_f16", "matvec_bf16", "matvec_q8_0", "matvec_q4_0", "matvec_q4_1", "matvec_q5_0",
     "matvec_q4_k", "matvec_q5_k", "matvec_q6_k", "embed", "rope_store", "attn_decode", "argmax", "advance",
     "swiglu", "embed_batch", "rmsnorm_f16", "to_f16", "swiglu_f16", "add_bias", "dequant_f16", "attn_prefill",
+    "attn_prefill_tiled",
 ];
 
 /// Dynamic shared memory the mat-vec kernels may use (x of up to 16K columns as f32).
@@ -42,6 +43,8 @@ pub struct Gpu {
     /// wrote. Every kernel of ours waits before its first such access, so the attribute is
     /// safe on all of them.
     pdl: bool,
+    /// Prompt attention by the tiled kernel (NEXUS_CUDA_TILED_PREFILL=0: one warp per query).
+    pub(crate) tiled_prefill: bool,
     /// Warps per mat-vec block; 0 picks by the matrix (NEXUS_CUDA_MV_WARPS, for measuring).
     pub(crate) mv_warps: usize,
     /// Resident blocks per SM by (kernel, threads, dynamic shared memory).
@@ -128,8 +131,9 @@ impl Gpu {
         }
         let sync_each = std::env::var_os("NEXUS_CUDA_SYNC").is_some_and(|v| v != "0");
         let pdl = major >= 9 && std::env::var_os("NEXUS_CUDA_PDL").is_none_or(|v| v != "0");
+        let tiled_prefill = std::env::var_os("NEXUS_CUDA_TILED_PREFILL").is_none_or(|v| v != "0");
         let mv_warps = std::env::var("NEXUS_CUDA_MV_WARPS").ok().and_then(|v| v.parse().ok()).filter(|&w| w <= 8).unwrap_or(0);
-        Ok(Gpu { ctx, stream, _module: module, funcs, name, arch, sm_count, sync_each, pdl, mv_warps, occupancy: Default::default(), blas: std::sync::OnceLock::new() })
+        Ok(Gpu { ctx, stream, _module: module, funcs, name, arch, sm_count, sync_each, pdl, mv_warps, tiled_prefill, occupancy: Default::default(), blas: std::sync::OnceLock::new() })
     }
 
     /// (free, total) device memory in bytes.
@@ -258,6 +262,11 @@ impl Gpu {
             self.stream.synchronize().map_err(fail)?;
         }
         Ok(())
+    }
+
+    /// Prompt attention by the tiled kernel (the default) or one warp per query, to compare.
+    pub fn set_tiled_prefill(&mut self, on: bool) {
+        self.tiled_prefill = on;
     }
 
     /// How many blocks of `kernel` with `block` threads and `smem` bytes of dynamic shared

@@ -140,6 +140,10 @@ impl Gpu {
             hd: a.hd as i32,
             n_tok: a.n_tok as i32,
         };
+        if self.tiled_prefill && a.hd % 2 == 0 && a.hd <= 128 {
+            // FA_Q queries of one head per block (prefill.cu).
+            return unsafe { self.launch("attn_prefill_tiled", (a.n_tok.div_ceil(16) as u32, a.n_head as u32, 1), 128, 0, &args) };
+        }
         let warps = a.n_head * a.n_tok;
         unsafe { self.launch("attn_prefill", (warps.div_ceil(4) as u32, 1, 1), 128, 0, &args) }
     }
