@@ -14,6 +14,7 @@ use crate::args::{GenArgs, ModelArgs};
 use crate::bundle;
 use crate::load;
 use crate::lora::{self, LoraArgs};
+use crate::router::{self, RouterArgs};
 use crate::speak::{self, VoiceArgs};
 
 #[derive(Args)]
@@ -41,13 +42,15 @@ pub struct ChatArgs {
     voice: VoiceArgs,
     #[command(flatten)]
     bundle: bundle::UseArgs,
+    #[command(flatten)]
+    route: RouterArgs,
 }
 
 pub fn chat(args: ChatArgs) -> Result<()> {
     let mut loaded = load::load(&args.model)?;
     // Chat runs on the CPU; this refuses --device cuda with adapters rather than ignore it.
-    bundle::select_device(&args.model, loaded.model.config.n_layer, &args.lora, &args.bundle)?;
-    let bundle = bundle::attach(&mut loaded, &args.bundle)?;
+    router::select_device(&loaded, &args.model, &args.lora, &args.bundle, &args.route)?;
+    let (bundle, mut routing) = router::attach(&mut loaded, &args.bundle, &args.route, &args.lora)?;
     let attached = lora::apply(&mut loaded.model, &args.lora)?;
     let mut adapters = lora::ChatLora::new(attached, &args.model);
     let n_ctx = load::context_size(&loaded, args.gen.ctx_size)?;
@@ -126,6 +129,12 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                 continue;
             }
             _ => {}
+        }
+        if let Some(routing) = routing.as_mut() {
+            if let Err(e) = routing.route_turn(&mut session, tokenizer, input) {
+                eprintln!("error: {} (the message was not sent)", causes(&e));
+                continue;
+            }
         }
         cancel.store(false, Ordering::SeqCst);
         generating.store(true, Ordering::SeqCst);

@@ -39,6 +39,8 @@ enum Stage {
     Report(Common),
     /// Train a per-capability LoRA adapter for a student from the teacher's logits.
     TrainLora(crate::distill_lora::TrainLoraArgs),
+    /// Train a router that picks a capability's adapter per request from labelled prompts.
+    TrainRouter(crate::distill_router::TrainRouterArgs),
 }
 
 #[derive(Args)]
@@ -98,6 +100,10 @@ pub fn distill(args: DistillArgs) -> Result<()> {
             let Stage::TrainLora(a) = args.stage else { unreachable!() };
             return crate::distill_lora::train_lora(a);
         }
+        Stage::TrainRouter(_) => {
+            let Stage::TrainRouter(a) = args.stage else { unreachable!() };
+            return crate::distill_router::train_router_cmd(a);
+        }
     };
     let cfg = RunConfig::load(&common.config, &common.set)?;
     let threads = common.threads.or((cfg.train.threads > 0).then_some(cfg.train.threads));
@@ -110,7 +116,7 @@ pub fn distill(args: DistillArgs) -> Result<()> {
         Stage::Train(a) => train(&cfg, &kit(&cfg)?, a.resume),
         Stage::Verify(a) => verify_with(&cfg, &kit(&cfg)?, a),
         Stage::Report(_) => report(&cfg, &kit(&cfg)?),
-        Stage::TrainLora(_) => unreachable!("handled above"),
+        Stage::TrainLora(_) | Stage::TrainRouter(_) => unreachable!("handled above"),
         Stage::Run(a) => {
             let kit = kit(&cfg)?;
             if !cfg.run_dir.join(pipeline::PROFILE_FILE).exists() {

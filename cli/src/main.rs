@@ -3,6 +3,7 @@
 mod device;
 mod distill;
 mod distill_lora;
+mod distill_router;
 mod draft;
 mod synth;
 mod args;
@@ -20,6 +21,7 @@ mod lora;
 mod perplexity;
 mod progress;
 mod quantize;
+mod router;
 mod run;
 mod speak;
 mod tokenize;

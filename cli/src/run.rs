@@ -13,6 +13,7 @@ use crate::bundle;
 use crate::draft::{self, DraftArgs};
 use crate::load;
 use crate::lora::{self, LoraArgs};
+use crate::router::{self, RouterArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -26,6 +27,8 @@ pub struct RunArgs {
     draft: DraftArgs,
     #[command(flatten)]
     bundle: bundle::UseArgs,
+    #[command(flatten)]
+    route: RouterArgs,
     /// The prompt.
     #[arg(short = 'p', long = "prompt")]
     prompt: String,
@@ -38,10 +41,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut loaded = load::load(&args.model)?;
     let device = match args.draft.model_draft {
         Some(_) => draft::cpu_device(&args.model)?,
-        None => bundle::select_device(&args.model, loaded.model.config.n_layer, &args.lora, &args.bundle)?,
+        None => router::select_device(&loaded, &args.model, &args.lora, &args.bundle, &args.route)?,
     };
-    bundle::attach(&mut loaded, &args.bundle)?;
+    let (_, routing) = router::attach(&mut loaded, &args.bundle, &args.route, &args.lora)?;
     lora::apply(&mut loaded.model, &args.lora)?;
+    if let Some(routing) = &routing {
+        routing.route(&mut loaded.model, &loaded.tokenizer, &args.prompt)?;
+    }
     let draft = draft::load(&args.draft, &loaded)?;
     let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
     let n_ctx = load::context_size(&loaded, args.gen.ctx_size)?;

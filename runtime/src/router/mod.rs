@@ -35,7 +35,7 @@ pub struct Backbone {
     pub architecture: String,
     pub n_embd: usize,
     pub n_layer: usize,
-    /// [`backbone_hash`] of the backbone's tensor names and shapes.
+    /// [`backbone_hash`]: the backbone's tensor names, shapes, types and leading data bytes.
     pub tensors_sha256: String,
 }
 
@@ -144,7 +144,7 @@ impl Router {
         }
         if have.tensors_sha256 != want.tensors_sha256 {
             diffs.push(format!(
-                "tensor names/shapes sha256 {}… vs {}…",
+                "tensors sha256 (names, shapes, types, leading data) {}… vs {}…",
                 &want.tensors_sha256[..want.tensors_sha256.len().min(12)],
                 &have.tensors_sha256[..have.tensors_sha256.len().min(12)]
             ));

@@ -81,15 +81,21 @@ pub fn pooled_hidden(model: &Model, tokens: &[u32], layer: usize) -> Result<Vec<
     Ok(probe.sum.iter().map(|&s| (s / n) as f32).collect())
 }
 
-/// The backbone's identity for a router: sha256 over `name:dim0xdim1…` of every tensor in
-/// file order (one per line), leaving out a bundle's other components. Types are left out, so
-/// the F16 and Q8_0 exports of one student share it; any other change of names or shapes
-/// (another model, another width, a pruned layer) does not.
+/// Bytes of each tensor's data that go into [`backbone_hash`]: enough to tell two trainings
+/// of one shape apart, little enough that checking a router reads ~1 MB of a backbone.
+const HASHED_BYTES: usize = 4096;
+
+/// The backbone's identity for a router: sha256 over every tensor in file order (its name,
+/// shape, type and the first 4 KiB of its data), leaving out a bundle's other components. The
+/// hidden states a router reads depend on the weights, so another model, another width, a
+/// retrained or re-quantized student all differ; the same file packed in a bundle does not.
 pub fn backbone_hash(file: &GgufFile) -> String {
     let mut h = Sha256::new();
     for t in file.tensors().iter().filter(|t| !FOREIGN_PREFIXES.iter().any(|p| t.name.starts_with(p))) {
         let dims: Vec<String> = t.dims.iter().map(|d| d.to_string()).collect();
-        h.update(format!("{}:{}\n", t.name, dims.join("x")).as_bytes());
+        h.update(format!("{}:{}:{}\n", t.name, dims.join("x"), t.ty).as_bytes());
+        let data = file.tensor_data(t);
+        h.update(&data[..data.len().min(HASHED_BYTES)]);
     }
     crate::bundle::hex(&h.finalize())
 }
