@@ -122,7 +122,7 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
         println!("  {:<20} adapter {}", c.name, c.component);
     }
     match m.of_kind(Kind::Router) {
-        Some(r) => println!("router: {} (this build cannot run routers yet)", r.id),
+        Some(r) => println!("router: {} (routes each request unless --capability names one)", r.id),
         None => println!("router: none (--capability NAME picks an adapter)"),
     }
     println!("licences:");
@@ -227,7 +227,7 @@ pub fn attach(loaded: &mut Loaded, args: &UseArgs) -> Result<Option<Bundle>> {
                 m.capability_list()
             ),
             Some(_) => bail!(
-                "{path} carries a router, but this build cannot run routers yet: name a capability with --capability NAME ({})",
+                "--capability auto: {path}'s router is not run by this command; name a capability with --capability NAME ({})",
                 m.capability_list()
             ),
         },
