@@ -43,11 +43,14 @@ fn softmax(z: &[f32]) -> Vec<f32> {
     e.into_iter().map(|v| v / s).collect()
 }
 
-/// Mean cross-entropy of `layers` on (x, y) and its gradients (weight, bias per layer).
-pub fn loss_and_grads(layers: &[Dense], x: &[Vec<f32>], y: &[usize]) -> (f64, Vec<(Vec<f32>, Vec<f32>)>) {
+/// The gradient of one dense layer: (weight, bias).
+pub type DenseGrad = (Vec<f32>, Vec<f32>);
+
+/// Mean cross-entropy of `layers` on (x, y) and its gradients, one per layer.
+pub fn loss_and_grads(layers: &[Dense], x: &[Vec<f32>], y: &[usize]) -> (f64, Vec<DenseGrad>) {
     let (logits, hidden) = forward(layers, x);
     let n = x.len() as f32;
-    let mut grads: Vec<(Vec<f32>, Vec<f32>)> = layers.iter().map(|l| (vec![0.0; l.weight.len()], vec![0.0; l.bias.len()])).collect();
+    let mut grads: Vec<DenseGrad> = layers.iter().map(|l| (vec![0.0; l.weight.len()], vec![0.0; l.bias.len()])).collect();
     let mut loss = 0.0f64;
     let last = layers.len() - 1;
     for (i, z) in logits.iter().enumerate() {
@@ -68,7 +71,7 @@ pub fn loss_and_grads(layers: &[Dense], x: &[Vec<f32>], y: &[usize]) -> (f64, Ve
 }
 
 /// Adds one example's gradient of a dense layer: dW += dy·xᵀ, db += dy, dx = Wᵀ·dy.
-fn accumulate(layer: &Dense, x: &[f32], dy: &[f32], grad: &mut (Vec<f32>, Vec<f32>), dx: &mut [f32]) {
+fn accumulate(layer: &Dense, x: &[f32], dy: &[f32], grad: &mut DenseGrad, dx: &mut [f32]) {
     for (o, &g) in dy.iter().enumerate() {
         let row = &layer.weight[o * layer.n_in..(o + 1) * layer.n_in];
         let grow = &mut grad.0[o * layer.n_in..(o + 1) * layer.n_in];

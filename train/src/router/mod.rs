@@ -110,7 +110,7 @@ impl RouterReport {
             })
             .collect();
         let names: Vec<String> = self.classes.iter().enumerate().map(|(i, c)| format!("{i} {c}")).collect();
-        let title = format!("router confusion, held out (fraction of each true class): {}", names.join(", "));
+        let title = format!("held-out confusion: {}", names.join(", "));
         crate::plot::heat_map(path, &title, "predicted class", "true class", &values)
             .map_err(|source| RouterTrainError::Plot { path: path.into(), source })
     }
