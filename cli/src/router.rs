@@ -110,11 +110,11 @@ pub fn attach(loaded: &mut Loaded, use_args: &UseArgs, args: &RouterArgs, lora: 
     for spec in &args.lora_cap {
         let Some((name, path)) = spec.split_once('=') else { bail!("--lora-cap {spec:?}: expected NAME=FILE") };
         check_capability_name(name).map_err(|what| anyhow::anyhow!("--lora-cap {spec}: {what}"))?;
-        let adapter = LoraAdapter::load(path).with_context(|| format!("--lora-cap {name}: loading the LoRA adapter {path}"))?;
+        let adapter = LoraAdapter::load(path).with_context(|| format!("--lora-cap {name}"))?;
         adapters.push((name.to_string(), adapter));
     }
     let router = match &args.router {
-        Some(p) => Some(Router::load(p).with_context(|| format!("loading the router {}", p.display()))?),
+        Some(p) => Some(Router::load(p)?),
         None if explicit.is_none() => {
             bail!("--lora-cap without --router: name the capability with --capability NAME, or give --router FILE")
         }

@@ -66,15 +66,17 @@ impl Capabilities {
     /// Checks the router against `model`'s backbone, that every capability it can pick has an
     /// adapter, and every adapter against the model.
     pub fn new(model: &Model, router: Option<Router>, adapters: Vec<(String, LoraAdapter)>) -> Result<Self, RouterError> {
-        let base = Model::from_file(model.file().clone()).map_err(|source| RouterError::Model { path: model.file().path().to_path_buf(), source })?;
+        if let Some(r) = &router {
+            r.check_backbone(model)?;
+        }
+        let base = Model::from_file(model.file().clone())?;
         for (name, adapter) in &adapters {
-            model.check_lora(&[(adapter, 1.0)]).map_err(|source| RouterError::Model { path: adapter.path.clone(), source })?;
+            model.check_lora(&[(adapter, 1.0)])?;
             if adapters.iter().filter(|(n, _)| n == name).count() > 1 {
                 return Err(RouterError::Invalid { path: adapter.path.clone(), what: format!("capability {name:?} is given twice") });
             }
         }
         if let Some(r) = &router {
-            r.check_backbone(model)?;
             if let Some(missing) = r.capabilities.iter().find(|c| !adapters.iter().any(|(n, _)| n == *c)) {
                 let what = format!(
                     "the router can pick capability {missing:?}, which has no adapter (have: {})",
@@ -125,8 +127,7 @@ impl Capabilities {
             return Ok(Choice { capability: None, source: Source::NoRouter, confidence: None, best: None });
         };
         let tokens = route_tokens(tokenizer, text);
-        let pooled = pooled_hidden(&self.base, &tokens, router.layer)
-            .map_err(|source| RouterError::Model { path: router.path.clone(), source })?;
+        let pooled = pooled_hidden(&self.base, &tokens, router.layer)?;
         let probs = router.probabilities(&pooled);
         let (best, &conf) = probs.iter().enumerate().fold((0, &f32::NEG_INFINITY), |acc, (i, p)| if *p > *acc.1 { (i, p) } else { acc });
         let classes = router.classes();
@@ -144,7 +145,7 @@ impl Capabilities {
         model.clear_lora();
         if let Some(name) = &choice.capability {
             let adapter = self.adapter(name).ok_or_else(|| RouterError::UnknownCapability { name: name.clone(), known: self.names().join(", ") })?;
-            model.apply_lora(&[(adapter, 1.0)]).map_err(|source| RouterError::Model { path: adapter.path.clone(), source })?;
+            model.apply_lora(&[(adapter, 1.0)])?;
         }
         Ok(())
     }
@@ -170,8 +171,6 @@ pub fn generate(
     let prompt = tokenizer.encode(text, true, true);
     let mut cache = model.new_cache(n_ctx);
     let mut decoder = CpuDecoder { model, cache: &mut cache };
-    let path = decoder.model.file().path().to_path_buf();
-    let generation = generate::generate(&mut decoder, tokenizer, &prompt, params, cancel, on_text)
-        .map_err(|source| RouterError::Model { path, source })?;
+    let generation = generate::generate(&mut decoder, tokenizer, &prompt, params, cancel, on_text)?;
     Ok((choice, generation))
 }

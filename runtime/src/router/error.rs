@@ -17,6 +17,7 @@ pub enum RouterError {
     Backbone { path: PathBuf, backbone: PathBuf, what: String },
     #[error("unknown capability {name:?}: {known}")]
     UnknownCapability { name: String, known: String },
-    #[error("{path}: {source}")]
-    Model { path: PathBuf, source: ModelError },
+    /// A model error; each names its file (or is about tokens, not a file).
+    #[error(transparent)]
+    Model(#[from] ModelError),
 }

@@ -167,7 +167,10 @@ impl Router {
         match file.get("general.type").and_then(|v| v.as_str()) {
             Some("router") => {}
             other => {
-                let what = format!("general.type is {other:?}, expected \"router\"");
+                let what = match other {
+                    Some(t) => format!("general.type is {t:?}, expected \"router\""),
+                    None => "it has no general.type (a router's is \"router\")".to_string(),
+                };
                 return Err(RouterError::NotARouter { path, what });
             }
         }
