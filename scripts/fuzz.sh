@@ -45,7 +45,7 @@ options() {
         onnx_voice) echo "-max_len=65536 -dict=dicts/onnx.dict" ;;
         voice_gguf | lora_adapter) echo "-max_len=32768 -dict=dicts/gguf.dict" ;;
         peft_adapter) echo "-max_len=32768 -dict=dicts/peft.dict" ;;
-        # The seed is a whole bundle (golden q8_0 backbone + adapter + router, ~185 kB).
+        # The seed is a whole bundle (golden q8_0 backbone + an adapter, ~195 kB).
         bundle_reader) echo "-max_len=262144 -dict=dicts/bundle.dict" ;;
     esac
 }

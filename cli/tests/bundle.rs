@@ -8,8 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use nexus_kernels::GgmlType;
 use nexus_runtime::gguf::{GgufFile, GgufWriter, Value};
+use nexus_runtime::model::Model;
+use nexus_runtime::router::{Backbone, Dense, Router};
 use nexus_tests::lora::LoraSpec;
 use nexus_tests::TinyModel;
 
@@ -71,17 +72,32 @@ fn files() -> Files {
     let base = dir.path().join("base.gguf");
     m.write(&base);
     let (code, math) = (dir.path().join("code.lora.gguf"), dir.path().join("math.lora.gguf"));
-    LoraSpec::for_model(&m, &["blk.0.attn_q.weight", "blk.1.ffn_up.weight", "output.weight"], 4, 8.0, 41).write(&code);
+    let mut w = LoraSpec::for_model(&m, &["blk.0.attn_q.weight", "blk.1.ffn_up.weight", "output.weight"], 4, 8.0, 41).writer();
+    w.set("general.license", Value::String("Apache-2.0".into()));
+    w.write(&code).unwrap();
     LoraSpec::for_model(&m, &["blk.0.attn_v.weight", "blk.1.ffn_down.weight"], 2, 2.0, 42).write(&math);
     std::fs::OpenOptions::new().append(true).open(&math).unwrap().write_all(b"stray bytes after the data").unwrap();
     let router = dir.path().join("router.gguf");
-    let mut w = GgufWriter::new();
-    w.set("general.type", Value::String("router".into()));
-    w.set("general.license", Value::String("MIT".into()));
-    let weights: Vec<u8> = (0..64 * 3 * 4).map(|i| (i * 7 % 251) as u8).collect();
-    w.add_tensor("classifier.weight", &[64, 3], GgmlType::F32, weights).unwrap();
-    w.write(&router).unwrap();
+    router_for(&base, &["code", "math"]).write(&router).unwrap();
     Files { dir, base, code, math, router }
+}
+
+/// A linear router (random weights) for the backbone `base` over `capabilities`.
+fn router_for(base: &Path, capabilities: &[&str]) -> Router {
+    let model = Model::load(base).unwrap();
+    let (n, k) = (model.config.n_embd, capabilities.len() + 1);
+    let weight = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0).collect();
+    Router {
+        path: PathBuf::new(),
+        backbone: Backbone::of(&model),
+        layer: 1,
+        capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        threshold: 0.0,
+        feat_mean: vec![0.0; n],
+        feat_scale: vec![1.0; n],
+        layers: vec![Dense { n_in: n, n_out: k, weight, bias: vec![0.0; k] }],
+        heldout_accuracy: None,
+    }
 }
 
 fn pack(f: &Files, out: &Path) {
@@ -96,7 +112,7 @@ fn pack_inspect_verify_and_unpack_byte_identical() {
     let bundle = f.path("nexus.gguf");
     pack(&f, &bundle);
     let inspect = ok(&cli(&["bundle", "inspect", s(&bundle)]));
-    for needle in ["backbone", "adapter.code", "adapter.math", "router", "code", "math", "MIT", "not a distilled student"] {
+    for needle in ["backbone", "adapter.code", "adapter.math", "router", "code", "math", "Apache-2.0", "not a distilled student"] {
         assert!(inspect.contains(needle), "{needle:?} missing from:\n{inspect}");
     }
     let json: serde_json::Value = serde_json::from_str(&ok(&cli(&["bundle", "inspect", "--json", s(&bundle)]))).unwrap();
@@ -107,6 +123,8 @@ fn pack_inspect_verify_and_unpack_byte_identical() {
     for id in ["backbone", "adapter.code", "adapter.math", "router", "bundle"] {
         assert!(verify.contains(&format!("ok      {id}")), "{verify}");
     }
+    // The packed router runs (its choice is the router's tests' business).
+    ok(&run(&bundle, &["--capability", "auto"]));
     let out = f.path("unpacked");
     ok(&cli(&["bundle", "unpack", s(&bundle), "-o", s(&out)]));
     for (original, c) in [(&f.base, 0), (&f.code, 1), (&f.math, 2), (&f.router, 3)] {
@@ -143,7 +161,7 @@ fn a_flipped_byte_is_named_by_its_component() {
         ("backbone", "nexus.rest.backbone"),
         ("adapter.code", "adapter.code.blk.1.ffn_up.weight.lora_b"),
         ("adapter.math", "nexus.rest.adapter.math"),
-        ("router", "router.classifier.weight"),
+        ("router", "router.fc1.weight"),
         ("router", "nexus.rest.router"),
     ];
     for (component, tensor) in cases {
@@ -334,6 +352,17 @@ fn bad_input_is_named() {
     // A model given as the voice.
     let o = cli(&["bundle", "pack", "--backbone", s(&f.base), "--voice", s(&f.code), "-o", s(&out)]);
     assert_error(&o, &["voice", "code.lora.gguf"]);
+    // Routers: not a router, one trained for another backbone, one picking an unpacked capability.
+    let code = format!("code={}", s(&f.code));
+    let with_router = |router: &Path| cli(&["bundle", "pack", "--backbone", s(&f.base), "--adapter", &code, "--router", s(router), "-o", s(&out)]);
+    assert_error(&with_router(&f.code), &["router", "code.lora.gguf", "not a router"]);
+    let other_base = f.path("other.gguf");
+    other.write(&other_base);
+    let foreign_router = f.path("foreign.router.gguf");
+    router_for(&other_base, &["code"]).write(&foreign_router).unwrap();
+    assert_error(&with_router(&foreign_router), &["router", "foreign.router.gguf", "another backbone"]);
+    assert_error(&with_router(&f.router), &["router", "router.gguf", "\"math\"", "no adapter"]);
+    assert_error(&pack_with(&format!("auto={}", s(&f.code))), &["adapter.auto", "capability name"]);
     // A base model given as an adapter.
     assert_error(&pack_with(&format!("x={}", s(&f.base))), &["adapter.x", "base.gguf", "not an adapter"]);
     assert!(!out.exists(), "a failed pack left {}", out.display());

@@ -21,8 +21,8 @@ comment at the top of fuzz/fuzz_targets/<target>.rs):
                      convert_lora_to_gguf.py writes them) for the golden llama-spm-gqa base:
                      F32 pairs on q, v, ffn_down and the output head, an F16 pair on k
   bundle_reader      a whole bundle made by `nexus-cli bundle pack` (target/release, built first)
-                     from the golden llama-spm-gqa q8_0 backbone, the lora_adapter seed as
-                     capability `code` and tests/fixtures/gguf/all_types.gguf as the router
+                     from the golden llama-spm-gqa q8_0 backbone and the lora_adapter seed as
+                     capability `code`
   peft_adapter       PEFT adapter folders for the same base, as `convert-lora` reads them
                      (adapter_config.json, PEFT's model card, adapter_model.safetensors): rank 2
                      on q, k, ffn_down and lm_head, F32; and BF16 with rsLoRA
@@ -277,11 +277,10 @@ def bundle_seeds():
     import subprocess, tempfile
     cli = ROOT / "target" / "release" / "nexus-cli"
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "golden-q8_0-code-router.gguf"
+        out = Path(tmp) / "golden-q8_0-code.gguf"
         subprocess.run([str(cli), "bundle", "pack",
                         "--backbone", str(ROOT / "tests/fixtures/golden/llama-spm-gqa.q8_0.gguf"),
                         "--adapter", "code=" + str(CORPUS / "lora_adapter" / "llama-spm-gqa-rank4.gguf"),
-                        "--router", str(ROOT / "tests/fixtures/gguf/all_types.gguf"),
                         "-o", str(out)], check=True, stdout=subprocess.DEVNULL)
         put("bundle_reader", out.name, out.read_bytes())
 

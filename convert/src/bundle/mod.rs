@@ -20,6 +20,7 @@ use nexus_runtime::bundle::{
 };
 use nexus_runtime::gguf::{GgufFile, GgufWriter, Value};
 use nexus_runtime::model::Model;
+use nexus_runtime::router::{check_capability_name, Capabilities, Router};
 use nexus_runtime::tts::vits::Voice;
 
 use component::Packed;
@@ -40,7 +41,8 @@ const RESERVED_PREFIXES: [&str; 4] = ["adapter.", "router.", "voice.", REST_PREF
 
 /// Packs `input` into `out` (atomically) and returns the manifest written. Every component is
 /// checked first: the backbone loads as a model, each adapter fits it (architecture, tensor
-/// names, shapes), the voice loads as a voice; nothing is written on any error.
+/// names, shapes), the router was trained on it and picks only packed capabilities, the voice
+/// loads as a voice; nothing is written on any error.
 pub fn pack(input: &PackInput, out: &Path) -> Result<Manifest, PackError> {
     check_names(input)?;
     let backbone = Arc::new(GgufFile::open(&input.backbone)?);
@@ -49,15 +51,22 @@ pub fn pack(input: &PackInput, out: &Path) -> Result<Manifest, PackError> {
 
     let mut packed = vec![Packed::read(&backbone, "backbone", Kind::Backbone, "")?];
     let mut files = Vec::new();
+    let mut adapters = Vec::new();
     for (name, path) in &input.adapters {
         let id = format!("adapter.{name}");
         let file = GgufFile::open(path)?;
         let adapter = LoraAdapter::from_file(&file).map_err(|source| PackError::Model { component: id.clone(), source })?;
         model.check_lora(&[(&adapter, 1.0)]).map_err(|source| PackError::Model { component: id.clone(), source })?;
         files.push((id, Kind::Adapter, file));
+        adapters.push((name.clone(), adapter));
     }
     if let Some(path) = &input.router {
-        files.push(("router".into(), Kind::Router, GgufFile::open(path)?));
+        let file = GgufFile::open(path)?;
+        // The router must fit this backbone and pick only capabilities the bundle carries.
+        let router_err = |source| PackError::Router { component: "router".into(), source: Box::new(source) };
+        let router = Router::from_file(&file).map_err(router_err)?;
+        Capabilities::new(&model, Some(router), adapters).map_err(router_err)?;
+        files.push(("router".into(), Kind::Router, file));
     }
     if let Some(path) = &input.voice {
         let file = GgufFile::open(path)?;
@@ -89,12 +98,11 @@ pub fn pack(input: &PackInput, out: &Path) -> Result<Manifest, PackError> {
     Ok(manifest)
 }
 
-/// Capability names become tensor prefixes and file names: letters, digits, `_` and `-`.
+/// Capability names become tensor prefixes and flags: letters, digits, `_` and `-`, and not
+/// `none` or `auto` (`--capability` gives those a meaning of their own).
 fn check_names(input: &PackInput) -> Result<(), PackError> {
     for (i, (name, path)) in input.adapters.iter().enumerate() {
-        let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !ok {
-            let what = format!("capability name {name:?} must be 1 to 64 letters, digits, '_' or '-'");
+        if let Err(what) = check_capability_name(name) {
             return Err(PackError::Invalid { path: path.clone(), component: format!("adapter.{name}"), what });
         }
         if input.adapters[..i].iter().any(|(n, _)| n == name) {
