@@ -70,3 +70,48 @@ fn backbone_hash_tells_models_apart() {
     assert_ne!(a, hash(&TinyModel { seed: 8, ..Default::default() }, "seed.gguf"), "other weights");
     assert_ne!(a, hash(&TinyModel { n_embd: 32, ..Default::default() }, "narrow.gguf"), "other width");
 }
+
+/// The library's `generate` with a capability: a named one runs its adapter (the same tokens as
+/// attaching it by hand), `none` and no router run the base, an unknown name is an error.
+#[test]
+fn generate_with_a_capability() {
+    use nexus_runtime::adapter::LoraAdapter;
+    use nexus_runtime::generate::GenerateParams;
+    use nexus_runtime::router::{generate, Capabilities, Source};
+    use nexus_runtime::sampling::SamplingParams;
+    use nexus_runtime::tokenizer::Tokenizer;
+    use std::sync::atomic::AtomicBool;
+
+    let dir = tempfile::tempdir().unwrap();
+    let m = TinyModel { n_ctx: 256, ..Default::default() };
+    let mut model = model(&m, dir.path(), "base.gguf");
+    let lora = dir.path().join("code.lora.gguf");
+    nexus_tests::lora::LoraSpec::for_model(&m, &["blk.0.attn_q.weight", "output.weight"], 4, 8.0, 41).write(&lora);
+    let tokenizer = Tokenizer::from_gguf(model.file()).unwrap();
+    let adapter = LoraAdapter::load(&lora).unwrap();
+    let caps = Capabilities::new(&model, None, vec![("code".into(), LoraAdapter::load(&lora).unwrap())]).unwrap();
+    let params = GenerateParams { max_tokens: Some(8), sampling: SamplingParams::greedy(), stop: Vec::new() };
+    let cancel = AtomicBool::new(false);
+    let mut run = |model: &mut Model, cap: Option<&str>| generate(model, &caps, &tokenizer, "abcab", cap, 64, &params, &cancel, |_| {});
+
+    let (choice, with_code) = run(&mut model, Some("code")).unwrap();
+    assert_eq!((choice.capability.as_deref(), choice.source), (Some("code"), Source::Explicit));
+    let (choice, base) = run(&mut model, Some("none")).unwrap();
+    assert_eq!((choice.capability, choice.source), (None, Source::Explicit));
+    let (choice, no_router) = run(&mut model, None).unwrap();
+    assert_eq!((choice.capability, choice.source), (None, Source::NoRouter));
+    assert_eq!(base.tokens, no_router.tokens);
+    assert!(!model.has_lora(), "the base choice leaves no adapter attached");
+    let Err(e) = run(&mut model, Some("poetry")) else { panic!("an unknown capability ran") };
+    let e = e.to_string();
+    assert!(e.contains("unknown capability \"poetry\"") && e.contains("code"), "{e}");
+
+    // By hand: the adapter attached, the same prompt, the same greedy tokens.
+    model.apply_lora(&[(&adapter, 1.0)]).unwrap();
+    let prompt = tokenizer.encode("abcab", true, true);
+    let mut cache = model.new_cache(64);
+    let mut dec = nexus_runtime::decoder::CpuDecoder { model: &model, cache: &mut cache };
+    let by_hand = nexus_runtime::generate::generate(&mut dec, &tokenizer, &prompt, &params, &cancel, |_| {}).unwrap();
+    assert_eq!(with_code.tokens, by_hand.tokens);
+    assert_ne!(with_code.tokens, base.tokens, "the adapter changes the text, so the comparison means something");
+}
