@@ -217,7 +217,8 @@ pub fn attach(loaded: &mut Loaded, args: &UseArgs) -> Result<Option<Bundle>> {
     }
     let m = bundle.manifest();
     match args.capability.as_deref() {
-        None if !m.capabilities.is_empty() => {
+        // With a router, `router::attach` routes each request and says so.
+        None if !m.capabilities.is_empty() && m.of_kind(Kind::Router).is_none() => {
             eprintln!("bundle: capabilities {}; no --capability given, so the backbone runs without an adapter", m.capability_list());
         }
         None => {}
