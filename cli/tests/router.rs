@@ -239,6 +239,7 @@ fn bundle_with_a_router_routes_by_itself() {
     };
     let (out, err) = ok(&run_bundle(&[]));
     assert!(err.contains("router: capability math (adapter math), chosen by the router"), "{err}");
+    assert!(!err.contains("runs without an adapter"), "{err}");
     assert_eq!(out, ok(&run(&f, &["--lora", s(&f.math)], "3141592653")).0);
     let (_, err) = ok(&run_bundle(&["--capability", "code"]));
     assert!(!err.contains("chosen by the router"), "{err}");

@@ -92,7 +92,7 @@ fn generate_with_a_capability() {
     let caps = Capabilities::new(&model, None, vec![("code".into(), LoraAdapter::load(&lora).unwrap())]).unwrap();
     let params = GenerateParams { max_tokens: Some(8), sampling: SamplingParams::greedy(), stop: Vec::new() };
     let cancel = AtomicBool::new(false);
-    let mut run = |model: &mut Model, cap: Option<&str>| generate(model, &caps, &tokenizer, "abcab", cap, 64, &params, &cancel, |_| {});
+    let run = |model: &mut Model, cap: Option<&str>| generate(model, &caps, &tokenizer, "abcab", cap, 64, &params, &cancel, |_| {});
 
     let (choice, with_code) = run(&mut model, Some("code")).unwrap();
     assert_eq!((choice.capability.as_deref(), choice.source), (Some("code"), Source::Explicit));
