@@ -143,10 +143,11 @@ impl Router {
             diffs.push(format!("n_layer {} vs {}", want.n_layer, have.n_layer));
         }
         if have.tensors_sha256 != want.tensors_sha256 {
+            let short = |h: &str| h.chars().take(12).collect::<String>();
             diffs.push(format!(
                 "tensors sha256 (names, shapes, types, leading data) {}… vs {}…",
-                &want.tensors_sha256[..want.tensors_sha256.len().min(12)],
-                &have.tensors_sha256[..have.tensors_sha256.len().min(12)]
+                short(&want.tensors_sha256),
+                short(&have.tensors_sha256)
             ));
         }
         if diffs.is_empty() {
@@ -181,6 +182,10 @@ impl Router {
             n_layer: usize_key("router.backbone.n_layer")?,
             tensors_sha256: file.get_str("router.backbone.tensors_sha256")?.to_string(),
         };
+        if backbone.n_embd == 0 || backbone.n_layer > 1 << 16 {
+            let what = format!("router.backbone.n_embd {} / n_layer {} are not a model's", backbone.n_embd, backbone.n_layer);
+            return Err(invalid(what));
+        }
         let layer = usize_key("router.layer")?;
         if layer >= backbone.n_layer {
             return Err(invalid(format!("router.layer {layer} is out of range for a backbone of {} layers", backbone.n_layer)));
