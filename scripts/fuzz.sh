@@ -17,7 +17,7 @@ set -u
 cd "$(dirname "$0")/../fuzz"
 SECONDS_EACH=${1:-60}
 shift || true
-ALL_TARGETS=(gguf_reader tokenizer_vocab tokenizer_text detokenize chat_template safetensors_header onnx_voice voice_gguf lora_adapter peft_adapter bundle_reader)
+ALL_TARGETS=(gguf_reader tokenizer_vocab tokenizer_text detokenize chat_template safetensors_header onnx_voice voice_gguf lora_adapter peft_adapter bundle_reader router_reader)
 TARGETS=("${@:-${ALL_TARGETS[@]}}")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL_TARGETS[@]}")
 
@@ -47,6 +47,7 @@ options() {
         peft_adapter) echo "-max_len=32768 -dict=dicts/peft.dict" ;;
         # The seed is a whole bundle (golden q8_0 backbone + an adapter, ~195 kB).
         bundle_reader) echo "-max_len=262144 -dict=dicts/bundle.dict" ;;
+        router_reader) echo "-max_len=8192 -dict=dicts/gguf.dict" ;;
     esac
 }
 
