@@ -172,7 +172,8 @@ fn unpack(path: &Path, dir: &Path) -> Result<()> {
 /// `run` and `chat` flags that only mean something for a bundle.
 #[derive(Args, Debug, Clone, Default)]
 pub struct UseArgs {
-    /// With a bundle: apply this capability's adapter (`auto` asks the bundle's router).
+    /// Apply this capability's adapter (a bundle's, or one of --lora-cap NAME=FILE) for every
+    /// request; `none` runs the base; `auto` asks the router (the default when there is one).
     #[arg(long = "capability", value_name = "NAME")]
     pub capability: Option<String>,
     /// Load a bundle whose verify report says the contract failed (or that was never verified).
