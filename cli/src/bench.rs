@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use crate::args::ModelArgs;
 use crate::draft::DraftArgs;
 use crate::load;
+use crate::lora::LoraArgs;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
@@ -38,6 +39,9 @@ pub struct BenchArgs {
     /// acceptance rate) instead of pp/tg.
     #[command(flatten)]
     draft: DraftArgs,
+    /// Adapters attached for the run (CPU only for now), to measure what they cost.
+    #[command(flatten)]
+    lora: LoraArgs,
 }
 
 struct TestResult {
@@ -99,13 +103,19 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if args.repetitions == 0 {
         bail!("--repetitions must be at least 1");
     }
-    let loaded = load::load(&args.model)?;
+    let mut loaded = load::load(&args.model)?;
     if let Some(draft) = crate::draft::load(&args.draft, &loaded)? {
+        if !args.lora.is_empty() {
+            bail!("--model-draft and --lora cannot be benchmarked together");
+        }
         crate::draft::cpu_device(&args.model)?;
         return crate::bench_draft::bench_draft(&loaded, &draft, args.n_gen, args.repetitions, matches!(args.output, Format::Json));
     }
+    let device = crate::lora::select_device(&args.model, loaded.model.config.n_layer, &args.lora)?;
+    if !args.lora.is_empty() {
+        crate::lora::apply(&mut loaded.model, &args.lora)?;
+    }
     let model = &loaded.model;
-    let device = crate::device::select(&args.model, model.config.n_layer)?;
     let threads = rayon::current_num_threads();
     #[cfg(feature = "cuda")]
     let mut gpu = match device {

@@ -151,3 +151,28 @@ fn adapters_on_cuda_are_refused_for_now() {
     // --device cpu is fine.
     assert!(run(&f.base, &["--lora", first, "--device", "cpu"]).status.success());
 }
+
+/// `bench --lora` times the model with the adapter attached (it says so and still reports
+/// pp and tg), refuses a GPU like run does, and does not combine with a draft model.
+#[test]
+fn bench_takes_adapters() {
+    let f = files();
+    let (base, first) = (f.base.to_str().unwrap(), f.first.to_str().unwrap());
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["bench", "-m", base, "-p", "8", "-n", "8", "-r", "1", "-t", "2", "-o", "json"];
+        args.extend_from_slice(extra);
+        cli(&args, "")
+    };
+    let o = bench(&["--lora", first]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("LoRA: "), "{}", text(&o.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tests: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["test"].as_str().unwrap()).collect();
+    assert_eq!(tests, ["pp8", "tg8"]);
+    let o = bench(&["--lora", first, "--device", "cuda"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("LoRA adapters run on the CPU only for now"), "{}", text(&o.stderr));
+    let o = bench(&["--lora", first, "--model-draft", base]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("--model-draft and --lora"), "{}", text(&o.stderr));
+}

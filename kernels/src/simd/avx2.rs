@@ -425,3 +425,19 @@ pub(crate) unsafe fn dot_bf16(w: *const u8, a: *const u8, n: usize) -> f32 {
         |i| f32::from_bits(((w.add(2 * i) as *const u16).read_unaligned() as u32) << 16),
     )
 }
+
+/// `y[i] += alpha · x[i]` for `n` elements.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn axpy_f32(y: *mut f32, alpha: f32, x: *const f32, n: usize) {
+    let va = _mm256_set1_ps(alpha);
+    let mut i = 0;
+    while i + 8 <= n {
+        let v = _mm256_fmadd_ps(va, _mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(y.add(i)));
+        _mm256_storeu_ps(y.add(i), v);
+        i += 8;
+    }
+    while i < n {
+        *y.add(i) += alpha * *x.add(i);
+        i += 1;
+    }
+}

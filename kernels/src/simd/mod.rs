@@ -287,3 +287,16 @@ pub(crate) fn dot_f32_slices(a: &[f32], b: &[f32]) -> f32 {
     }
     scalar::dot_f32_slices(&a[..n], &b[..n])
 }
+
+/// `y += alpha · x` over the common length, on the best available path (shared with `ops`).
+pub(crate) fn axpy_f32_slices(y: &mut [f32], alpha: f32, x: &[f32]) {
+    let n = y.len().min(x.len());
+    #[cfg(target_arch = "x86_64")]
+    if detected().has_avx2() {
+        // SAFETY: AVX2/FMA detected; both slices hold n f32s and do not overlap (&mut y).
+        return unsafe { avx2::axpy_f32(y.as_mut_ptr(), alpha, x.as_ptr(), n) };
+    }
+    for (v, &u) in y[..n].iter_mut().zip(&x[..n]) {
+        *v += alpha * u;
+    }
+}

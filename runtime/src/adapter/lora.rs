@@ -21,6 +21,8 @@ pub struct LoraWeight {
     pub n_out: usize,
     pub a: Vec<f32>,
     pub b: Vec<f32>,
+    /// B transposed, `[rank][n_out]`: one token's `B·t` becomes `rank` contiguous axpys.
+    pub bt: Vec<f32>,
 }
 
 /// A loaded LoRA adapter: its pairs in base-tensor order, kept as f32 (a rank-16 adapter is a
@@ -120,7 +122,9 @@ impl LoraAdapter {
                 }
                 Ok(out)
             };
-            weights.push(Arc::new(LoraWeight { base: base.to_string(), rank, n_in, n_out, a: to_f32(a)?, b: to_f32(b)? }));
+            let b = to_f32(b)?;
+            let bt = (0..rank).flat_map(|r| (0..n_out).map(move |o| (o, r))).map(|(o, r)| b[o * rank + r]).collect();
+            weights.push(Arc::new(LoraWeight { base: base.to_string(), rank, n_in, n_out, a: to_f32(a)?, b, bt }));
         }
         Ok(LoraAdapter { path, arch, alpha, weights })
     }
