@@ -12,38 +12,16 @@ use nexus_runtime::gguf::{GgufFile, GgufWriter, Value};
 use nexus_runtime::model::Model;
 use nexus_runtime::router::{Backbone, Dense, Router};
 use nexus_tests::lora::LoraSpec;
+use nexus_tests::cli::{assert_error, text};
 use nexus_tests::TinyModel;
 
 fn cli(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-cli"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    nexus_tests::cli::run(env!("CARGO_BIN_EXE_nexus-cli"), args, "")
 }
 
 fn ok(o: &Output) -> String {
     assert!(o.status.success(), "stdout:\n{}\nstderr:\n{}", text(&o.stdout), text(&o.stderr));
     text(&o.stdout)
-}
-
-/// Fails with exit code 1, no panic, and an `error:` line holding every needle.
-fn assert_error(o: &Output, needles: &[&str]) {
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stdout:\n{}\nstderr:\n{err}", text(&o.stdout));
-    assert!(!err.contains("panicked"), "{err}");
-    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line in:\n{err}"));
-    for n in needles {
-        assert!(line.contains(n), "expected {n:?} in:\n{err}");
-    }
 }
 
 fn s(p: &Path) -> &str {

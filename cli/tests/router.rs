@@ -5,50 +5,27 @@
 //! on stderr; `--capability` overrides; below the threshold the base runs; a router for another
 //! backbone is refused; bad data, unknown capabilities and a layer out of range are named.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use nexus_runtime::router::Router;
 use nexus_tests::lora::LoraSpec;
+use nexus_tests::cli::{assert_error, text};
 use nexus_tests::TinyModel;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 fn cli_with_stdin(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-cli"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    nexus_tests::cli::run(env!("CARGO_BIN_EXE_nexus-cli"), args, stdin)
 }
 
 fn cli(args: &[&str]) -> Output {
     cli_with_stdin(args, "")
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn ok(o: &Output) -> (String, String) {
     assert!(o.status.success(), "stdout:\n{}\nstderr:\n{}", text(&o.stdout), text(&o.stderr));
     (text(&o.stdout), text(&o.stderr))
-}
-
-/// Fails with exit code 1, no panic, and an `error:` line holding every needle.
-fn assert_error(o: &Output, needles: &[&str]) {
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stdout:\n{}\nstderr:\n{err}", text(&o.stdout));
-    assert!(!err.contains("panicked"), "{err}");
-    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line in:\n{err}"));
-    for n in needles {
-        assert!(line.contains(n), "expected {n:?} in:\n{err}");
-    }
 }
 
 fn s(p: &Path) -> &str {

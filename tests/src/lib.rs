@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests under `tests/tests/`: tiny random-weight models
 //! written with our own GGUF writer.
 
+pub mod cli;
 pub mod lora;
 pub mod peft;
 pub mod reference;
