@@ -8,13 +8,25 @@ use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 use nexus_convert::hf::{convert as convert_hf, OutType};
 
+/// `--outtype` of `convert` and `convert-lora` (llama.cpp's converters' names).
 #[derive(Clone, Copy, ValueEnum)]
-enum OutTypeArg {
+pub enum OutTypeArg {
     F32,
     F16,
     Bf16,
     #[value(name = "q8_0")]
     Q8_0,
+}
+
+impl From<OutTypeArg> for OutType {
+    fn from(t: OutTypeArg) -> OutType {
+        match t {
+            OutTypeArg::F32 => OutType::F32,
+            OutTypeArg::F16 => OutType::F16,
+            OutTypeArg::Bf16 => OutType::Bf16,
+            OutTypeArg::Q8_0 => OutType::Q8_0,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -30,12 +42,7 @@ pub struct ConvertArgs {
 }
 
 pub fn convert(args: ConvertArgs) -> Result<()> {
-    let outtype = match args.outtype {
-        OutTypeArg::F32 => OutType::F32,
-        OutTypeArg::F16 => OutType::F16,
-        OutTypeArg::Bf16 => OutType::Bf16,
-        OutTypeArg::Q8_0 => OutType::Q8_0,
-    };
+    let outtype = OutType::from(args.outtype);
     // A progress bar on a terminal only, so logs and pipes stay clean.
     let tty = std::io::stderr().is_terminal();
     let mut bar: Option<ProgressBar> = None;

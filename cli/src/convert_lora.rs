@@ -4,18 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use nexus_convert::hf::OutType;
 use nexus_convert::lora_peft::convert_peft;
 
-#[derive(Clone, Copy, ValueEnum)]
-enum OutTypeArg {
-    F32,
-    F16,
-    Bf16,
-    #[value(name = "q8_0")]
-    Q8_0,
-}
+use crate::convert::OutTypeArg;
 
 #[derive(Args)]
 pub struct ConvertLoraArgs {
@@ -35,12 +28,7 @@ pub struct ConvertLoraArgs {
 }
 
 pub fn convert_lora(args: ConvertLoraArgs) -> Result<()> {
-    let outtype = match args.outtype {
-        OutTypeArg::F32 => OutType::F32,
-        OutTypeArg::F16 => OutType::F16,
-        OutTypeArg::Bf16 => OutType::Bf16,
-        OutTypeArg::Q8_0 => OutType::Q8_0,
-    };
+    let outtype = OutType::from(args.outtype);
     let summary = convert_peft(&args.peft_dir, &args.base, &args.output, outtype, |_, _| {})
         .with_context(|| format!("converting the PEFT adapter {}", args.peft_dir.display()))?;
     println!(
