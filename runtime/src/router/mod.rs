@@ -202,6 +202,11 @@ impl Router {
             return Err(invalid(format!("router.threshold {threshold} is not a probability")));
         }
         let heldout_accuracy = file.opt("router.eval.heldout_accuracy", GgufFile::get_f32)?;
+        // A NaN here made a loaded router unequal to itself (found by the router_reader fuzz
+        // target: tests/fixtures/fuzz/router_reader/).
+        if let Some(a) = heldout_accuracy.filter(|a| !(0.0..=1.0).contains(a)) {
+            return Err(invalid(format!("router.eval.heldout_accuracy {a} is not a fraction")));
+        }
         let d = backbone.n_embd;
         let vector = |name: &str, n: usize| -> Result<Vec<f32>, RouterError> { read_f32(file, name, &[n as u64]) };
         let feat_mean = vector("feat_mean", d)?;
