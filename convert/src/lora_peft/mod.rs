@@ -50,11 +50,19 @@ pub struct PeftSummary {
 struct Pair {
     /// The base tensor, e.g. `blk.0.attn_q.weight`.
     base: String,
+    a: Half,
+    b: Half,
+    /// Heads to permute lora_b's rows by (llama q_proj / k_proj).
+    permute_heads: Option<usize>,
+}
+
+/// A module while the safetensors header is read: its halves as they are found.
+struct Partial {
+    base: String,
     /// PEFT's module name, e.g. `base_model.model.model.layers.0.self_attn.q_proj`.
     module: String,
     a: Option<Half>,
     b: Option<Half>,
-    /// Heads to permute lora_b's rows by (llama q_proj / k_proj).
     permute_heads: Option<usize>,
 }
 
@@ -148,8 +156,7 @@ pub fn convert_peft(
     let mut total_params: i64 = 0;
     let mut rank = 0;
     for p in &pairs {
-        let (a, b) = (p.a.as_ref().map(|h| &h.shape), p.b.as_ref().map(|h| &h.shape));
-        let (Some(a), Some(b)) = (a, b) else { unreachable!("plan() returns complete pairs") };
+        let (a, b) = (&p.a.shape, &p.b.shape);
         let (r, n_in, n_out) = (a[0], a[1], b[0]);
         rank = rank.max(r);
         total_params -= (n_in * n_out) as i64;
@@ -171,8 +178,7 @@ pub fn convert_peft(
     let total = specs.len();
     w.write_streaming(out, &specs, |i| {
         let p = &pairs[i / 2];
-        let half = if i % 2 == 0 { p.a.as_ref() } else { p.b.as_ref() };
-        let Some(half) = half else { unreachable!("plan() returns complete pairs") };
+        let half = if i % 2 == 0 { &p.a } else { &p.b };
         let tensor_err = |problem: String| PeftError::Tensor { path: st_path.clone(), name: half.name.clone(), problem };
         let bytes = map.get(half.range.clone()).ok_or_else(|| tensor_err("its data lies past the end of the file".into()))?;
         let mut values = decode(bytes, half.dtype);
@@ -218,7 +224,7 @@ fn plan(
     let unsupported = |name: &str, what: &str| PeftError::Unsupported { path: st_path.into(), what: format!("tensor {name:?}: {what}") };
     let base_err = |what: String| PeftError::Base { adapter: peft_dir.into(), base: base.into(), what };
 
-    let mut pairs: Vec<Pair> = Vec::new();
+    let mut pairs: Vec<Partial> = Vec::new();
     for (name, info) in names {
         let inner = name.strip_prefix("base_model.model.").unwrap_or(&name);
         let (module, is_b) = if let Some(m) = inner.strip_suffix(".lora_A.weight") {
@@ -272,7 +278,7 @@ fn plan(
                     _ => None,
                 };
                 let module = format!("{}{module}", if name.starts_with("base_model.model.") { "base_model.model." } else { "" });
-                pairs.push(Pair { base: base_name, module, a: None, b: None, permute_heads });
+                pairs.push(Partial { base: base_name, module, a: None, b: None, permute_heads });
                 pairs.len() - 1
             }
         };
@@ -286,8 +292,9 @@ fn plan(
         return Err(PeftError::Missing { path: st_path.into(), what: "no lora_A/lora_B weights in the adapter".into() });
     }
 
-    for p in &pairs {
-        let (a, b) = match (&p.a, &p.b) {
+    let mut complete = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let (a, b) = match (p.a, p.b) {
             (Some(a), Some(b)) => (a, b),
             (Some(_), None) => return Err(tensor_err(&p.module, "has lora_A but no lora_B".into())),
             (None, _) => return Err(tensor_err(&p.module, "has lora_B but no lora_A".into())),
@@ -318,6 +325,7 @@ fn plan(
                 return Err(base_err(format!("{}: {n_out} rows cannot be split into {h} heads of pairs", p.module)));
             }
         }
+        complete.push(Pair { base: p.base, a, b, permute_heads: p.permute_heads });
     }
-    Ok(pairs)
+    Ok(complete)
 }
