@@ -145,7 +145,7 @@ fn prefill_matches_token_by_token_decode() {
     if !gpu_available() {
         return;
     }
-    for name in ["llama-spm-gqa.f32", "llama-spm-gqa.q8_0", "llama3-scaled.f32", "qwen2-bias.f32"] {
+    for name in ["llama-spm-gqa.f32", "llama-spm-gqa.f16", "llama-spm-gqa.q8_0", "llama3-scaled.f32", "qwen2-bias.f32"] {
         let path = root().join(format!("tests/fixtures/golden/{name}.gguf"));
         let model = Model::load(&path).unwrap();
         let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % model.config.n_vocab as u32).collect();

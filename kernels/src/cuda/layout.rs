@@ -124,6 +124,12 @@ impl DeviceWeight {
         self.buf.len()
     }
 
+    /// The address of the rows as they are, `[rows][cols]` f16, when the weight is F16 (its
+    /// device layout is the file's): a GEMM can read it without a converted copy.
+    pub fn f16_rows(&self) -> Option<u64> {
+        (self.ty == GgmlType::F16).then(|| self.buf.ptr())
+    }
+
     /// (q, a, b) section addresses.
     pub(crate) fn ptrs(&self) -> (u64, u64, u64) {
         (self.buf.ptr(), self.buf.ptr_at(self.a), self.buf.ptr_at(self.b))

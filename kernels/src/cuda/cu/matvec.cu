@@ -202,8 +202,9 @@ __device__ __forceinline__ float2 rows_dot2(const Mat& w0, int r0, const Mat& w1
     // in flight (profile: the big mat-vecs of a 1B model read at ~1 TB/s with one item per
     // pass). Measured on an H100: Llama-3.2-1B Q8_0 tg128 771 -> 819 t/s; the same change
     // cost Q4_0 and the K-quants 2-6% (more registers per lane), so they keep one per pass.
+    // F16/BF16 items are 16 bytes, the least in flight of all types: two per pass as well.
     int it = lane;
-    if (TY == T_Q8_0)
+    if (TY == T_Q8_0 || TY == T_F16 || TY == T_BF16)
     for (; it + WARP < n; it += 2 * WARP) {
         float p0 = item_dot<TY>(w0, r0, it, cols, xq, xds, xf);
         float q0 = item_dot<TY>(w0, r0, it + WARP, cols, xq, xds, xf);

@@ -136,6 +136,11 @@ impl CudaModel {
         let g = &self.gpu;
         let rows_per = (p.w16.len() / w.cols).clamp(1, w.rows);
         let mut r0 = 0;
+        if let Some(rows) = w.f16_rows() {
+            // Already the GEMM's input type: no copy through the scratch.
+            g.gemm_f16(rows, x16, y, w.rows, w.cols, n, w.rows, accumulate)?;
+            r0 = w.rows;
+        }
         while r0 < w.rows {
             let nr = rows_per.min(w.rows - r0);
             g.dequant_f16(w, r0, nr, p.w16.ptr())?;
