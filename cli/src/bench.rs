@@ -39,7 +39,7 @@ pub struct BenchArgs {
     /// acceptance rate) instead of pp/tg.
     #[command(flatten)]
     draft: DraftArgs,
-    /// Adapters attached for the run (CPU only for now), to measure what they cost.
+    /// Adapters attached for the run (CPU, or CUDA with --device cuda), to measure what they cost.
     #[command(flatten)]
     lora: LoraArgs,
 }
@@ -111,7 +111,14 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         crate::draft::cpu_device(&args.model)?;
         return crate::bench_draft::bench_draft(&loaded, &draft, args.n_gen, args.repetitions, matches!(args.output, Format::Json));
     }
-    let device = crate::lora::select_device(&args.model, loaded.model.config.n_layer, &args.lora)?;
+    // The CUDA backend takes adapters (uploaded by `CudaModel::load`) but nothing yet switches
+    // them between requests there, so run and chat stay on the CPU with adapters; bench goes
+    // to the GPU when asked, to measure what an adapter costs there.
+    let device = if crate::lora::cuda_asked(&args.model) {
+        crate::device::select(&args.model, loaded.model.config.n_layer)?
+    } else {
+        crate::lora::select_device(&args.model, loaded.model.config.n_layer, &args.lora)?
+    };
     if !args.lora.is_empty() {
         crate::lora::apply(&mut loaded.model, &args.lora)?;
     }

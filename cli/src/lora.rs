@@ -46,7 +46,7 @@ impl LoraArgs {
 const CPU_ONLY: &str = "LoRA adapters run on the CPU only for now";
 
 /// Whether the user asked for a GPU explicitly (`--device cuda[:N]` or `-ngl N > 0`).
-fn cuda_asked(model_args: &ModelArgs) -> bool {
+pub(crate) fn cuda_asked(model_args: &ModelArgs) -> bool {
     model_args.device.as_deref().is_some_and(|d| d.starts_with("cuda")) || model_args.n_gpu_layers.is_some_and(|n| n > 0)
 }
 

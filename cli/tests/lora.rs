@@ -153,7 +153,8 @@ fn adapters_on_cuda_are_refused_for_now() {
 }
 
 /// `bench --lora` times the model with the adapter attached (it says so and still reports
-/// pp and tg), refuses a GPU like run does, and does not combine with a draft model.
+/// pp and tg), takes `--device cuda` (without a GPU it fails for that reason, not for the
+/// adapter), and does not combine with a draft model.
 #[test]
 fn bench_takes_adapters() {
     let f = files();
@@ -170,8 +171,8 @@ fn bench_takes_adapters() {
     let tests: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["test"].as_str().unwrap()).collect();
     assert_eq!(tests, ["pp8", "tg8"]);
     let o = bench(&["--lora", first, "--device", "cuda"]);
-    assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("LoRA adapters run on the CPU only for now"), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(o.status.success() || (!err.contains("CPU only") && err.contains("CUDA")), "{err}");
     let o = bench(&["--lora", first, "--model-draft", base]);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("--model-draft and --lora"), "{}", text(&o.stderr));

@@ -7,9 +7,11 @@ mkdir -p .carry/cuda
 pick() { grep -o "target/release/deps/$1-[a-z0-9]*" | head -1; }
 k=$(cargo test --release -p nexus-kernels --features cuda --test cuda --no-run 2>&1 | pick cuda)
 m=$(cargo test --release -p nexus-tests --features cuda --test cuda_model --no-run 2>&1 | pick cuda_model)
+l=$(cargo test --release -p nexus-tests --features cuda --test cuda_lora --no-run 2>&1 | pick cuda_lora)
 cargo build --release -p nexus-cli --features cuda
 cp "$k" .carry/cuda/cuda_kernels
 cp "$m" .carry/cuda/cuda_model
+cp "$l" .carry/cuda/cuda_lora
 cp target/release/nexus-cli .carry/cuda/nexus-cli
 strip .carry/cuda/*
 ls -la .carry/cuda

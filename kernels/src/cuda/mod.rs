@@ -10,7 +10,7 @@ mod ops;
 mod prefill;
 
 pub use device::{device_count, Gpu, GpuBuffer, Graph};
-pub use layout::DeviceWeight;
+pub use layout::{DeviceLora, DeviceWeight};
 pub use ops::{AttnDecode, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore, ARGMAX_SCRATCH};
 pub use prefill::AttnPrefill;
 

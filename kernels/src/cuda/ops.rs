@@ -38,6 +38,36 @@ struct MatvecArgs {
     kv_dim: i32,
 }
 
+/// Each matrix's low-rank update for the `*_lora` kernels (`LoraArgs` in matvec.cu).
+#[repr(C)]
+#[derive(Default)]
+struct LoraArgs {
+    b: [u64; 3],
+    u: [u64; 3],
+    rank: [i32; 3],
+    pad: i32,
+}
+
+#[repr(C)]
+struct MatvecLoraArgs {
+    m: MatvecArgs,
+    l: LoraArgs,
+}
+
+#[repr(C)]
+struct LoraDownArgs {
+    a: [u64; 3],
+    u: [u64; 3],
+    x: u64,
+    norm: u64,
+    eps: f32,
+    cols: i32,
+    n_mats: i32,
+    total_rank: i32,
+    rank: [i32; 3],
+    pad: i32,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum MatvecMode {
     /// y = W·x (+ bias)
@@ -116,6 +146,24 @@ fn kernel_name(ty: GgmlType) -> Result<&'static str, CudaError> {
         Q4_K => "matvec_q4_k",
         Q5_K => "matvec_q5_k",
         Q6_K => "matvec_q6_k",
+        other => return Err(CudaError::Unsupported(format!("no CUDA mat-vec kernel for {other}"))),
+    })
+}
+
+/// The mat-vec kernel of `ty` that adds each matrix's LoRA update in its epilogue.
+fn lora_kernel_name(ty: GgmlType) -> Result<&'static str, CudaError> {
+    use GgmlType::*;
+    Ok(match ty {
+        F32 => "matvec_f32_lora",
+        F16 => "matvec_f16_lora",
+        BF16 => "matvec_bf16_lora",
+        Q8_0 => "matvec_q8_0_lora",
+        Q4_0 => "matvec_q4_0_lora",
+        Q4_1 => "matvec_q4_1_lora",
+        Q5_0 => "matvec_q5_0_lora",
+        Q4_K => "matvec_q4_k_lora",
+        Q5_K => "matvec_q5_k_lora",
+        Q6_K => "matvec_q6_k_lora",
         other => return Err(CudaError::Unsupported(format!("no CUDA mat-vec kernel for {other}"))),
     })
 }
@@ -210,10 +258,51 @@ impl Gpu {
         if self.mv_warps != 0 {
             warps = self.mv_warps;
         }
-        let kernel = kernel_name(ty)?;
+        let with_lora = job.mats.iter().any(|(w, _)| w.lora.is_some());
+        let kernel = if with_lora { lora_kernel_name(ty)? } else { kernel_name(ty)? };
         let wave = self.sm_count * self.blocks_per_sm(kernel, (warps * 32) as u32, smem)?;
         let blocks = total_rows.div_ceil(warps * rows_per_warp).min(wave).max(1);
-        unsafe { self.launch(kernel, (blocks as u32, 1, 1), (warps * 32) as u32, smem as u32, &args) }
+        let grid = (blocks as u32, 1, 1);
+        if !with_lora {
+            return unsafe { self.launch(kernel, grid, (warps * 32) as u32, smem as u32, &args) };
+        }
+        let mut l = LoraArgs::default();
+        for (i, (w, _)) in job.mats.iter().enumerate() {
+            if let Some(d) = &w.lora {
+                let (_, b, u) = d.ptrs();
+                (l.b[i], l.u[i], l.rank[i]) = (b, u, d.rank as i32);
+            }
+        }
+        self.lora_down(job)?;
+        unsafe { self.launch(kernel, grid, (warps * 32) as u32, smem as u32, &MatvecLoraArgs { m: args, l }) }
+    }
+
+    /// `u = s·A·x` (x normalized as the job's mat-vec normalizes it) for every matrix of `job`
+    /// with an adapter, into the adapter's own `u`, which the `*_lora` mat-vec then reads.
+    fn lora_down(&self, job: &MatvecJob) -> Result<(), CudaError> {
+        let cols = job.mats[0].0.cols;
+        let mut args = LoraDownArgs {
+            a: [0; 3],
+            u: [0; 3],
+            x: job.x,
+            norm: job.norm.unwrap_or(0),
+            eps: job.eps,
+            cols: cols as i32,
+            n_mats: 0,
+            total_rank: 0,
+            rank: [0; 3],
+            pad: 0,
+        };
+        for d in job.mats.iter().filter_map(|(w, _)| w.lora.as_ref()) {
+            let i = args.n_mats as usize;
+            let (a, _, u) = d.ptrs();
+            (args.a[i], args.u[i], args.rank[i]) = (a, u, d.rank as i32);
+            args.n_mats += 1;
+            args.total_rank += d.rank as i32;
+        }
+        // One warp per row of A, four warps a block (`__launch_bounds__(128)` in matvec.cu).
+        let blocks = (args.total_rank as u32).div_ceil(4);
+        unsafe { self.launch("lora_down", (blocks, 1, 1), 128, 0, &args) }
     }
 
     /// x = row `state[0]` of `w` (the token embedding), as f32.

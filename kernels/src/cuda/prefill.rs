@@ -148,6 +148,17 @@ impl Gpu {
         unsafe { self.launch("attn_prefill", (warps.div_ceil(4) as u32, 1, 1), 128, 0, &args) }
     }
 
+    /// `y[t] += B·(s·A·x[t])` for `n_tok` tokens when `w` carries a LoRA update (nothing
+    /// otherwise): two small GEMMs, the second accumulating into y. x16 is the f16 input of
+    /// `w`'s own GEMM, y f32 `[n_tok][w.rows]`; `t` (f32) and `t16` (f16) hold `n_tok × rank`.
+    pub fn lora_gemm(&self, w: &DeviceWeight, x16: u64, y: u64, n_tok: usize, t: u64, t16: u64) -> Result<(), CudaError> {
+        let Some(l) = &w.lora else { return Ok(()) };
+        let (a, b, _) = l.ptrs();
+        self.gemm_f16(a, x16, t, l.rank, w.cols, n_tok, l.rank, false)?;
+        self.to_f16(t, t16, n_tok * l.rank)?;
+        self.gemm_f16(b, t16, y, w.rows, l.rank, n_tok, w.rows, true)
+    }
+
     /// `y[t][r] (= or +=) Σ_c w[r][c] · x[t][c]` for `n_tok` tokens: w f16 `[rows][cols]`,
     /// x f16 `[n_tok][cols]`, y f32 `[n_tok][ldy]` (row-major; `ldy ≥ rows`), f32 accumulation.
     #[allow(clippy::too_many_arguments)]

@@ -12,6 +12,7 @@ use nexus_kernels::cuda::{
 
 use super::{Linear, Logits, Model, ModelConfig, ModelError, RopeStyle};
 
+mod lora;
 mod prefill;
 
 /// Positions one attention block covers in a decode step.
@@ -27,6 +28,12 @@ struct GpuLayer {
     w_gate: DeviceWeight,
     w_up: DeviceWeight,
     w_down: DeviceWeight,
+}
+
+impl GpuLayer {
+    fn mats(&self) -> [&DeviceWeight; 7] {
+        [&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down]
+    }
 }
 
 /// Activations of one decode step.
@@ -77,16 +84,11 @@ fn gpu_err(e: CudaError) -> ModelError {
 }
 
 impl CudaModel {
-    /// Uploads `model` to GPU `ordinal` with a KV cache of `n_ctx` positions.
+    /// Uploads `model` to GPU `ordinal` with a KV cache of `n_ctx` positions, with the LoRA
+    /// adapters attached to it at this moment (applied unmerged, as on the CPU; attaching or
+    /// removing adapters later needs a new `load`).
     pub fn load(model: &Model, n_ctx: usize, ordinal: usize) -> Result<Self, ModelError> {
         let c = model.config.clone();
-        // The device weights are the base's; attached deltas would be silently dropped.
-        if model.has_lora() {
-            return Err(ModelError::Unsupported {
-                path: model.file().path().into(),
-                what: "LoRA adapters run on the CPU only for now (use --device cpu)".into(),
-            });
-        }
         if n_ctx == 0 || n_ctx > c.n_ctx_train.max(1) * 4 {
             return Err(ModelError::Gpu(format!(
                 "context of {n_ctx} positions requested; the model was trained for {}",
@@ -97,7 +99,7 @@ impl CudaModel {
         let linears = std::iter::once(&model.token_embd)
             .chain(model.layers.iter().flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]))
             .chain(std::iter::once(&model.output));
-        let weight_bytes: usize = linears.map(|w| w.data().len()).sum();
+        let weight_bytes: usize = linears.map(|w| w.data().len()).sum::<usize>() + lora::bytes(model);
         let max_splits = n_ctx.div_ceil(ATTN_SPLIT).next_power_of_two();
         let cache_bytes = 2 * c.n_layer * n_ctx * c.kv_dim() * 2;
         let scratch_bytes = 4 * (c.n_embd * 2 + c.q_dim() * 2 + c.kv_dim() * 2 + c.n_ff * 2 + c.n_vocab)
@@ -111,10 +113,11 @@ impl CudaModel {
         let up = |w: &Linear| -> Result<DeviceWeight, ModelError> {
             let dw = DeviceWeight::upload(&gpu, w.ty, w.rows, w.cols, w.data())
                 .map_err(|e| ModelError::Gpu(format!("{}: {e}", w.name)))?;
-            match w.bias() {
-                Some(b) => dw.with_bias(&gpu, b).map_err(gpu_err),
-                None => Ok(dw),
-            }
+            let dw = match w.bias() {
+                Some(b) => dw.with_bias(&gpu, b).map_err(gpu_err)?,
+                None => dw,
+            };
+            lora::attach(&gpu, w, dw)
         };
         let vec = |v: &[f32]| gpu.upload(v).map_err(gpu_err);
         let layers = model

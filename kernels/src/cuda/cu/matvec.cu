@@ -16,6 +16,18 @@ struct MatvecArgs {
     float freq_scale;
     int hd, rope_dim, kv_dim;
 };
+// The *_lora kernels' second half of the argument: each matrix's low-rank update, whose
+// A-side (u = s·A·x) an earlier lora_down launch computed; each output row adds B[r]·u inside
+// the same warp reduction as its product, so B costs only its own bytes.
+struct LoraArgs {
+    u64 b[3];  // f16 [rows][rank], 0 for a matrix without an adapter
+    u64 u[3];  // f32 [rank]
+    int rank[3], pad;
+};
+struct MatvecLoraArgs {
+    MatvecArgs m;
+    LoraArgs l;
+};
 #define MODE_STORE 0
 #define MODE_ADD 1
 #define MODE_SWIGLU 2
@@ -195,8 +207,8 @@ __device__ __forceinline__ float item_dot(const Mat& w, int r, int it, int cols,
 // independent loads in flight.
 template <int TY>
 __device__ __forceinline__ float2 rows_dot2(const Mat& w0, int r0, const Mat& w1, int r1, bool two, int cols,
-                                            const i8* xq, const float2* xds, const float* xf, int lane) {
-    float a0 = 0.f, a1 = 0.f;
+                                            const i8* xq, const float2* xds, const float* xf, int lane, float2 init) {
+    float a0 = init.x, a1 = init.y;
     int n = n_items<TY>(cols);
     // Q8_0: two items per row per pass, so up to four independent 32-byte loads per lane are
     // in flight (profile: the big mat-vecs of a 1B model read at ~1 TB/s with one item per
@@ -218,6 +230,18 @@ __device__ __forceinline__ float2 rows_dot2(const Mat& w0, int r0, const Mat& w1
         if (two) a1 += item_dot<TY>(w1, r1, it, cols, xq, xds, xf);
     }
     return make_float2(warp_sum(a0), warp_sum(a1));
+}
+
+// This lane's share of row r's low-rank term B[r]·u of matrix mi (0 without an adapter).
+template <bool LORA>
+__device__ __forceinline__ float lora_part(const LoraArgs& L, int mi, int r, int lane) {
+    float s = 0.f;
+    if (!LORA || L.rank[mi] == 0) return s;
+    const int rank = L.rank[mi];
+    const u16* b = (const u16*)L.b[mi] + (u64)r * rank;
+    const float* u = (const float*)L.u[mi];
+    for (int k = lane; k < rank; k += WARP) s = fmaf(h2f(b[k]), u[k], s);
+    return s;
 }
 
 // Which matrix flat row R of a fused launch belongs to, and its row there.
@@ -309,8 +333,8 @@ __device__ __forceinline__ void quantize_block(const float* v, float amax, float
     *xds = make_float2(d, d * (float)s);
 }
 
-template <int TY>
-__device__ void matvec_impl(const MatvecArgs& A) {
+template <int TY, bool LORA>
+__device__ void matvec_impl(const MatvecArgs& A, const LoraArgs& L) {
     extern __shared__ __align__(16) u8 smem[];
     __shared__ float scratch[32];
     const bool is_float = TY == T_F16 || TY == T_BF16 || TY == T_F32;
@@ -414,7 +438,8 @@ __device__ void matvec_impl(const MatvecArgs& A) {
     const int step = gridDim.x * nw;
     if (A.mode == MODE_SWIGLU) {
         for (int R = blockIdx.x * nw + warp; R < A.total_rows; R += step) {
-            float2 gu = rows_dot2<TY>(A.m[0], R, A.m[1], R, true, cols, xq, xds, xf, lane);
+            float2 lr = make_float2(lora_part<LORA>(L, 0, R, lane), lora_part<LORA>(L, 1, R, lane));
+            float2 gu = rows_dot2<TY>(A.m[0], R, A.m[1], R, true, cols, xq, xds, xf, lane, lr);
             if (lane == 0) ((float*)A.m[0].y)[R] = gu.x / (1.f + expf(-gu.x)) * gu.y;
         }
         return;
@@ -425,7 +450,8 @@ __device__ void matvec_impl(const MatvecArgs& A) {
         bool two = R + 1 < A.total_rows;
         int m1 = two ? locate(A, R + 1, &r1) : m0;
         if (!two) r1 = r0;
-        float2 acc = rows_dot2<TY>(A.m[m0], r0, A.m[m1], r1, two, cols, xq, xds, xf, lane);
+        float2 lr = make_float2(lora_part<LORA>(L, m0, r0, lane), two ? lora_part<LORA>(L, m1, r1, lane) : 0.f);
+        float2 acc = rows_dot2<TY>(A.m[m0], r0, A.m[m1], r1, two, cols, xq, xds, xf, lane, lr);
         if (lane == 0) {
             // Rows come in pairs of one matrix here: the host checks every matrix has even rows.
             if (A.mode == MODE_QKV_ROPE) store_qkv_pair(A, A.m[m0], r0, acc.x, acc.y);
@@ -437,8 +463,16 @@ __device__ void matvec_impl(const MatvecArgs& A) {
     }
 }
 
-#define MATVEC(name, ty) \
-    extern "C" __global__ void __launch_bounds__(256) name(const MatvecArgs A) { matvec_impl<ty>(A); }
+// Each type twice: the base kernel, compiled exactly as without adapters (LORA = false removes
+// every adapter branch), and the *_lora variant used only for jobs with an adapter attached.
+#define MATVEC(name, ty)                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) name(const MatvecArgs A) {               \
+        const LoraArgs none = {};                                                              \
+        matvec_impl<ty, false>(A, none);                                                       \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(256) name##_lora(const MatvecLoraArgs A) {    \
+        matvec_impl<ty, true>(A.m, A.l);                                                       \
+    }
 MATVEC(matvec_f32, T_F32)
 MATVEC(matvec_f16, T_F16)
 MATVEC(matvec_bf16, T_BF16)
@@ -449,3 +483,63 @@ MATVEC(matvec_q5_0, T_Q5_0)
 MATVEC(matvec_q4_k, T_Q4_K)
 MATVEC(matvec_q5_k, T_Q5_K)
 MATVEC(matvec_q6_k, T_Q6_K)
+
+// u = s·A·x for the adapters of up to three matrices that read one x (RMS-normalized and
+// scaled by `norm` when set, as the mat-vec's input is): one warp per row of A, each warp
+// computing the RMS factor itself, so no block-wide step is needed. A is f16 [rank][cols] with
+// the adapter's scale folded in; u is f32. Launched just before the *_lora mat-vec that reads u.
+struct LoraDownArgs {
+    u64 a[3], u[3];
+    u64 x, norm;
+    float eps;
+    int cols, n_mats, total_rank;
+    int rank[3], pad;
+};
+
+extern "C" __global__ void __launch_bounds__(128) lora_down(const LoraDownArgs L) {
+    const int lane = threadIdx.x % WARP;
+    const int j0 = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    int mi = 0, j = j0;
+    while (mi + 1 < L.n_mats && j >= L.rank[mi]) {
+        j -= L.rank[mi];
+        mi++;
+    }
+    const bool active = j0 < L.total_rank;
+    const u16* a = (const u16*)L.a[mi] + (u64)j * L.cols;
+    if (active)
+        for (int off = lane * 64; off < L.cols; off += WARP * 64)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(a + off));
+    // A is a weight; x is the previous kernel's output.
+    griddep_wait();
+    griddep_launch();
+    if (!active) return;
+    const float* x = (const float*)L.x;
+    const float* nrm = (const float*)L.norm;
+    float ss = 0.f, dot = 0.f;
+    if ((L.cols & 7) == 0) {
+        for (int i = lane * 8; i < L.cols; i += WARP * 8) {
+            uint4 w = *(const uint4*)(a + i);
+            u32 ww[4] = {w.x, w.y, w.z, w.w};
+            const float4* xv = (const float4*)(x + i);
+            float4 xa = xv[0], xb = xv[1];
+            float xs[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                float v = xs[k];
+                ss = fmaf(v, v, ss);
+                if (nrm) v *= nrm[i + k];
+                dot = fmaf(h2f((u16)(k & 1 ? ww[k / 2] >> 16 : ww[k / 2] & 0xFFFF)), v, dot);
+            }
+        }
+    } else {
+        for (int i = lane; i < L.cols; i += WARP) {
+            float v = x[i];
+            ss = fmaf(v, v, ss);
+            if (nrm) v *= nrm[i];
+            dot = fmaf(h2f(a[i]), v, dot);
+        }
+    }
+    dot = warp_sum(dot);
+    if (nrm) dot *= 1.f / sqrtf(warp_sum(ss) / (float)L.cols + L.eps);
+    if (lane == 0) ((float*)L.u[mi])[j] = dot;
+}

@@ -28,6 +28,10 @@ pub(super) struct PrefillScratch {
     x16: GpuBuffer<f16>,
     /// A weight, or a slice of its rows, dequantized to f16.
     w16: GpuBuffer<f16>,
+    /// `s·A·x` of the chunk's tokens for a projection with LoRA, f32 and as the next GEMM's
+    /// f16 input (`[chunk][rank]`, the largest rank attached).
+    lora_t: GpuBuffer<f32>,
+    lora_t16: GpuBuffer<f16>,
 }
 
 impl CudaModel {
@@ -45,6 +49,7 @@ impl CudaModel {
                 .max()
                 .unwrap_or(0)
                 .min(DEQUANT_ELEMS.max(widest));
+            let rank = self.layers.iter().flat_map(|l| l.mats()).chain([&self.output]).filter_map(|w| w.lora.as_ref()).map(|l| l.rank).max().unwrap_or(0);
             let g = &self.gpu;
             let f32s = |len: usize| g.alloc::<f32>(n * len).map_err(gpu_err);
             self.prefill = Some(PrefillScratch {
@@ -58,6 +63,8 @@ impl CudaModel {
                 up: f32s(c.n_ff)?,
                 x16: g.alloc::<f16>(n * widest).map_err(gpu_err)?,
                 w16: g.alloc::<f16>(largest).map_err(gpu_err)?,
+                lora_t: f32s(rank)?,
+                lora_t16: g.alloc::<f16>(n * rank).map_err(gpu_err)?,
             });
         }
         Ok(self.prefill.as_ref().expect("just created"))
@@ -150,7 +157,7 @@ impl CudaModel {
         if let Some(b) = &w.bias {
             g.add_bias(y, b.ptr(), w.rows, n)?;
         }
-        Ok(())
+        g.lora_gemm(w, x16, y, n, p.lora_t.ptr(), p.lora_t16.ptr())
     }
 
     /// Logits of chunk row `t`: its hidden state through the final norm and the output head.
