@@ -14,10 +14,11 @@
 # input) or an allocation over 1 GiB leaves its input in fuzz/artifacts/<target>/ and makes
 # the script exit non-zero after all targets ran.
 set -u
+. "$(dirname "$0")/fuzz_options.sh"
 cd "$(dirname "$0")/../fuzz"
 SECONDS_EACH=${1:-60}
 shift || true
-ALL_TARGETS=(gguf_reader tokenizer_vocab tokenizer_text detokenize chat_template safetensors_header onnx_voice voice_gguf lora_adapter peft_adapter bundle_reader router_reader)
+ALL_TARGETS=("${FUZZ_TARGETS[@]}")
 TARGETS=("${@:-${ALL_TARGETS[@]}}")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL_TARGETS[@]}")
 
@@ -35,22 +36,6 @@ fi
 # Debug assertions (-a) turn integer overflow into a panic the fuzzer reports.
 "${FUZZ[@]}" build -O -a || exit 1
 
-options() {
-    case "$1" in
-        gguf_reader) echo "-max_len=32768 -dict=dicts/gguf.dict" ;;
-        tokenizer_vocab) echo "-max_len=16384 -dict=dicts/tokenizer.dict" ;;
-        tokenizer_text | detokenize) echo "-max_len=4096 -dict=dicts/tokenizer.dict" ;;
-        chat_template) echo "-max_len=8192 -dict=dicts/jinja.dict" ;;
-        safetensors_header) echo "-max_len=16384" ;;
-        onnx_voice) echo "-max_len=65536 -dict=dicts/onnx.dict" ;;
-        voice_gguf | lora_adapter) echo "-max_len=32768 -dict=dicts/gguf.dict" ;;
-        peft_adapter) echo "-max_len=32768 -dict=dicts/peft.dict" ;;
-        # The seed is a whole bundle (golden q8_0 backbone + an adapter, ~195 kB).
-        bundle_reader) echo "-max_len=262144 -dict=dicts/bundle.dict" ;;
-        router_reader) echo "-max_len=8192 -dict=dicts/gguf.dict" ;;
-    esac
-}
-
 status=0
 summary=()
 for t in "${TARGETS[@]}"; do
@@ -58,9 +43,9 @@ for t in "${TARGETS[@]}"; do
     log="work/logs/$t.log"
     # shellcheck disable=SC2046
     "${FUZZ[@]}" run -O -a "$t" "work/corpus/$t" "corpus/$t" -- \
-        -max_total_time="$SECONDS_EACH" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+        -max_total_time="$SECONDS_EACH" "${FUZZ_LIMITS[@]}" \
         -print_final_stats=1 -artifact_prefix="artifacts/$t/" ${FUZZ_SEED:+-seed=$FUZZ_SEED} \
-        $(options "$t") >"$log" 2>&1
+        $(fuzz_options "$t" dicts) >"$log" 2>&1
     rc=$?
     execs=$(grep -a -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
     [ -z "$execs" ] && execs=$(grep -a -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')

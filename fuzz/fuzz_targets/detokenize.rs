@@ -1,28 +1,4 @@
-//! Detokenization of arbitrary id streams (ids past the vocabulary included) with
-//! `Tokenizer::decode` and the streaming `StreamDecoder`, whose output must equal the lossy
-//! one-shot decoding of the same pieces.
+//! The body, and what it feeds: fuzz/src/targets/detokenize.rs.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-// Loading five vocabularies takes seconds under ASan: do it before the per-input timer runs.
-fuzz_target!(init: { nexus_fuzz::real_vocabs(); }, |data: &[u8]| {
-    let vocabs = nexus_fuzz::real_vocabs();
-    let Some((&sel, rest)) = data.split_first() else { return };
-    let tok = &vocabs[sel as usize % vocabs.len()];
-    let n = tok.n_vocab() as u32;
-    // Mostly in-range ids (taken modulo a little more than the vocabulary), so that byte
-    // tokens and multi-byte characters split across tokens come up often.
-    let ids: Vec<u32> = rest
-        .chunks(4)
-        .map(|c| {
-            let mut b = [0u8; 4];
-            b[..c.len()].copy_from_slice(c);
-            let raw = u32::from_le_bytes(b);
-            if sel & 0x40 != 0 { raw } else { raw % (n + 16) }
-        })
-        .collect();
-    let skip_special = sel & 0x20 != 0;
-    let _ = tok.decode(&ids, skip_special);
-    nexus_fuzz::check_stream(tok, &ids, skip_special);
-});
+libfuzzer_sys::fuzz_target!(init: nexus_fuzz::targets::detokenize::init(), |data: &[u8]| nexus_fuzz::targets::detokenize::run(data));

@@ -1,33 +1,4 @@
-//! Loading a LoRA adapter (`--lora FILE`, chat's `/lora load`, `export-lora`) from arbitrary
-//! bytes: the adapter's own checks (`LoraAdapter::load`: metadata, tensor pairs, ranks, types,
-//! values), then the checks against a base model and, when they pass, one forward pass with the
-//! adapter attached (the low-rank update through `Linear::forward`), after which it is removed.
+//! The body, and what it feeds: fuzz/src/targets/lora_adapter.rs.
 #![no_main]
 
-use std::path::Path;
-use std::sync::{Mutex, OnceLock};
-
-use libfuzzer_sys::fuzz_target;
-use nexus_runtime::adapter::LoraAdapter;
-use nexus_runtime::model::{Logits, Model};
-
-/// The base the seeds were made for: the committed golden llama fixture.
-fn base() -> &'static Mutex<Model> {
-    static BASE: OnceLock<Mutex<Model>> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/golden/llama-spm-gqa.f32.gguf");
-        Mutex::new(Model::load(&path).expect("the golden fixture loads"))
-    })
-}
-
-fuzz_target!(|data: &[u8]| {
-    let path = nexus_fuzz::write_scratch("adapter.gguf", data);
-    let Ok(adapter) = LoraAdapter::load(&path) else { return };
-    let mut model = base().lock().unwrap_or_else(|e| e.into_inner());
-    let scale = if data.len() % 2 == 0 { 1.0 } else { -0.5 };
-    if model.apply_lora(&[(&adapter, scale)]).is_ok() {
-        let mut cache = model.new_cache(4);
-        let _ = model.forward(&[1, 2, 3], &mut cache, Logits::All);
-        model.clear_lora();
-    }
-});
+libfuzzer_sys::fuzz_target!(init: nexus_fuzz::targets::lora_adapter::init(), |data: &[u8]| nexus_fuzz::targets::lora_adapter::run(data));

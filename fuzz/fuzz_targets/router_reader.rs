@@ -1,26 +1,4 @@
-//! A router file (`run`/`chat --router R.gguf`, a bundle's `router` component) from arbitrary
-//! bytes: `Router::from_file` (every key, type and shape checked, values finite) and, when it
-//! loads, the classifier run on a pooled state of its width, and the file written back and read
-//! again (the same router).
+//! The body, and what it feeds: fuzz/src/targets/router_reader.rs.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use nexus_runtime::gguf::GgufFile;
-use nexus_runtime::router::Router;
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(file) = GgufFile::from_bytes("router.gguf", data.to_vec()) else { return };
-    let Ok(router) = Router::from_file(&file) else { return };
-    let _ = router.classes();
-    // The width is a tensor's length in the file, so this allocation is bounded by the input.
-    let pooled = vec![0.5f32; router.backbone.n_embd];
-    let p = router.probabilities(&pooled);
-    assert_eq!(p.len(), router.capabilities.len() + 1);
-    let dir = std::env::temp_dir().join(format!("nexus-fuzz-router-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join("router.gguf");
-    router.write(&path).expect("a loaded router writes");
-    let mut back = Router::load(&path).expect("a written router loads");
-    back.path = router.path.clone();
-    assert!(back == router, "the round trip changed the router");
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| nexus_fuzz::targets::router_reader::run(data));

@@ -1,5 +1,10 @@
-//! Shared helpers of the fuzz targets: scratch files (the readers under test open paths, as
-//! users' files are opened) and the real vocabularies the text targets run against.
+//! The fuzz targets' bodies (`targets`, one module each; `fuzz_targets/*.rs` are one-line
+//! `fuzz_target!`s calling them, and `fuzz_targets/all.rs` dispatches on NEXUS_FUZZ_TARGET so
+//! one binary can be carried to another machine) and their shared helpers: scratch files (the
+//! readers under test open paths, as users' files are opened), the fixtures' location and the
+//! real vocabularies the text targets run against.
+
+pub mod targets;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -20,12 +25,21 @@ pub fn write_scratch(name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// `rel` (a path from the repository root): under NEXUS_FUZZ_ROOT when it is set (the packed
+/// `all` binary runs on a machine without this checkout, scripts/fuzz_pack.sh), else under the
+/// checkout this crate was built in.
+pub fn data_path(rel: &str) -> PathBuf {
+    match std::env::var_os("NEXUS_FUZZ_ROOT") {
+        Some(root) => PathBuf::from(root).join(rel),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel),
+    }
+}
+
 /// Vocabularies from real models: the committed SentencePiece fixture, plus the BPE ones
 /// `models/fetch.sh` puts in `models/vocab/` when they are there (one per pre-tokenizer).
 pub fn real_vocabs() -> &'static [Tokenizer] {
     static VOCABS: OnceLock<Vec<Tokenizer>> = OnceLock::new();
     VOCABS.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let files = [
             "tests/fixtures/tokenizer/ggml-vocab-llama-spm.gguf",
             "models/vocab/ggml-vocab-gpt-2.gguf",
@@ -35,7 +49,7 @@ pub fn real_vocabs() -> &'static [Tokenizer] {
         ];
         let mut out = Vec::new();
         for f in files {
-            let path = root.join(f);
+            let path = data_path(f);
             if !path.is_file() {
                 eprintln!("nexus-fuzz: {} absent (run models/fetch.sh); fuzzing without it", path.display());
                 continue;

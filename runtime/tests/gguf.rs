@@ -94,6 +94,17 @@ fn writes_byte_identical_to_gguf_python() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
+#[test]
+fn to_bytes_is_what_write_puts_in_the_file() {
+    let w = all_types_writer();
+    assert!(w.to_bytes().unwrap() == good_bytes());
+    let f = GgufFile::from_bytes("mem.gguf", w.to_bytes().unwrap()).unwrap();
+    assert_eq!(f.metadata().len(), GgufFile::open(fixture("all_types.gguf")).unwrap().metadata().len());
+    let mut bad = GgufWriter::new();
+    bad.set("general.alignment", Value::U32(48));
+    assert!(matches!(bad.to_bytes(), Err(GgufErrorKind::BadAlignment(48))));
+}
+
 /// Writes `bytes` to a file and returns the error kind opening it gives, with the message.
 fn open_err(bytes: &[u8]) -> (GgufErrorKind, String) {
     let dir = tempfile::tempdir().unwrap();

@@ -85,6 +85,19 @@ impl<'a> GgufWriter<'a> {
         })
     }
 
+    /// The bytes `write` would put in the file, in memory: for GGUFs that are only read
+    /// back in the same process (a fuzz target building a vocabulary per input), where a
+    /// file would cost a create, fsync and rename each time.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, GgufErrorKind> {
+        let alignment = self.alignment();
+        if alignment == 0 || !alignment.is_power_of_two() {
+            return Err(GgufErrorKind::BadAlignment(alignment));
+        }
+        let mut out = Vec::new();
+        self.write_to(&mut out, alignment).map_err(GgufErrorKind::Io)?;
+        Ok(out)
+    }
+
     /// Writes metadata, the tensors added with `add_tensor`, then `streamed` tensors whose
     /// bytes come from `fill(i)` one at a time, in order: a converter holds one tensor in memory
     /// instead of the whole model. Atomic like `write`; an error from `fill` (or a size that
