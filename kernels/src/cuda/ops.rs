@@ -300,9 +300,8 @@ impl Gpu {
             args.n_mats += 1;
             args.total_rank += d.rank as i32;
         }
-        // One warp per row of A, four warps a block (`__launch_bounds__(128)` in matvec.cu).
-        let blocks = (args.total_rank as u32).div_ceil(4);
-        unsafe { self.launch("lora_down", (blocks, 1, 1), 128, 0, &args) }
+        // One block of 128 threads (`__launch_bounds__` in matvec.cu) per row of A.
+        unsafe { self.launch("lora_down", (args.total_rank as u32, 1, 1), 128, 0, &args) }
     }
 
     /// x = row `state[0]` of `w` (the token embedding), as f32.

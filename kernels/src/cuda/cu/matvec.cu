@@ -485,9 +485,10 @@ MATVEC(matvec_q5_k, T_Q5_K)
 MATVEC(matvec_q6_k, T_Q6_K)
 
 // u = s·A·x for the adapters of up to three matrices that read one x (RMS-normalized and
-// scaled by `norm` when set, as the mat-vec's input is): one warp per row of A, each warp
-// computing the RMS factor itself, so no block-wide step is needed. A is f16 [rank][cols] with
-// the adapter's scale folded in; u is f32. Launched just before the *_lora mat-vec that reads u.
+// scaled by `norm` when set, as the mat-vec's input is). One block per row of A, its threads
+// splitting the columns, so even an 8192-wide row (ffn_down) is a few loads per thread; each
+// block sums x² itself, so no step spans blocks. A is f16 [rank][cols] with the adapter's
+// scale folded in; u is f32. Launched just before the *_lora mat-vec that reads u.
 struct LoraDownArgs {
     u64 a[3], u[3];
     u64 x, norm;
@@ -497,27 +498,23 @@ struct LoraDownArgs {
 };
 
 extern "C" __global__ void __launch_bounds__(128) lora_down(const LoraDownArgs L) {
-    const int lane = threadIdx.x % WARP;
-    const int j0 = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
-    int mi = 0, j = j0;
+    __shared__ float scratch[32];
+    int mi = 0, j = blockIdx.x;
     while (mi + 1 < L.n_mats && j >= L.rank[mi]) {
         j -= L.rank[mi];
         mi++;
     }
-    const bool active = j0 < L.total_rank;
     const u16* a = (const u16*)L.a[mi] + (u64)j * L.cols;
-    if (active)
-        for (int off = lane * 64; off < L.cols; off += WARP * 64)
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(a + off));
+    for (int off = threadIdx.x * 64; off < L.cols; off += blockDim.x * 64)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(a + off));
     // A is a weight; x is the previous kernel's output.
     griddep_wait();
     griddep_launch();
-    if (!active) return;
     const float* x = (const float*)L.x;
     const float* nrm = (const float*)L.norm;
     float ss = 0.f, dot = 0.f;
     if ((L.cols & 7) == 0) {
-        for (int i = lane * 8; i < L.cols; i += WARP * 8) {
+        for (int i = threadIdx.x * 8; i < L.cols; i += blockDim.x * 8) {
             uint4 w = *(const uint4*)(a + i);
             u32 ww[4] = {w.x, w.y, w.z, w.w};
             const float4* xv = (const float4*)(x + i);
@@ -532,14 +529,14 @@ extern "C" __global__ void __launch_bounds__(128) lora_down(const LoraDownArgs L
             }
         }
     } else {
-        for (int i = lane; i < L.cols; i += WARP) {
+        for (int i = threadIdx.x; i < L.cols; i += blockDim.x) {
             float v = x[i];
             ss = fmaf(v, v, ss);
             if (nrm) v *= nrm[i];
             dot = fmaf(h2f(a[i]), v, dot);
         }
     }
-    dot = warp_sum(dot);
-    if (nrm) dot *= 1.f / sqrtf(warp_sum(ss) / (float)L.cols + L.eps);
-    if (lane == 0) ((float*)L.u[mi])[j] = dot;
+    dot = block_sum(dot, scratch);
+    if (nrm) dot *= 1.f / sqrtf(block_sum(ss, scratch) / (float)L.cols + L.eps);
+    if (threadIdx.x == 0) ((float*)L.u[mi])[j] = dot;
 }
