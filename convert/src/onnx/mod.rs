@@ -1,19 +1,18 @@
 //! A small reader of the ONNX protobuf, for the messages a converter needs: ModelProto →
 //! GraphProto → NodeProto (with attributes) and TensorProto initializers, plus the names of
-//! graph inputs, outputs and value_infos. Hand-written over `wire` (no protoc, no prost); tensor
+//! graph inputs, outputs and value_infos. Hand-written over `crate::protobuf` (no protoc, no prost); tensor
 //! bytes stay borrowed from the input buffer (typically a memory map).
 //!
 //! Field numbers are those of onnx/onnx.proto (IR version 3 and later). Unknown fields are
 //! skipped, as protobuf requires. Tensors stored outside the file (`data_location = EXTERNAL`)
 //! are refused with an error.
 
-mod wire;
 #[cfg(test)]
 mod tests;
 
 use std::borrow::Cow;
 
-use wire::Reader;
+use crate::protobuf::{Reader, WireError};
 
 /// What is wrong with an ONNX buffer. Offsets are within the message being read.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +35,19 @@ pub enum OnnxError {
     BadTensor { name: String, problem: String },
     #[error("not an ONNX model: {0}")]
     NotOnnx(String),
+}
+
+impl From<WireError> for OnnxError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Truncated { message, offset } => OnnxError::Truncated { message, offset },
+            WireError::VarintOverflow { message, offset } => OnnxError::VarintOverflow { message, offset },
+            WireError::LengthPastEnd { message, offset, length, left } => OnnxError::LengthPastEnd { message, offset, length, left },
+            WireError::WireType { message, field, expected, found } => OnnxError::WireType { message, field, expected, found },
+            WireError::Utf8 { message, field } => OnnxError::Utf8 { message, field },
+            WireError::Malformed { message, problem } => OnnxError::Malformed { message, problem },
+        }
+    }
 }
 
 /// ONNX `TensorProto.DataType` values this reader gives a name to.

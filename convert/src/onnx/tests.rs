@@ -1,6 +1,6 @@
 //! The reader on crafted buffers: well-formed messages, and each way a buffer can be broken.
 
-use super::wire::Reader;
+use crate::protobuf::{Reader, WireError};
 use super::*;
 
 fn varint(mut v: u64, out: &mut Vec<u8>) {
@@ -118,11 +118,11 @@ fn typed_int64_data_and_unpacked_dims() {
 fn varint_overflow_is_an_error() {
     let buf = [0xffu8; 11];
     let err = Reader::new(&buf).varint("test").unwrap_err();
-    assert!(matches!(err, OnnxError::VarintOverflow { .. }), "{err}");
+    assert!(matches!(err, WireError::VarintOverflow { .. }), "{err}");
     // 10 bytes whose last carries more than the 64th bit
     let mut buf = vec![0xffu8; 9];
     buf.push(0x02);
-    assert!(matches!(Reader::new(&buf).varint("test"), Err(OnnxError::VarintOverflow { .. })));
+    assert!(matches!(Reader::new(&buf).varint("test"), Err(WireError::VarintOverflow { .. })));
     // u64::MAX itself is fine
     let mut buf = vec![0xffu8; 9];
     buf.push(0x01);
