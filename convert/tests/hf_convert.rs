@@ -2,6 +2,8 @@
 //! with llama.cpp's converter output recorded there (manifests: every key's raw bytes hashed,
 //! every tensor's name, type, shape and data hash). Safetensors weights are regenerated here
 //! from the same integer hash as scripts/convert/make_hf_fixtures.py and checked by sha256.
+//! The SentencePiece fixtures (llama-spm*) carry their own tokenizer.model; their manifests
+//! come from scripts/convert/spm_on_device.sh and are skipped, with a message, until present.
 
 use std::path::{Path, PathBuf};
 
@@ -55,6 +57,9 @@ fn tensor_bytes(name: &str, n: usize, dtype: &str) -> Vec<u8> {
 /// qwen2-bias has Qwen2's own vocabulary, committed gzipped (11 MB of JSON); the llama
 /// fixtures share GPT-2's.
 fn write_tokenizer(model: &str, dst: &Path) {
+    if model.starts_with("llama-spm") {
+        return;
+    }
     if model.starts_with("qwen2") {
         let gz = std::fs::File::open(fixtures().join("qwen2-tokenizer.json.gz")).unwrap();
         let mut out = std::fs::File::create(dst).unwrap();
@@ -119,10 +124,14 @@ fn compared(key: &str) -> bool {
 }
 
 fn check(model: &str, outtype: OutType, tag: &str) {
+    let path = fixtures().join(format!("{model}.{tag}.manifest.json"));
+    if !path.is_file() {
+        eprintln!("SKIPPED {model}.{tag}: no reference manifest {} (run scripts/convert/spm_on_device.sh on the GPU machine)", path.display());
+        return;
+    }
     let tmp = build(model);
     let out = tmp.path().join("out.gguf");
     convert(&tmp.path().join(model), &out, outtype, |_, _| {}).unwrap();
-    let path = fixtures().join(format!("{model}.{tag}.manifest.json"));
     let manifest: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let g = GgufFile::open(&out).unwrap();
     let ours: Vec<(String, String)> = g
@@ -281,4 +290,139 @@ fn qwen2_bias_bf16() {
 #[test]
 fn qwen2_bias_q8_0() {
     check("qwen2-bias", OutType::Q8_0, "q8_0")
+}
+
+#[test]
+fn llama_spm_f32() {
+    check("llama-spm", OutType::F32, "f32")
+}
+#[test]
+fn llama_spm_q8_0() {
+    check("llama-spm", OutType::Q8_0, "q8_0")
+}
+#[test]
+fn llama_spm_tj_f16() {
+    check("llama-spm-tj", OutType::F16, "f16")
+}
+
+/// The reference's vocabulary of llama-spm, checked value by value (the manifest only has
+/// hashes): pieces with their scores and types, added tokens, padding, special ids.
+#[test]
+fn llama_spm_vocabulary() {
+    let tmp = build("llama-spm");
+    let out = tmp.path().join("out.gguf");
+    convert(&tmp.path().join("llama-spm"), &out, OutType::F32, |_, _| {}).unwrap();
+    let g = GgufFile::open(&out).unwrap();
+    let tokens = g.get_str_array("tokenizer.ggml.tokens").unwrap();
+    let scores = g.get_f32_array("tokenizer.ggml.scores").unwrap();
+    let types: Vec<i32> = g.get_i64_array("tokenizer.ggml.token_type").unwrap().into_iter().map(|t| t as i32).collect();
+    assert_eq!((tokens.len(), scores.len(), types.len()), (408, 408, 408));
+    let at = |i: usize| (tokens[i], scores[i], types[i]);
+    // added_tokens_decoder lists <unk> <s> </s> as special: CONTROL, score -1000 (as the reference).
+    assert_eq!(at(0), ("<unk>", -1000.0, 3));
+    assert_eq!(at(1), ("<s>", -1000.0, 3));
+    assert_eq!(at(3), ("<ctrl>", 0.0, 3));
+    // A user-defined piece of the model is written NORMAL (sentencepiece's Is* all say no).
+    assert_eq!(at(4), ("<user>", 0.0, 1));
+    assert_eq!(at(5), ("<0x00>", 0.0, 6));
+    assert_eq!(at(262), ("he", -1.0, 1));
+    assert_eq!(at(399), ("z", -138.0, 5));
+    // added_tokens_decoder: not special but looks it → CONTROL; plain → USER_DEFINED, ▁ → space.
+    assert_eq!(at(400), ("<|im_start|>", -1000.0, 3));
+    assert_eq!(at(401), (" user tok", -1000.0, 4));
+    assert_eq!(at(402), ("<extra>", -1000.0, 3));
+    // added_tokens.json only.
+    assert_eq!(at(403), ("<extra_json>", -1000.0, 4));
+    assert_eq!(at(404), ("[PAD404]", -10000.0, 5));
+    assert_eq!(at(407), ("[PAD407]", -10000.0, 5));
+    assert_eq!(g.get_str("tokenizer.ggml.model").unwrap(), "llama");
+    assert_eq!(g.get_str("tokenizer.ggml.pre").unwrap(), "default");
+    assert!(g.get("tokenizer.ggml.merges").is_none());
+    assert_eq!(g.get_u64("tokenizer.ggml.padding_token_id").unwrap(), 0);
+    assert_eq!(g.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()), Some(true));
+}
+
+/// The converted file loads in the runtime, tokenizes as sentencepiece itself does
+/// (spm/spm_expected.json, written by make_spm_model.py), and runs a forward pass.
+#[test]
+fn llama_spm_runs_in_the_runtime() {
+    use nexus_runtime::model::{Logits, Model};
+    use nexus_runtime::tokenizer::Tokenizer;
+    for model in ["llama-spm", "llama-spm-tj"] {
+        let tmp = build(model);
+        let out = tmp.path().join("out.gguf");
+        convert(&tmp.path().join(model), &out, OutType::Q8_0, |_, _| {}).unwrap();
+        let file = GgufFile::open(&out).unwrap();
+        let tok = Tokenizer::from_gguf(&file).unwrap();
+        assert_eq!((tok.model_kind(), tok.n_vocab(), tok.bos(), tok.eos(), tok.add_bos()), ("llama", if model == "llama-spm" { 408 } else { 404 }, Some(1), Some(2), true));
+        let expected: Json = serde_json::from_str(&std::fs::read_to_string(fixtures().join("spm/spm_expected.json")).unwrap()).unwrap();
+        for e in expected.as_array().unwrap() {
+            let text = e["text"].as_str().unwrap();
+            let want: Vec<u32> = e["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+            assert_eq!(tok.encode(text, false, false), want, "{model}: {text:?}");
+            let mut with_bos = vec![1];
+            with_bos.extend(&want);
+            assert_eq!(tok.encode(text, true, false), with_bos, "{model}: {text:?} with bos");
+            assert_eq!(tok.decode(&want, true), text, "{model}: decode {text:?}");
+        }
+        // Added tokens are matched whole when special tokens are parsed.
+        let ids = tok.encode("<|im_start|>he", false, true);
+        assert_eq!(ids[0], 400, "{ids:?}");
+        let m = Model::load(&out).unwrap();
+        let mut cache = m.new_cache(16);
+        let prompt = tok.encode("the model reads tokens", true, false);
+        let logits = m.forward(&prompt, &mut cache, Logits::Last).unwrap();
+        assert_eq!(logits.len(), tok.n_vocab());
+        assert!(logits.iter().all(|x| x.is_finite()));
+    }
+}
+
+fn spm_err(edit: impl FnOnce(&Path)) -> String {
+    err_of("llama-spm", edit).to_string()
+}
+
+#[test]
+fn error_spm_truncated() {
+    let e = spm_err(|d| {
+        let p = d.join("tokenizer.model");
+        let b = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &b[..b.len() - 100]).unwrap();
+    });
+    assert!(e.contains("tokenizer.model") && e.contains("truncated"), "{e}");
+}
+
+/// Sets the type (field 3, key 0x18) of the piece whose text is `piece`: in the file it
+/// follows the text and the score (key 0x15, 4 bytes).
+fn retype_piece(d: &Path, piece: &[u8], new_type: u8) {
+    let p = d.join("tokenizer.model");
+    let mut b = std::fs::read(&p).unwrap();
+    let at = b.windows(piece.len()).position(|w| w == piece).unwrap() + piece.len();
+    assert_eq!((b[at], b[at + 5]), (0x15, 0x18));
+    b[at + 6] = new_type;
+    std::fs::write(&p, b).unwrap();
+}
+
+#[test]
+fn error_spm_unknown_piece_type() {
+    let e = spm_err(|d| retype_piece(d, b"\x0a\x03<s>", 9));
+    assert!(e.contains("tokenizer.model") && e.contains("unknown type 9"), "{e}");
+}
+
+#[test]
+fn error_spm_word_model() {
+    let e = spm_err(|d| {
+        // trainer_spec.model_type (field 3, key 0x18) = BPE (2) → WORD (3).
+        let p = d.join("tokenizer.model");
+        let mut b = std::fs::read(&p).unwrap();
+        let spec = b.windows(2).rposition(|w| w == [0x18, 0x02]).unwrap();
+        b[spec + 1] = 3;
+        std::fs::write(&p, b).unwrap();
+    });
+    assert!(e.contains("tokenizer.model") && e.contains("WORD"), "{e}");
+}
+
+#[test]
+fn error_byte_fallback_tokenizer_json_without_model() {
+    let e = err_of("llama-spm-tj", |d| std::fs::remove_file(d.join("tokenizer.model")).unwrap()).to_string();
+    assert!(e.contains("tokenizer.json") && e.contains("byte-fallback") && e.contains("tokenizer.model"), "{e}");
 }

@@ -21,6 +21,15 @@ qwen2-bias uses `ggml-vocab-qwen2.gguf` instead (hash entry `qwen2`): GPT-2's vo
 through transformers' Qwen2 class hashes to nothing llama.cpp knows. Its tokenizer.json (11 MB)
 is committed gzipped as qwen2-tokenizer.json.gz (`gzip -9 -n`), not per model dir.
 
+SentencePiece models (`llama-spm`, `llama-spm-tj`): the HF directory gets the committed
+tests/fixtures/hf_convert/spm/tokenizer.model (made by make_spm_model.py) instead of a
+tokenizer.json, a hand-written tokenizer_config.json with `added_tokens_decoder`, an
+added_tokens.json and a config vocab_size past the model's 400 pieces (padding). `llama-spm-tj`
+adds a minimal Llama-2-style tokenizer.json (added tokens, normalizer, TemplateProcessing
+post-processor): the reference reads it only for special tokens. These need the `sentencepiece`
+package but not transformers' tokenizers; scripts/convert/spm_on_device.sh runs just them.
+`--build-only` writes the directories without running the converter (numpy only).
+
 Run on the GPU machine (CPU only is used), needs torch + transformers + the gguf wheel:
   python3 -m pip install --no-index --no-deps --target /tmp/site gguf-0.19.0-py3-none-any.whl
   PYTHONPATH=/tmp/site python3 scripts/convert/make_hf_fixtures.py \
@@ -65,6 +74,21 @@ MODELS = {
     # Qwen2: q/k/v biases, no permutation, tied, f32 checkpoint, vocab padded past the tokenizer.
     # Its own tokenizer: Qwen2's real vocabulary (ggml-vocab-qwen2.gguf), which llama.cpp's
     # converter names "qwen2"; GPT-2's is refused once transformers loads it as a Qwen2 tokenizer.
+    # SentencePiece (Llama 2 / TinyLlama / Mistral 7B style): MHA, untied, f16, vocab padded.
+    "llama-spm": dict(
+        arch="LlamaForCausalLM", model_type="llama", dtype="F16", shards=1, spm="plain", vocab=408,
+        cfg=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=4,
+                 num_hidden_layers=2, rms_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=4096,
+                 tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+        outtypes=["f32", "q8_0"]),
+    # The same with a tokenizer.json beside tokenizer.model, add_prefix_space, chat_template.jinja,
+    # tied, bf16, and a special id past the vocabulary (dropped by SpecialVocab).
+    "llama-spm-tj": dict(
+        arch="LlamaForCausalLM", model_type="llama", dtype="BF16", shards=1, spm="tokenizer.json", vocab=404,
+        cfg=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+                 num_hidden_layers=2, rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=4096,
+                 tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, mask_token_id=999),
+        outtypes=["f16"]),
     "qwen2-bias": dict(
         arch="Qwen2ForCausalLM", model_type="qwen2", dtype="F32", shards=1, vocab_pad=7,
         vocab_file="ggml-vocab-qwen2.gguf",
@@ -147,8 +171,57 @@ def write_safetensors(path: Path, tensors: list[tuple[str, list[int]]], dtype: s
             f.write(b)
 
 
-def build_dir(name: str, spec: dict, tok_dir: Path, d: Path) -> None:
+SPM_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + "
+                " ' [/INST]' }}{% else %}{{ ' ' + m['content'] + eos_token }}{% endif %}{% endfor %}")
+
+
+def spm_tokenizer_files(spec: dict, spm_model: Path, d: Path) -> None:
+    """tokenizer.model + the JSON files a Llama 2 / Mistral HF directory has beside it."""
+    shutil.copy(spm_model, d / "tokenizer.model")
+    tj = spec["spm"] == "tokenizer.json"
+    special = lambda c, sp=True: {"content": c, "lstrip": False, "normalized": False, "rstrip": False,
+                                  "single_word": False, "special": sp}
+    decoder = {"0": special("<unk>"), "1": special("<s>"), "2": special("</s>"),
+               # not flagged special but looks special -> CONTROL
+               "400": special("<|im_start|>", False),
+               # a user-defined token with SentencePiece's space mark -> USER_DEFINED, with a space
+               "401": special("\u2581user\u2581tok", False),
+               "402": special("<extra>")}
+    tc = {"add_bos_token": not tj, "add_eos_token": False, "added_tokens_decoder": decoder,
+          "bos_token": "<s>", "clean_up_tokenization_spaces": False, "eos_token": "</s>", "legacy": False,
+          "model_max_length": 4096, "pad_token": None, "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer",
+          "unk_token": "<unk>"}
+    if tj:
+        tc["add_prefix_space"] = True
+        (d / "chat_template.jinja").write_text(SPM_TEMPLATE)
+    else:
+        tc["chat_template"] = SPM_TEMPLATE
+    (d / "tokenizer_config.json").write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n")
+    # Processed before added_tokens_decoder, which overrides id 400.
+    (d / "added_tokens.json").write_text(json.dumps({"<extra_json>": 403, "<|im_start|>": 400}, indent=2) + "\n")
+    if tj:
+        added = [dict(id=int(i), **v) for i, v in decoder.items()]
+        tok = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+               "normalizer": {"type": "Sequence", "normalizers": [
+                   {"type": "Prepend", "prepend": "\u2581"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+               "pre_tokenizer": None,
+               "post_processor": {"type": "TemplateProcessing",
+                                  "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                                  "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                                           {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                                  "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+               "decoder": None,
+               # The reference never reads the model of a tokenizer.json beside tokenizer.model.
+               "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "byte_fallback": True, "vocab": {}, "merges": []}}
+        (d / "tokenizer.json").write_text(json.dumps(tok, indent=2, ensure_ascii=False) + "\n")
+
+
+def build_dir(name: str, spec: dict, tok_dir: Path | None, d: Path, spm_model: Path | None = None) -> None:
     d.mkdir(parents=True, exist_ok=True)
+    if "spm" in spec:
+        spm_tokenizer_files(spec, spm_model, d)
+        write_model_files(spec, spec["vocab"], d)
+        return
     for fn in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tok_dir / fn, d / fn)
     tok_cfg = json.loads((d / "tokenizer_config.json").read_text())
@@ -156,7 +229,10 @@ def build_dir(name: str, spec: dict, tok_dir: Path, d: Path) -> None:
     tok_cfg["add_bos_token"] = name == "llama-gqa"
     (d / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")
     n_tok = len(json.loads((tok_dir / "tokenizer.json").read_text())["model"]["vocab"])
-    vocab = n_tok + spec.get("vocab_pad", 0)
+    write_model_files(spec, n_tok + spec.get("vocab_pad", 0), d)
+
+
+def write_model_files(spec: dict, vocab: int, d: Path) -> None:
     cfg = dict(architectures=[spec["arch"]], model_type=spec["model_type"], torch_dtype=spec["dtype"].lower()
                .replace("f32", "float32").replace("f16", "float16").replace("bf16", "bfloat16"),
                vocab_size=vocab, **spec["cfg"])
@@ -215,22 +291,29 @@ def main() -> None:
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", action="append", help="model name (repeatable); default: all")
+    ap.add_argument("--spm-model", default=str(Path(__file__).resolve().parents[2] / "tests/fixtures/hf_convert/spm/tokenizer.model"))
+    ap.add_argument("--build-only", action="store_true", help="write the HF directories, run nothing")
     a = ap.parse_args()
     llama, work, out = Path(a.llama_cpp).resolve(), Path(a.work).resolve(), Path(a.out).resolve()
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    import transformers
     failed = []
     for name, spec in MODELS.items():
         if a.only and name not in a.only:
             continue
-        vocab_file = spec.get("vocab_file", "ggml-vocab-gpt-2.gguf")
-        tok_dir = work / ("tokenizer-" + vocab_file)
-        if not tok_dir.is_dir():
-            tok = transformers.AutoTokenizer.from_pretrained(str(llama / "models"), gguf_file=vocab_file)
-            tok.save_pretrained(tok_dir)
+        tok_dir = None
+        if "spm" not in spec:
+            import transformers
+            vocab_file = spec.get("vocab_file", "ggml-vocab-gpt-2.gguf")
+            tok_dir = work / ("tokenizer-" + vocab_file)
+            if not tok_dir.is_dir():
+                tok = transformers.AutoTokenizer.from_pretrained(str(llama / "models"), gguf_file=vocab_file)
+                tok.save_pretrained(tok_dir)
         d = out / name
-        build_dir(name, spec, tok_dir, d)
+        build_dir(name, spec, tok_dir, d, Path(a.spm_model))
+        if a.build_only:
+            print("built", name, flush=True)
+            continue
         for ot in spec["outtypes"]:
             dst = work / f"{name}.{ot}.gguf"
             cmd = [sys.executable, str(llama / "convert_hf_to_gguf.py"), str(d), "--outfile", str(dst), "--outtype", ot]

@@ -18,6 +18,10 @@ pub enum HfError {
     UnsupportedArch { path: PathBuf, arch: String },
     #[error("{path}: unsupported tokenizer: {problem}")]
     UnsupportedTokenizer { path: PathBuf, problem: String },
+    #[error("{path}: not a valid SentencePiece model: {problem}")]
+    SentencePiece { path: PathBuf, problem: String },
+    #[error("{path}: not a valid SentencePiece model (truncated or corrupt): {source}")]
+    Protobuf { path: PathBuf, source: crate::protobuf::WireError },
     #[error("{path}: tensor {name:?} has unsupported dtype {dtype} (supported: F32, F16, BF16)")]
     UnsupportedDtype { path: PathBuf, name: String, dtype: String },
     #[error("{path}: shard {shard:?} is listed in the index but absent")]

@@ -1,10 +1,11 @@
-//! HF model directory (config.json, tokenizer.json, safetensors) → GGUF, reproducing llama.cpp's
+//! HF model directory (config.json, tokenizer.json or SentencePiece tokenizer.model, safetensors) → GGUF, reproducing llama.cpp's
 //! `convert_hf_to_gguf.py` output: same keys, tensor names, order, types and bytes
 //! (`general.*` descriptive fields aside). Tensors stream one at a time from memory-mapped
 //! safetensors into `GgufWriter::write_streaming`, so memory stays near the largest tensor.
 
 mod config;
 mod error;
+mod spm;
 pub(crate) mod tensors;
 mod vocab;
 

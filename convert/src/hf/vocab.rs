@@ -1,10 +1,12 @@
-//! tokenizer.json + tokenizer_config.json → `tokenizer.*` keys, as llama.cpp's
-//! `_set_vocab_gpt2` + `SpecialVocab` write them.
+//! tokenizer.json / tokenizer.model + tokenizer_config.json → `tokenizer.*` keys, as llama.cpp's
+//! `_set_vocab_gpt2` / `_set_vocab_sentencepiece` + gguf-py's `SpecialVocab` write them.
 //!
-//! Supported: byte-level BPE (`model.type` "BPE" without `byte_fallback`). SentencePiece
-//! (`tokenizer.model`, or a byte-fallback tokenizer.json) takes other reference paths and is
-//! refused. `tokenizer.ggml.pre` is chosen by the reference from a hash of a fixed text's
-//! tokenization, which needs HF tokenizers; we choose it from the pre-tokenizer config instead:
+//! Supported: SentencePiece `tokenizer.model` (unigram or BPE; `spm`), which the reference
+//! prefers whenever the file exists, and byte-level BPE tokenizer.json (`model.type` "BPE"
+//! without `byte_fallback`). A byte-fallback tokenizer.json without tokenizer.model is refused:
+//! the reference reads it through transformers' `LlamaTokenizer` (`_set_vocab_llama_hf`).
+//! `tokenizer.ggml.pre` of a byte-level BPE is chosen by the reference from a hash of a fixed
+//! text's tokenization, which needs HF tokenizers; we choose it from the pre-tokenizer config:
 //! - plain `ByteLevel` with its own regex → "gpt-2";
 //! - `Split` with the Llama 3 regex (`\p{N}{1,3}`) + `ByteLevel` → "llama-bpe";
 //! - `Split` with the Qwen2 regex (single `\p{N}`) + `ByteLevel` → "qwen2";
@@ -19,16 +21,12 @@ use nexus_runtime::gguf::{Value, ValueType};
 use serde_json::Value as Json;
 
 use super::config::{read_json, Arch, HfConfig};
+use super::spm::{self, CONTROL, NORMAL, UNUSED, USER_DEFINED};
 use super::HfError;
 
 const LLAMA3_REGEX: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const QWEN2_REGEX: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const SPECIAL_TYPES: [&str; 7] = ["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
-
-const NORMAL: i32 = 1;
-const CONTROL: i32 = 3;
-const USER_DEFINED: i32 = 4;
-const UNUSED: i32 = 5;
 
 struct AddedToken {
     id: usize,
@@ -36,39 +34,16 @@ struct AddedToken {
     special: bool,
 }
 
-/// The `tokenizer.*` keys (and llama's `add_space_prefix`), in the reference order.
-pub fn tokenizer_kv(dir: &Path, cfg: &HfConfig) -> Result<Vec<(String, Value)>, HfError> {
-    let tok_path = dir.join("tokenizer.json");
-    let unsupported = |path: &Path, problem: String| HfError::UnsupportedTokenizer { path: path.into(), problem };
-    if dir.join("tokenizer.model").is_file() {
-        return Err(unsupported(&dir.join("tokenizer.model"), "SentencePiece tokenizer.model is not supported".into()));
-    }
-    let tok = read_json(&tok_path)?;
-    let model = tok.get("model").ok_or_else(|| HfError::MissingKey { path: tok_path.clone(), key: "model".into() })?;
-    let model_type = model.get("type").and_then(Json::as_str).unwrap_or("");
-    if model_type != "BPE" || model.get("byte_fallback").and_then(Json::as_bool) == Some(true) {
-        let what = if model_type == "BPE" { "byte-fallback BPE (SentencePiece-style)".to_string() } else { format!("model type {model_type:?}") };
-        return Err(unsupported(&tok_path, format!("{what}; only byte-level BPE is supported")));
-    }
-    // Qwen2's tokenizer.json carries an NFC normalizer; the reference writes nothing for it (a
-    // byte-level BPE GGUF has no normalizer key), so NFC is accepted and any other refused.
-    match tok.get("normalizer") {
-        None | Some(Json::Null) => {}
-        Some(n) if n.get("type").and_then(Json::as_str) == Some("NFC") => {}
-        Some(n) => return Err(unsupported(&tok_path, format!("normalizer {n} is not supported (only NFC)"))),
-    }
-    let tc_path = dir.join("tokenizer_config.json");
-    let mut tc = if tc_path.is_file() { Some(read_json(&tc_path)?) } else { None };
+/// Added tokens that the reference marks CONTROL even when they are not flagged special.
+fn looks_special(t: &str) -> bool {
+    t.starts_with("<|") && t.ends_with("|>")
+        || t.starts_with("<\u{ff5c}") && t.ends_with("\u{ff5c}>")
+        || t.starts_with("<unused") && t.ends_with('>')
+        || ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].contains(&t)
+}
 
-    let mut kv = Vec::new();
-    if cfg.arch == Arch::Llama {
-        if let Some(b) = tc.as_ref().and_then(|t| t.get("add_prefix_space")).and_then(Json::as_bool) {
-            kv.push(("tokenizer.ggml.add_space_prefix".into(), Value::Bool(b)));
-        }
-    }
-    let vocab = model.get("vocab").and_then(Json::as_object).ok_or_else(|| HfError::MissingKey { path: tok_path.clone(), key: "model.vocab".into() })?;
-    let added: Vec<AddedToken> = tok
-        .get("added_tokens")
+fn added_tokens(tok: &Json) -> Vec<AddedToken> {
+    tok.get("added_tokens")
         .and_then(Json::as_array)
         .map(|a| {
             a.iter()
@@ -81,7 +56,78 @@ pub fn tokenizer_kv(dir: &Path, cfg: &HfConfig) -> Result<Vec<(String, Value)>, 
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The `tokenizer.*` keys (and llama's `add_space_prefix`), in the reference order.
+pub fn tokenizer_kv(dir: &Path, cfg: &HfConfig) -> Result<Vec<(String, Value)>, HfError> {
+    let tc_path = dir.join("tokenizer_config.json");
+    let mut tc = if tc_path.is_file() { Some(read_json(&tc_path)?) } else { None };
+    let mut kv = Vec::new();
+    if cfg.arch == Arch::Llama {
+        if let Some(b) = tc.as_ref().and_then(|t| t.get("add_prefix_space")).and_then(Json::as_bool) {
+            kv.push(("tokenizer.ggml.add_space_prefix".into(), Value::Bool(b)));
+        }
+    }
+    if dir.join("tokenizer.model").is_file() {
+        sentencepiece_kv(dir, cfg, tc.as_mut(), &tc_path, &mut kv)?;
+    } else {
+        byte_level_bpe_kv(dir, cfg, tc.as_mut(), &tc_path, &mut kv)?;
+    }
+    Ok(kv)
+}
+
+/// `_set_vocab_sentencepiece`; tokenizer.json, when present beside tokenizer.model, is read only
+/// by `SpecialVocab` (post-processor flags, added-token ids, normalizer flags).
+fn sentencepiece_kv(dir: &Path, cfg: &HfConfig, tc: Option<&mut Json>, tc_path: &Path, kv: &mut Vec<(String, Value)>) -> Result<(), HfError> {
+    let v = spm::vocab(dir, cfg.vocab_size, tc.as_deref(), looks_special)?;
+    let n = v.tokens.len();
+    kv.push(("tokenizer.ggml.model".into(), Value::String("llama".into())));
+    kv.push(("tokenizer.ggml.pre".into(), Value::String("default".into())));
+    kv.push(("tokenizer.ggml.tokens".into(), Value::Array(ValueType::String, v.tokens.into_iter().map(Value::String).collect())));
+    kv.push(("tokenizer.ggml.scores".into(), Value::Array(ValueType::F32, v.scores.into_iter().map(Value::F32).collect())));
+    kv.push(("tokenizer.ggml.token_type".into(), Value::Array(ValueType::I32, v.types.into_iter().map(Value::I32).collect())));
+    let tok_path = dir.join("tokenizer.json");
+    let tok = if tok_path.is_file() { Some(read_json(&tok_path)?) } else { None };
+    let added = tok.as_ref().map(added_tokens).unwrap_or_default();
+    let tc_copy = tc.as_deref().cloned();
+    special_kv(tok.as_ref(), tc, &added, cfg, Some(n), tc_path, kv)?;
+    // LlamaModel.set_vocab: CodeLlama's 32016-token vocabulary gets a second SpecialVocab for
+    // prefix/suffix/middle/eot; gguf-py has a writer only for eot, defaulting to id 32010.
+    if cfg.arch == Arch::Llama && cfg.vocab_size == 32016 {
+        let from_tc = tc_copy
+            .as_ref()
+            .and_then(|t| token_content(t.get("eot_token")))
+            .and_then(|c| added.iter().find(|a| a.content == c).map(|a| a.id as u64));
+        let eot = from_tc.or_else(|| cfg.json.get("eot_token_id").and_then(Json::as_u64)).unwrap_or(32010);
+        kv.push(("tokenizer.ggml.eot_token_id".into(), Value::U32(eot as u32)));
+    }
+    Ok(())
+}
+
+fn byte_level_bpe_kv(dir: &Path, cfg: &HfConfig, tc: Option<&mut Json>, tc_path: &Path, kv: &mut Vec<(String, Value)>) -> Result<(), HfError> {
+    let tok_path = dir.join("tokenizer.json");
+    let unsupported = |path: &Path, problem: String| HfError::UnsupportedTokenizer { path: path.into(), problem };
+    let tok = read_json(&tok_path)?;
+    let model = tok.get("model").ok_or_else(|| HfError::MissingKey { path: tok_path.clone(), key: "model".into() })?;
+    let model_type = model.get("type").and_then(Json::as_str).unwrap_or("");
+    if model_type != "BPE" || model.get("byte_fallback").and_then(Json::as_bool) == Some(true) {
+        let what = if model_type == "BPE" {
+            "byte-fallback BPE (SentencePiece-style) without tokenizer.model".to_string()
+        } else {
+            format!("model type {model_type:?}")
+        };
+        return Err(unsupported(&tok_path, format!("{what}; only byte-level BPE tokenizer.json or a SentencePiece tokenizer.model is supported")));
+    }
+    // Qwen2's tokenizer.json carries an NFC normalizer; the reference writes nothing for it (a
+    // byte-level BPE GGUF has no normalizer key), so NFC is accepted and any other refused.
+    match tok.get("normalizer") {
+        None | Some(Json::Null) => {}
+        Some(n) if n.get("type").and_then(Json::as_str) == Some("NFC") => {}
+        Some(n) => return Err(unsupported(&tok_path, format!("normalizer {n} is not supported (only NFC)"))),
+    }
+    let vocab = model.get("vocab").and_then(Json::as_object).ok_or_else(|| HfError::MissingKey { path: tok_path.clone(), key: "model.vocab".into() })?;
+    let added = added_tokens(&tok);
     let n = cfg.vocab_size;
     let mut tokens: Vec<Option<String>> = vec![None; n];
     let mut types = vec![UNUSED; n];
@@ -97,11 +143,7 @@ pub fn tokenizer_kv(dir: &Path, cfg: &HfConfig) -> Result<Vec<(String, Value)>, 
     }
     for a in &added {
         let slot = tokens.get_mut(a.id).ok_or_else(|| bad_id(a.id, &a.content))?;
-        let looks_special = a.content.starts_with("<|") && a.content.ends_with("|>")
-            || a.content.starts_with("<｜") && a.content.ends_with("｜>")
-            || a.content.starts_with("<unused") && a.content.ends_with('>')
-            || ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].contains(&a.content.as_str());
-        if a.special || looks_special {
+        if a.special || looks_special(&a.content) {
             *slot = Some(a.content.clone());
             types[a.id] = CONTROL;
         } else {
@@ -122,8 +164,7 @@ pub fn tokenizer_kv(dir: &Path, cfg: &HfConfig) -> Result<Vec<(String, Value)>, 
     if !merges.is_empty() {
         kv.push(("tokenizer.ggml.merges".into(), Value::Array(ValueType::String, merges)));
     }
-    special_kv(&tok, tc.as_mut(), &added, cfg, &tc_path, &mut kv)?;
-    Ok(kv)
+    special_kv(Some(&tok), tc, &added, cfg, None, tc_path, kv)
 }
 
 fn pre_tokenizer(tok: &Json, path: &Path, n_vocab: usize) -> Result<&'static str, HfError> {
@@ -181,24 +222,29 @@ fn token_content(v: Option<&Json>) -> Option<String> {
 }
 
 /// Mirrors gguf-py `SpecialVocab`: post-processor add-flags, then tokenizer_config, then
-/// config.json ids; first value wins, keys keep insertion order.
+/// config.json ids; first value wins, keys keep insertion order. `n_vocab` (SentencePiece
+/// only, as in the reference) drops ids at or past it.
 fn special_kv(
-    tok: &Json,
+    tok: Option<&Json>,
     tc: Option<&mut Json>,
     added: &[AddedToken],
     cfg: &HfConfig,
+    n_vocab: Option<usize>,
     tc_path: &Path,
     kv: &mut Vec<(String, Value)>,
 ) -> Result<(), HfError> {
     let mut ids: Vec<(String, u32)> = Vec::new();
     let mut add: Vec<(String, bool)> = Vec::new();
     let set_id = |ids: &mut Vec<(String, u32)>, typ: &str, id: Option<u64>| {
-        if let Some(id) = id {
+        if let Some(id) = id.filter(|&id| n_vocab.is_none_or(|n| id < n as u64)) {
             if !ids.iter().any(|(t, _)| t == typ) {
                 ids.push((typ.to_string(), id as u32));
             }
         }
     };
+    // An empty tokenizer_config.json counts as none in the reference (`if not tokenizer_config`).
+    let tc = tc.filter(|t| t.as_object().is_none_or(|o| !o.is_empty()));
+    let has_tc = tc.is_some();
     let set_add = |add: &mut Vec<(String, bool)>, typ: &str, v: bool, force: bool| match add.iter_mut().find(|(t, _)| t == typ) {
         Some(slot) if force => slot.1 = v,
         Some(_) => {}
@@ -206,7 +252,7 @@ fn special_kv(
     };
     let tcv = tc.as_deref().cloned().unwrap_or(Json::Null);
     let (bos, eos) = (token_content(tcv.get("bos_token")), token_content(tcv.get("eos_token")));
-    if let Some(pp) = tok.get("post_processor").filter(|p| !p.is_null()) {
+    if let Some(pp) = tok.and_then(|t| t.get("post_processor")).filter(|p| !p.is_null()) {
         let procs: Vec<&Json> = match pp.get("processors").and_then(Json::as_array) {
             Some(a) => a.iter().collect(),
             None => vec![pp],
@@ -222,11 +268,13 @@ fn special_kv(
                     let pair = p.get("pair").and_then(Json::as_array).cloned().unwrap_or_default();
                     let special = |j: Option<&Json>| j.and_then(|x| x.get("SpecialToken")).and_then(|x| x.get("id")).and_then(Json::as_str).map(str::to_string);
                     let (first, last) = if single.len() > 1 { (special(single.first()), special(single.last())) } else { (None, None) };
+                    // Without tokenizer_config.json the template's own first and last tokens
+                    // are taken as bos and eos.
                     if let Some(f) = &first {
-                        set_add(&mut add, "bos", Some(f) == bos.as_ref(), true);
+                        set_add(&mut add, "bos", !has_tc || Some(f) == bos.as_ref(), true);
                     }
                     if let Some(l) = &last {
-                        if Some(l) != eos.as_ref() {
+                        if has_tc && Some(l) != eos.as_ref() {
                             return Err(HfError::UnsupportedTokenizer { path: tc_path.into(), problem: format!("trailing special token {l:?} is not eos") });
                         }
                         set_add(&mut add, "eos", true, true);
@@ -256,12 +304,9 @@ fn special_kv(
     if let Some(tc) = tc {
         match tc.get("chat_template") {
             Some(Json::String(s)) => chat_template = Some(s.clone()),
-            Some(Json::Null) | None => {
-                let jinja = tc_path.with_file_name("chat_template.jinja");
-                if jinja.is_file() {
-                    chat_template = Some(std::fs::read_to_string(&jinja).map_err(|source| HfError::Io { path: jinja, source })?);
-                }
-            }
+            // The separate files are only a default for an absent key; `null` means none.
+            Some(Json::Null) => {}
+            None => chat_template = template_file(tc_path)?,
             Some(_) => {
                 return Err(HfError::BadKey { path: tc_path.into(), key: "chat_template".into(), problem: "only a single string template is supported".into() })
             }
@@ -276,7 +321,12 @@ fn special_kv(
         }
     }
     for typ in SPECIAL_TYPES {
-        set_id(&mut ids, typ, cfg.json.get(format!("{typ}_token_id")).and_then(Json::as_u64));
+        let key = format!("{typ}_token_id");
+        let v = cfg.json.get(&key);
+        if v.and_then(Json::as_i64).is_some_and(|id| id < 0) {
+            return Err(HfError::BadKey { path: cfg.path.clone(), key, problem: "a negative token id".into() });
+        }
+        set_id(&mut ids, typ, v.and_then(Json::as_u64));
     }
     let names = [("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("sep", "seperator"), ("pad", "padding"), ("cls", "cls"), ("mask", "mask")];
     for (typ, id) in ids {
@@ -292,10 +342,65 @@ fn special_kv(
     if let Some(t) = chat_template {
         kv.push(("tokenizer.chat_template".into(), Value::String(t)));
     }
+    let (mut lowercase, mut strip_accents) = (None, None);
+    if let Some(n) = tok.and_then(|t| t.get("normalizer")) {
+        normalizer_flags(n, &mut lowercase, &mut strip_accents);
+    }
+    if let Some(b) = lowercase {
+        kv.push(("tokenizer.ggml.normalizer.lowercase".into(), Value::Bool(b)));
+    }
+    if let Some(b) = strip_accents {
+        kv.push(("tokenizer.ggml.normalizer.strip_accents".into(), Value::Bool(b)));
+    }
     if is_llama && cfg.vocab_size == 49152 && !kv.iter().any(|(k, _)| k == "tokenizer.ggml.add_bos_token") {
         kv.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)));
     }
     Ok(())
+}
+
+/// `chat_template.jinja`, else `chat_template.json`'s "chat_template", beside tokenizer_config.
+fn template_file(tc_path: &Path) -> Result<Option<String>, HfError> {
+    let jinja = tc_path.with_file_name("chat_template.jinja");
+    if jinja.is_file() {
+        if tc_path.with_file_name("additional_chat_templates").is_dir() {
+            return Err(HfError::UnsupportedTokenizer {
+                path: jinja,
+                problem: "additional_chat_templates/ (named templates) is not supported".into(),
+            });
+        }
+        return std::fs::read_to_string(&jinja).map(Some).map_err(|source| HfError::Io { path: jinja, source });
+    }
+    let json_path = tc_path.with_file_name("chat_template.json");
+    if json_path.is_file() {
+        return match read_json(&json_path)?.get("chat_template") {
+            Some(Json::String(s)) => Ok(Some(s.clone())),
+            None | Some(Json::Null) => Ok(None),
+            Some(_) => Err(HfError::BadKey { path: json_path, key: "chat_template".into(), problem: "only a single string template is supported".into() }),
+        };
+    }
+    Ok(None)
+}
+
+/// gguf-py `SpecialVocab._parse_normalizer`.
+fn normalizer_flags(n: &Json, lowercase: &mut Option<bool>, strip_accents: &mut Option<bool>) {
+    match n.get("type").and_then(Json::as_str) {
+        Some("Lowercase") => *lowercase = Some(true),
+        Some("StripAccents") => *strip_accents = Some(true),
+        Some("BertNormalizer") => {
+            if let Some(b) = n.get("lowercase").and_then(Json::as_bool) {
+                *lowercase = Some(b);
+            }
+            if let Some(b) = n.get("strip_accents").and_then(Json::as_bool) {
+                *strip_accents = Some(b);
+            }
+        }
+        Some("Sequence") => {
+            for m in n.get("normalizers").and_then(Json::as_array).into_iter().flatten() {
+                normalizer_flags(m, lowercase, strip_accents);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
