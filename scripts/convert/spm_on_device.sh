@@ -18,7 +18,7 @@ rm -rf "$W"
 mkdir -p "$W/site"
 tar xzf .carry/spm/llama-convert.tar.gz -C "$W"
 PYV=$(python3 -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-WHL=$(ls .carry/spm/sentencepiece-*-"$PYV"-*.whl 2>/dev/null | head -1)
+WHL=$(ls .carry/spm/sentencepiece-*-"$PYV"-*.whl 2>/dev/null | head -1 || true)
 if [ -z "$WHL" ]; then
     echo "no sentencepiece wheel for $PYV in .carry/spm/" >&2
     exit 1
