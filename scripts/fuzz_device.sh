@@ -23,6 +23,8 @@ set -u
 secs=$1
 jobs=$2
 shift 2
+# -max_total_time=0 would mean no limit.
+[[ $secs =~ ^[1-9][0-9]*$ && $jobs =~ ^[1-9][0-9]*$ ]] || { echo "fuzz_device: SECONDS and JOBS must be positive whole numbers" >&2; exit 2; }
 targets=("${@:-${FUZZ_TARGETS[@]}}")
 [ ${#targets[@]} -eq 0 ] && targets=("${FUZZ_TARGETS[@]}")
 pack=$(cd "${FUZZ_PACK:-/tmp/nexus-fuzz}" && pwd) || exit 2
@@ -63,8 +65,9 @@ for t in "${targets[@]}"; do
     else
         result=ok
     fi
-    line=$(printf '%-20s %13d executions in %5ds, %9d/s, %2d jobs, %6d corpus entries  %s' \
-        "$t" "$execs" "$wall" $((execs / (wall > 0 ? wall : 1))) "$jobs" "$(ls "$dir/corpus" | wc -l)" "$result")
+    # Per second of fuzzing: the wall time also holds the processes' start (loading vocabularies).
+    line=$(printf '%-20s %13d executions, %9d/s over %ds (%ds wall), %2d jobs, %6d corpus entries  %s' \
+        "$t" "$execs" $((execs / secs)) "$secs" "$wall" "$jobs" "$(ls "$dir/corpus" | wc -l)" "$result")
     echo "$line"
     echo "$line" >>"$out/summary.txt"
 done
