@@ -7,6 +7,7 @@
 pub mod cuda;
 pub mod conv;
 pub mod gemm;
+pub mod ggml_order;
 pub mod ggml_type;
 pub mod matmul;
 pub mod ops;

@@ -3,13 +3,14 @@
 
 use crate::simd;
 
-/// `out = x / rms(x) * weight`; the sum of squares is accumulated in f64 as ggml does.
+/// `out = x / rms(x) * weight` with ggml's rounding: each square rounded to f32, then summed
+/// in f64 in order; `(x * scale) * weight`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let n = x.len().min(weight.len()).min(out.len());
     if n == 0 {
         return;
     }
-    let sum: f64 = x[..n].iter().map(|&v| v as f64 * v as f64).sum();
+    let sum: f64 = x[..n].iter().map(|&v| (v * v) as f64).sum();
     let mean = (sum / n as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for ((o, &v), &g) in out[..n].iter_mut().zip(&x[..n]).zip(&weight[..n]) {

@@ -86,10 +86,14 @@ pub(super) unsafe fn loadu(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
-/// Shared driver of the 32-element formats: two blocks per iteration into two accumulators
-/// so consecutive FMAs do not wait on each other. `block(wb, ab)` returns the integer-dot
-/// lanes (as f32). Lane 0 of (f16 pair at wb) * (f16 pair at ab) is the block scale, lane 1
-/// is `m * s` for Q4_1/Q5_1 x Q8_1; the lane sums come back as the second value.
+/// Shared driver of the 32-element formats. `block(wb, ab)` returns the integer-dot lanes (as
+/// f32). Lane 0 of (f16 pair at wb) * (f16 pair at ab) is the block scale, lane 1 is `m * s`
+/// for Q4_1/Q5_1 x Q8_1; the lane sums come back as the second value.
+///
+/// One accumulator over the blocks in order and the side sum in a scalar chain, as ggml's AVX2
+/// `ggml_vec_dot_*` kernels do: the result is then bitwise llama.cpp's on the same activations
+/// (a second accumulator for even blocks hides the FMA latency, but its different rounding was
+/// enough to part our greedy text from llama.cpp's at close calls; see tests/tests/smollm2.rs).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_blocks32(
@@ -99,35 +103,28 @@ unsafe fn dot_blocks32(
     wsz: usize,
     asz: usize,
     block: impl Fn(*const u8, *const u8) -> __m256,
-) -> (f32, __m128) {
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    let mut i = 0;
-    while i + 1 < nb {
+) -> (f32, f32) {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = 0f32;
+    for i in 0..nb {
         let (w0, a0) = (w.add(i * wsz), a.add(i * asz));
-        let (w1, a1) = (w0.add(wsz), a0.add(asz));
-        let s0 = _mm_mul_ps(h2f_pair(w0), h2f_pair(a0));
-        let s1 = _mm_mul_ps(h2f_pair(w1), h2f_pair(a1));
-        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), block(w0, a0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), block(w1, a1), acc1);
-        acc_m = _mm_add_ps(acc_m, _mm_add_ps(s0, s1));
-        i += 2;
+        let dw = h2f_pair(w0);
+        let da = h2f_pair(a0);
+        let s0 = _mm_mul_ps(dw, da);
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), block(w0, a0), acc);
+        acc_m = side_sum(acc_m, dw, da);
     }
-    if i < nb {
-        let (w0, a0) = (w.add(i * wsz), a.add(i * asz));
-        let s0 = _mm_mul_ps(h2f_pair(w0), h2f_pair(a0));
-        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), block(w0, a0), acc0);
-        acc_m = _mm_add_ps(acc_m, s0);
-    }
-    (hsum(_mm256_add_ps(acc0, acc1)), acc_m)
+    (hsum(acc), acc_m)
 }
 
-/// Lane 1 of the `dot_blocks32` side sums: the Q4_1/Q5_1 minimum terms.
+/// `acc + m·s` from lane 1 of the two f16 pairs, as ggml's `summs += m * s` compiles (GCC
+/// contracts it into one fused multiply-add).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn lane1(v: __m128) -> f32 {
-    _mm_cvtss_f32(_mm_movehdup_ps(v))
+pub(super) unsafe fn side_sum(acc: f32, dw: __m128, da: __m128) -> f32 {
+    let m = _mm_movehdup_ps(dw);
+    let s = _mm_movehdup_ps(da);
+    _mm_cvtss_f32(_mm_fmadd_ss(m, s, _mm_set_ss(acc)))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -165,7 +162,7 @@ pub(crate) unsafe fn dot_q4_1(w: *const u8, a: *const u8, n: usize) -> f32 {
     let acc = dot_blocks32(w, a, nb, 20, 36, |wb, ab| {
         mul_sum_us8_pairs_float(bytes_from_nibbles_32(wb.add(4)), loadu(ab.add(4)))
     });
-    acc.0 + lane1(acc.1)
+    acc.0 + acc.1
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -176,7 +173,7 @@ pub(crate) unsafe fn dot_q5_1(w: *const u8, a: *const u8, n: usize) -> f32 {
         let qx = _mm256_or_si256(bytes_from_nibbles_32(wb.add(8)), hi);
         mul_sum_us8_pairs_float(qx, loadu(ab.add(4)))
     });
-    acc.0 + lane1(acc.1)
+    acc.0 + acc.1
 }
 
 /// Unpacks the 12-byte Q4_K/Q5_K scale field into 16 u16 lanes: scales 0..8 in the low

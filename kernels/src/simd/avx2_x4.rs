@@ -5,16 +5,16 @@
 
 use super::avx2::{
     bcast16, bytes_from_bits_32, bytes_from_nibbles_32, h2f, h2f_pair, hsum, k4_scales_mins, loadu,
-    mul_sum_us8_pairs_float, q4k_quants, q5k_quants, sum_i16_pairs_float,
+    mul_sum_us8_pairs_float, q4k_quants, q5k_quants, side_sum, sum_i16_pairs_float,
 };
 use crate::ggml_type::QK_K;
 use std::arch::x86_64::*;
 
 /// `prep(weight_block)` unpacks a weight block once; `block(prepped, act_block)` gives the
 /// integer-dot lanes for one activation row. Returns per token the dot product and the
-/// side sums (lane 1: `m * s` for Q4_1/Q5_1). One accumulator per token (the single-token
-/// kernel alternates two): the last bits differ from it, but the even/odd split costs Q4_1
-/// a quarter of its speed here in register spills.
+/// side sums (`m * s` for Q4_1/Q5_1). One accumulator per token and the side sum in a scalar
+/// fused chain, like the single-token kernel and ggml's, so every token's result is bitwise
+/// what decoding it alone gives.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_blocks32_x4<P: Copy>(
@@ -27,23 +27,24 @@ unsafe fn dot_blocks32_x4<P: Copy>(
     block: impl Fn(P, *const u8) -> __m256,
 ) -> ([f32; 4], [f32; 4]) {
     let mut acc = [_mm256_setzero_ps(); 4];
-    let mut acc_m = [_mm_setzero_ps(); 4];
+    let mut acc_m = [0f32; 4];
     for i in 0..nb {
         let wb = w.add(i * wsz);
         let p = prep(wb);
         let dw = h2f_pair(wb);
         for t in 0..4 {
             let ab = a[t].add(i * asz);
-            let s = _mm_mul_ps(dw, h2f_pair(ab));
+            let da = h2f_pair(ab);
+            let s = _mm_mul_ps(dw, da);
             acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), block(p, ab), acc[t]);
-            acc_m[t] = _mm_add_ps(acc_m[t], s);
+            acc_m[t] = side_sum(acc_m[t], dw, da);
         }
     }
     let mut dots = [0f32; 4];
     let mut mins = [0f32; 4];
     for t in 0..4 {
         dots[t] = hsum(acc[t]);
-        mins[t] = _mm_cvtss_f32(_mm_movehdup_ps(acc_m[t]));
+        mins[t] = acc_m[t];
     }
     (dots, mins)
 }

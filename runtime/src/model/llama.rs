@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use nexus_kernels::ops::{add_inplace, axpy_inplace, dot_f32, rms_norm, silu_mul_inplace, softmax_inplace};
+use nexus_kernels::ggml_order::{self, PositionSum};
+use nexus_kernels::ops::{add_inplace, rms_norm};
 use rayon::prelude::*;
 
 use super::rope::Rope;
@@ -216,7 +217,9 @@ impl Model {
             }
             cache.store(l, pos0, &k, &v);
             let (keys, values) = cache.layer(l, pos0 + n);
-            attention(c, &q, keys, values, pos0, &mut attn);
+            // llama.cpp sums a one-token batch's attention in another order than a longer one's.
+            let order = if n == 1 || batching == Batching::RowWise { PositionSum::Single } else { PositionSum::Batch };
+            attention(c, &q, keys, values, pos0, order, &mut attn);
             probe.attn_heads(l, &mut attn);
             linear(&layer.wo, &attn, &mut proj)?;
             probe.attn_out(l, &mut proj);
@@ -226,7 +229,7 @@ impl Model {
             rms_norm_rows(&x, &layer.ffn_norm, c.rms_eps, &mut xn);
             linear(&layer.w_gate, &xn, &mut gate)?;
             linear(&layer.w_up, &xn, &mut up)?;
-            silu_mul_inplace(&mut gate, &up);
+            ggml_order::swiglu(&mut gate, &up);
             probe.ffn_inner(l, &mut gate);
             linear(&layer.w_down, &gate, &mut proj)?;
             probe.ffn_out(l, &mut proj);
@@ -266,7 +269,9 @@ fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 
 /// Causal grouped-query attention for `n` new tokens at positions `pos0..pos0+n`, reading
 /// K/V of all positions so far. Query heads share KV heads in groups; K/V are never copied.
-fn attention(c: &ModelConfig, q: &[f32], keys: &[f32], values: &[f32], pos0: usize, out: &mut [f32]) {
+/// Scores, softmax and the weighted sum of values round as llama.cpp's CPU backend does
+/// (`ggml_order`), the sum in the order `order` of the batch llama.cpp would run.
+fn attention(c: &ModelConfig, q: &[f32], keys: &[f32], values: &[f32], pos0: usize, order: PositionSum, out: &mut [f32]) {
     let (hd, kv_dim) = (c.head_dim, c.kv_dim());
     let group = c.n_head / c.n_head_kv;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -277,12 +282,9 @@ fn attention(c: &ModelConfig, q: &[f32], keys: &[f32], values: &[f32], pos0: usi
         let kv_off = (h / group) * hd;
         let n_pos = pos0 + t + 1;
         let mut scores: Vec<f32> = (0..n_pos)
-            .map(|p| dot_f32(qh, &keys[p * kv_dim + kv_off..p * kv_dim + kv_off + hd]) * scale)
+            .map(|p| ggml_order::dot_f32(qh, &keys[p * kv_dim + kv_off..p * kv_dim + kv_off + hd]) * scale)
             .collect();
-        softmax_inplace(&mut scores);
-        o.fill(0.0);
-        for (p, &w) in scores.iter().enumerate() {
-            axpy_inplace(o, w, &values[p * kv_dim + kv_off..p * kv_dim + kv_off + hd]);
-        }
+        ggml_order::softmax(&mut scores);
+        ggml_order::weighted_sum(&scores, values, kv_dim, kv_off, o, order);
     });
 }

@@ -5,9 +5,17 @@ use super::{ModelConfig, RopeStyle};
 
 pub struct Rope {
     style: RopeStyle,
-    /// Angle per position for each rotated pair, already divided by its frequency factor.
+    /// Angle per position for each rotated pair, already divided by its frequency factor, in
+    /// f64 (the CUDA kernels compute their angles from these).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     inv_freq: Vec<f64>,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     freq_scale: f64,
+    /// ggml's angle step `base^(-2/n_dims)` in f32, the frequency factors and the linear scale:
+    /// the CPU path computes its angles as llama.cpp's CPU backend does (see `apply`).
+    theta_scale: f32,
+    factors: Option<Vec<f32>>,
+    freq_scale_f32: f32,
 }
 
 impl Rope {
@@ -21,7 +29,14 @@ impl Rope {
                 f / freq_factors.map_or(1.0, |ff| ff[i] as f64)
             })
             .collect();
-        Rope { style: cfg.rope_style, inv_freq, freq_scale: cfg.rope_freq_scale as f64 }
+        Rope {
+            style: cfg.rope_style,
+            inv_freq,
+            freq_scale: cfg.rope_freq_scale as f64,
+            theta_scale: cfg.rope_base.powf(-2.0 / cfg.rope_dim as f32),
+            factors: freq_factors.map(|f| f[..half].to_vec()),
+            freq_scale_f32: cfg.rope_freq_scale,
+        }
     }
 
     /// Angle per position of each rotated pair (before the linear scale).
@@ -36,15 +51,21 @@ impl Rope {
     }
 
     /// Rotates every head in `x` (`n_heads × head_dim`, one token) for position `pos`.
+    ///
+    /// The angles are ggml's (`ggml_rope_cache_init`): a running product `pos · step^i` in f32,
+    /// divided by the pair's frequency factor, times the linear scale, through libm's
+    /// `cosf`/`sinf`; and the rotation contracts into fused multiply-adds as GCC compiles
+    /// ggml's `x0*cos - x1*sin`. Bitwise llama.cpp's, at the price of the product's drift at
+    /// long contexts (a few ulp of the angle at position 8k; tests/tests/float_reference.rs).
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
-        let p = pos as f64 * self.freq_scale;
         let half = self.inv_freq.len();
-        let cs: Vec<(f32, f32)> = self
-            .inv_freq
-            .iter()
-            .map(|&f| {
-                let (s, c) = (p * f).sin_cos();
-                (c as f32, s as f32)
+        let mut theta = pos as f32;
+        let cs: Vec<(f32, f32)> = (0..half)
+            .map(|i| {
+                let ff = self.factors.as_ref().map_or(1.0, |f| f[i]);
+                let t = self.freq_scale_f32 * (theta / ff);
+                theta *= self.theta_scale;
+                (t.cos(), t.sin())
             })
             .collect();
         for head in x.chunks_exact_mut(head_dim) {
@@ -54,8 +75,8 @@ impl Rope {
                     RopeStyle::Neox => (i, i + half),
                 };
                 let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * c - x1 * s;
-                head[b] = x0 * s + x1 * c;
+                head[a] = x0.mul_add(c, -(x1 * s));
+                head[b] = x0.mul_add(s, x1 * c);
             }
         }
     }
