@@ -47,6 +47,9 @@ if [ -n "$extra" ]; then
     echo "$extra" >&2
     exit 1
 fi
+# What the other machine's C and C++ runtimes must provide at least.
+needs=$(objdump -T "$stage/fuzz/all" | grep -o -E 'GLIBC(XX)?_[0-9.]+' | sort -V -u | awk -F_ '{v[$1]=$0} END {print v["GLIBC"], v["GLIBCXX"]}')
+echo "fuzz_pack: the binary needs $needs"
 # Every target must run its seeds from the staged files alone (-runs=0: the corpus only).
 for t in "${FUZZ_TARGETS[@]}"; do
     if ! NEXUS_FUZZ_ROOT="$stage" NEXUS_FUZZ_TARGET="$t" "$stage/fuzz/all" -runs=0 $(fuzz_options "$t" "$stage/fuzz/dicts") \
