@@ -11,7 +11,7 @@
 # total is exact (libFuzzer's -fork mode kills its last jobs uncounted). New corpus entries go
 # to FUZZ_WORK/TARGET/corpus (default FUZZ_PACK/work; a second run starts from them).
 #
-# FUZZ_OUT (default $OUT when set, else fuzz-device-out) receives summary.txt, one line per
+# FUZZ_OUT (default $OUT when set, else fuzz-device-out) gets summary.txt (appended), one line per
 # target (executions, per second, findings), artifacts/TARGET/ (crashing, timing-out or
 # over-limit inputs) and logs/TARGET/ (each process's last 64 kB). Exits non-zero when
 # anything was found. FUZZ_EXTRA adds libFuzzer options (they override the ones above).
