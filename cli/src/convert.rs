@@ -31,7 +31,7 @@ impl From<OutTypeArg> for OutType {
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// HF model directory (config.json, tokenizer.json, *.safetensors).
+    /// HF model directory (config.json, tokenizer.json or SentencePiece tokenizer.model, *.safetensors).
     dir: PathBuf,
     /// Output GGUF file.
     #[arg(short, long)]

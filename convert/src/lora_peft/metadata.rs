@@ -123,8 +123,18 @@ fn parse_yaml_subset(yaml: &str) -> BTreeMap<String, Yaml> {
     out
 }
 
-fn re(pattern: &str) -> Regex {
-    Regex::new(pattern).unwrap_or_else(|e| unreachable!("constant regex {pattern}: {e}"))
+/// Compiles each constant pattern once per process: model-card names are matched for every
+/// adapter converted, and compiling the six patterns was most of a small conversion's time
+/// (the peft_adapter fuzz target's profile).
+fn re(pattern: &'static str) -> &'static Regex {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<Vec<(&'static str, &'static Regex)>>> = std::sync::OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&(_, r)) = cache.iter().find(|(p, _)| *p == pattern) {
+        return r;
+    }
+    let compiled: &'static Regex = Box::leak(Box::new(Regex::new(pattern).unwrap_or_else(|e| unreachable!("constant regex {pattern}: {e}"))));
+    cache.push((pattern, compiled));
+    compiled
 }
 
 /// Python's `str.title()`: the first cased character of each run upper-case, the rest lower.
