@@ -72,7 +72,8 @@ fn has_avx2() -> bool {
 }
 
 /// `Σ x·y` in the order of ggml's `ggml_vec_dot_f32`: four 16-lane accumulators over steps of
-/// 64, reduced as [`reduce4x16`]; the tail after the last full step in a fused scalar chain.
+/// 64, reduced as [`reduce4x16`]; the tail after the last full step added one rounded product
+/// at a time (GCC does not fuse that loop: measured on a rank-16 LoRA's `B·(A·x)`).
 pub fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
     #[cfg(target_arch = "x86_64")]
@@ -96,9 +97,29 @@ fn dot_f32_lanes(x: &[f32], y: &[f32]) -> f32 {
     }
     let mut sum = reduce4x16(&s);
     for e in np..x.len() {
-        sum = x[e].mul_add(y[e], sum);
+        sum += x[e] * y[e];
     }
     sum
+}
+
+/// `Σ x·y` as llamafile's tiled f32 GEMM sums one output (a product over several rows, inner
+/// length a multiple of 16): one 16-lane fused accumulator in order, then [`hsum16`].
+pub fn dot_f32_tiled(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let mut s = [0f32; 16];
+    let mut done = false;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && n % 16 == 0 {
+        // SAFETY: AVX2 and FMA detected; both slices hold n values, a multiple of 16.
+        s = unsafe { lanes16_avx2(&x[..n], &y[..n]) };
+        done = true;
+    }
+    if !done {
+        for (e, (&a, &b)) in x[..n].iter().zip(&y[..n]).enumerate() {
+            s[e % 16] = a.mul_add(b, s[e % 16]);
+        }
+    }
+    hsum16(&s)
 }
 
 /// Softmax of `x` in place as ggml's `soft_max` computes it on a row padded with masked
@@ -290,9 +311,24 @@ unsafe fn dot_f32_avx2(x: &[f32], y: &[f32]) -> f32 {
     let hi = _mm256_add_ps(_mm256_add_ps(s[1], s[5]), _mm256_add_ps(s[3], s[7]));
     let mut sum = hsum_halves(lo, hi);
     for e in np..x.len() {
-        sum = x[e].mul_add(y[e], sum);
+        sum += x[e] * y[e];
     }
     sum
+}
+
+/// The 16 fused accumulators of [`dot_f32_tiled`], as two 8-lane registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lanes16_avx2(x: &[f32], y: &[f32]) -> [f32; 16] {
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for i in (0..x.len()).step_by(16) {
+        lo = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(y.as_ptr().add(i)), lo);
+        hi = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(i + 8)), _mm256_loadu_ps(y.as_ptr().add(i + 8)), hi);
+    }
+    let mut s = [0f32; 16];
+    _mm256_storeu_ps(s.as_mut_ptr(), lo);
+    _mm256_storeu_ps(s.as_mut_ptr().add(8), hi);
+    s
 }
 
 /// [`hsum16`] of the 16 lanes held as `lo` (0..8) and `hi` (8..16).
@@ -356,6 +392,11 @@ mod tests {
             let x: Vec<f32> = (0..n).map(|_| rand(&mut seed) * 30.0).collect();
             let y: Vec<f32> = (0..n).map(|_| rand(&mut seed)).collect();
             assert_eq!(dot_f32(&x, &y).to_bits(), dot_f32_lanes(&x, &y).to_bits(), "dot n={n}");
+            let mut lanes = [0f32; 16];
+            for e in 0..n {
+                lanes[e % 16] = x[e].mul_add(y[e], lanes[e % 16]);
+            }
+            assert_eq!(dot_f32_tiled(&x, &y).to_bits(), hsum16(&lanes).to_bits(), "tiled dot n={n}");
             let mut a = x.clone();
             swiglu(&mut a, &y);
             let b: Vec<f32> = x

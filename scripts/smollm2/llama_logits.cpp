@@ -9,7 +9,8 @@
 // ids printed first (`ids 1 2 3`); then one line per step: step, argmax, FNV-1a 64 of the
 // logits row's bytes, the top logit (%a), the runner-up's id and logit.
 // The context is the one tests/fixtures/smollm2/README.md describes: F32 K/V cache, no flash
-// attention, 2 threads, one batch for the prompt.
+// attention, 2 threads, one batch for the prompt. LORA=FILE attaches a LoRA adapter at scale 1
+// (llama.cpp's `--lora FILE`).
 #include "llama.h"
 #include "ggml.h"
 #include "ggml-backend.h"
@@ -24,7 +25,8 @@ static std::string g_dump_dir;
 static int g_calls = 0;
 
 static bool dump_cb(struct ggml_tensor * t, bool ask, void *) {
-    if (g_calls > 0) return false;
+    static const int dump_call = getenv("DUMP_CALL") ? atoi(getenv("DUMP_CALL")) : 0;
+    if (g_calls != dump_call) return false;
     bool wanted = false;
     for (auto & n : g_dump_names) if (n == t->name) wanted = true;
     if (ask) return wanted;
@@ -81,6 +83,12 @@ int main(int argc, char ** argv) {
     cp.type_v = GGML_TYPE_F32;
     if (!g_dump_names.empty()) { cp.cb_eval = dump_cb; cp.cb_eval_user_data = nullptr; }
     llama_context * ctx = llama_init_from_model(model, cp);
+    if (const char * lora = getenv("LORA")) {
+        llama_adapter_lora * adapter = llama_adapter_lora_init(model, lora);
+        if (!adapter) { fprintf(stderr, "cannot load adapter %s\n", lora); return 1; }
+        float scale = 1.0f;
+        if (llama_set_adapters_lora(ctx, &adapter, 1, &scale) != 0) { fprintf(stderr, "cannot attach %s\n", lora); return 1; }
+    }
     const llama_vocab * vocab = llama_model_get_vocab(model);
     const int n_vocab = llama_vocab_n_tokens(vocab);
     std::vector<llama_token> prompt(text.size() + 8);

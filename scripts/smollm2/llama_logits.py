@@ -5,6 +5,13 @@ tests/tests/smollm2.rs can require our CPU logits to be bitwise llama.cpp's (iss
 
     scripts/smollm2/llama_logits.py --llama-src /tmp/lc/llama.cpp --build /tmp/lc/build-cpu
 
+With an adapter (tests/fixtures/smollm2/lora_logits.json, tests/tests/smollm2_lora.rs):
+
+    NEXUS_LORA_OUT=/tmp/r16.gguf cargo test --release -p nexus-tests --test smollm2_lora \
+        -- --ignored write_reference_adapter
+    scripts/smollm2/llama_logits.py ... --lora /tmp/r16.gguf --prompts 2 --steps 32 \
+        --out tests/fixtures/smollm2/lora_logits.json
+
 --build is a llama.cpp CPU build made with ../shared/tools/llama-cpp-ref/README.md's recipe
 plus -DBUILD_SHARED_LIBS=ON (target `llama`). It compiles llama_logits.cpp beside this file
 against it and runs it once per prompt (F32 K/V cache, no flash attention, 2 threads).
@@ -39,7 +46,12 @@ def main():
     ap.add_argument("--model", default=os.path.join(ROOT, "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--out", default=os.path.join(ROOT, "tests/fixtures/smollm2/logits.json"))
+    ap.add_argument("--lora", help="attach this LoRA GGUF at scale 1 (llama.cpp's --lora)")
+    ap.add_argument("--prompts", type=int, default=0, help="only the first N prompts (0: all)")
     args = ap.parse_args()
+    env = dict(os.environ)
+    if args.lora:
+        env["LORA"] = args.lora
 
     work = tempfile.mkdtemp()
     tool = os.path.join(work, "llama_logits")
@@ -54,12 +66,12 @@ def main():
         sha = hashlib.sha256(f.read()).hexdigest()
     greedy = json.load(open(os.path.join(ROOT, "tests/fixtures/smollm2/greedy.json")))
     cases = []
-    for case in greedy["prompts"]:
+    for case in greedy["prompts"][: args.prompts or None]:
         prompt_file = os.path.join(work, "prompt.txt")
         with open(prompt_file, "w", encoding="utf-8") as f:
             f.write(case["prompt"])
         out = subprocess.run([tool, args.model, str(args.steps), prompt_file],
-                             check=True, capture_output=True, text=True).stdout.splitlines()
+                             check=True, capture_output=True, text=True, env=env).stdout.splitlines()
         ids = [int(t) for t in out[0].split()[1:]]
         steps = []
         for line in out[1:]:
@@ -75,6 +87,7 @@ def main():
         "machine": cpu_description(),
         "context": "n_ctx 512, one batch for the prompt, F32 K/V cache, flash attention off, 2 threads",
         "hash": "FNV-1a 64 of the little-endian f32 bytes of the whole logits row",
+        "lora": os.path.basename(args.lora) if args.lora else None,
         "prompts": cases,
     }
     tmp = args.out + ".tmp"

@@ -1,12 +1,11 @@
 //! The unmerged low-rank update a [`crate::model::Linear`] adds to its output:
-//! `y += s·B·(A·x)`, two small SGEMMs over all rows of the batch at once.
+//! `y += s·B·(A·x)`, in llama.cpp's rounding.
 
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use nexus_kernels::gemm::sgemm_t_with;
-use nexus_kernels::simd;
+use nexus_kernels::ggml_order;
 use nexus_kernels::KernelError;
 
 use super::LoraWeight;
@@ -20,36 +19,51 @@ pub struct LoraDelta {
 }
 
 impl LoraDelta {
-    /// `y += s·B·(A·x)` for `n` rows of x (`n × n_in`) and y (`n × n_out`).
+    /// `y += s·B·(A·x)` for `n` rows of x (`n × n_in`) and y (`n × n_out`), rounded as llama.cpp's
+    /// CPU backend rounds an F32 adapter (`build_lora_mm`: `A·x`, then `B·(A·x)`, then the
+    /// scale, then the add): the products in ggml's orders (`ggml_order`), one row at a time or
+    /// as llamafile's tiled GEMM for a batch, so a run with an adapter stays bitwise
+    /// llama.cpp's (tests/tests/smollm2_lora.rs).
     pub fn add_to(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), KernelError> {
         let w = &*self.weight;
-        if n == 1 {
-            // Decoding: `rank` dot products, then `rank` axpys over the output, split over the
-            // pool's threads like the base product (one thread alone left the other spinning).
-            // The SGEMM below packs both matrices on every call, which for one row cost more
-            // than the product itself (an adapter on all seven projections halved SmolLM2's
-            // decode speed).
-            let (n_in, n_out) = (w.n_in, w.n_out);
-            let mut t = vec![0f32; w.rank];
+        let (n_in, n_out, rank) = (w.n_in, w.n_out, w.rank);
+        if x.len() < n * n_in || y.len() < n * n_out {
+            return Err(KernelError::Size { what: "lora rows", expected: n * n_in.max(n_out), got: x.len().min(y.len()) });
+        }
+        // llamafile takes a product of several rows when its inner length is a multiple of 16
+        // and its output rows of 4; otherwise ggml falls back to one dot product per element.
+        let tiled = |m: usize, k: usize| n > 1 && k % 16 == 0 && m % 4 == 0;
+        let dot_a = if tiled(rank, n_in) { ggml_order::dot_f32_tiled } else { ggml_order::dot_f32 };
+        let dot_b = if tiled(n_out, rank) { ggml_order::dot_f32_tiled } else { ggml_order::dot_f32 };
+        let vector_chain = !tiled(n_out, rank) && rank < 64;
+        for (xr, yr) in x.chunks_exact(n_in).zip(y.chunks_exact_mut(n_out)).take(n) {
+            // t = A·x: `rank` dot products of the input row.
+            let mut t = vec![0f32; rank];
             t.par_iter_mut().enumerate().with_min_len(4).for_each(|(r, tr)| {
-                *tr = self.scale * nexus_kernels::ops::dot_f32(&w.a[r * n_in..(r + 1) * n_in], &x[..n_in]);
+                *tr = dot_a(&w.a[r * n_in..(r + 1) * n_in], xr);
             });
             let chunk = n_out.div_ceil(rayon::current_num_threads()).max(256);
-            y[..n_out].par_chunks_mut(chunk).enumerate().for_each(|(c, yc)| {
+            yr.par_chunks_mut(chunk).enumerate().for_each(|(c, yc)| {
                 let o0 = c * chunk;
-                for (r, &tr) in t.iter().enumerate() {
-                    nexus_kernels::ops::axpy_fma(yc, tr, &w.bt[r * n_out + o0..r * n_out + o0 + yc.len()]);
+                if vector_chain {
+                    // A dot product shorter than ggml's 64-wide step is its scalar tail: one
+                    // rounded product added at a time, in order. The same chain for many
+                    // outputs at once runs down Bᵀ's rows (the plain loop vectorizes).
+                    let mut acc = vec![0f32; yc.len()];
+                    for (r, &tr) in t.iter().enumerate() {
+                        nexus_kernels::ops::axpy_inplace(&mut acc, tr, &w.bt[r * n_out + o0..r * n_out + o0 + yc.len()]);
+                    }
+                    for (v, a) in yc.iter_mut().zip(acc) {
+                        *v += a * self.scale;
+                    }
+                } else {
+                    for (i, v) in yc.iter_mut().enumerate() {
+                        let o = o0 + i;
+                        *v += dot_b(&w.b[o * rank..(o + 1) * rank], &t) * self.scale;
+                    }
                 }
             });
-            return Ok(());
         }
-        let isa = simd::detected();
-        // t = x·Aᵀ (n × rank); A is stored [rank][n_in], so it is read transposed.
-        let mut t = vec![0f32; n * w.rank];
-        sgemm_t_with(isa, false, true, n, w.rank, w.n_in, x, w.n_in, &w.a, w.n_in, &mut t, w.rank, false)?;
-        // Scaling the n × rank intermediate is the cheapest place for s.
-        nexus_kernels::ops::scale_inplace(&mut t, self.scale);
-        // y += t·Bᵀ (n × n_out); B is stored [n_out][rank].
-        sgemm_t_with(isa, false, true, n, w.n_out, w.rank, &t, w.rank, &w.b, w.rank, y, w.n_out, true)
+        Ok(())
     }
 }

@@ -82,11 +82,6 @@ impl Linear {
         };
         product(self.ty, self.data(), self.rows, self.cols, x, n, y)
             .map_err(|source| ModelError::Kernel { tensor: self.name.clone(), source })?;
-        if let Some(b) = &self.bias {
-            for row in y.chunks_exact_mut(self.rows) {
-                nexus_kernels::ops::add_inplace(row, b);
-            }
-        }
         let lora_error = |source| ModelError::Kernel { tensor: format!("{} (LoRA)", self.name), source };
         for delta in &self.lora {
             match batching {
@@ -97,6 +92,12 @@ impl Linear {
                         delta.add_to(xr, 1, yr).map_err(lora_error)?;
                     }
                 }
+            }
+        }
+        // After the adapters, as llama.cpp adds a projection's bias to `build_lora_mm`'s result.
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(self.rows) {
+                nexus_kernels::ops::add_inplace(row, b);
             }
         }
         Ok(())
