@@ -19,6 +19,17 @@ pub fn root() -> PathBuf {
 
 /// The real default model if `models/fetch.sh` has fetched it; otherwise prints why the
 /// calling test is skipped (CI fetches it, so there the test runs).
+/// FNV-1a 64 over a logits row's little-endian bytes, as scripts/smollm2/llama_logits.cpp
+/// hashes llama.cpp's rows (the bitwise comparisons of tests/tests/smollm2*.rs).
+pub fn logits_fnv1a64(row: &[f32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in row.iter().flat_map(|v| v.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 pub fn smollm2_path() -> Option<PathBuf> {
     let path = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     if path.exists() {

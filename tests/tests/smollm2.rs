@@ -12,7 +12,7 @@ use std::sync::Arc;
 use nexus_runtime::gguf::GgufFile;
 use nexus_runtime::model::{Logits, Model};
 use nexus_runtime::tokenizer::Tokenizer;
-use nexus_tests::{root, smollm2_path};
+use nexus_tests::{logits_fnv1a64, root, smollm2_path};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
@@ -32,16 +32,6 @@ fn x86_kernels() -> bool {
 fn load(path: &std::path::Path) -> (Tokenizer, Model) {
     let file = Arc::new(GgufFile::open(path).unwrap());
     (Tokenizer::from_gguf(&file).unwrap(), Model::from_file(file).unwrap())
-}
-
-/// FNV-1a 64 over the little-endian bytes of the row, as `llama_logits.cpp` hashes it.
-fn fnv1a64(row: &[f32]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in row.iter().flat_map(|v| v.to_le_bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 fn top2(row: &[f32]) -> [(usize, f32); 2] {
@@ -71,7 +61,7 @@ fn logits_are_bitwise_llama_cpps_at_every_greedy_step() {
             let token = step["token"].as_u64().unwrap() as usize;
             let [(top, top_logit), (second, second_logit)] = top2(&logits);
             assert!(
-                fnv1a64(&logits) == step["logits_fnv1a64"].as_str().unwrap() && top == token,
+                logits_fnv1a64(&logits) == step["logits_fnv1a64"].as_str().unwrap() && top == token,
                 "{prompt:?} step {i}: logits differ from llama.cpp's: ours top {top} ({top_logit}), then {second} \
                  ({second_logit}); llama.cpp's top {token} ({}), then {} ({})",
                 step["top_logit"],

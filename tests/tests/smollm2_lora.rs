@@ -14,7 +14,7 @@ use nexus_runtime::gguf::GgufFile;
 use nexus_runtime::model::{Logits, Model};
 use nexus_runtime::tokenizer::Tokenizer;
 use nexus_tests::lora::LoraSpec;
-use nexus_tests::{root, smollm2_path};
+use nexus_tests::{logits_fnv1a64, root, smollm2_path};
 
 const PROJECTIONS: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
 
@@ -27,15 +27,6 @@ fn write_adapter(model: &Path, out: &Path) {
         .map(|t| (t.name.clone(), t.dims[0] as usize, t.dims[1] as usize))
         .collect();
     LoraSpec { arch: "llama".into(), alpha: 32.0, rank: 16, ty: GgmlType::F32, seed: 2026, targets }.write(out);
-}
-
-fn fnv1a64(row: &[f32]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in row.iter().flat_map(|v| v.to_le_bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 #[test]
@@ -64,7 +55,7 @@ fn logits_with_an_adapter_are_bitwise_llama_cpps() {
             let token = step["token"].as_u64().unwrap() as u32;
             let top = (0..logits.len()).fold(0, |b, v| if logits[v] > logits[b] { v } else { b });
             assert!(
-                fnv1a64(&logits) == step["logits_fnv1a64"].as_str().unwrap() && top as u32 == token,
+                logits_fnv1a64(&logits) == step["logits_fnv1a64"].as_str().unwrap() && top as u32 == token,
                 "{prompt:?} step {i}: ours top {top} ({}), llama.cpp's {token} ({})",
                 logits[top],
                 step["top_logit"]
