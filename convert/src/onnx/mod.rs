@@ -17,16 +17,9 @@ use crate::protobuf::{Reader, WireError};
 /// What is wrong with an ONNX buffer. Offsets are within the message being read.
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
-    #[error("{message}: truncated varint at offset {offset}")]
-    Truncated { message: &'static str, offset: usize },
-    #[error("{message}: varint longer than 64 bits at offset {offset}")]
-    VarintOverflow { message: &'static str, offset: usize },
-    #[error("{message}: a field at offset {offset} claims {length} bytes but only {left} are left (truncated file?)")]
-    LengthPastEnd { message: &'static str, offset: usize, length: u64, left: u64 },
-    #[error("{message}: field {field} has wire type {found}, expected {expected}")]
-    WireType { message: &'static str, field: u32, expected: &'static str, found: &'static str },
-    #[error("{message}: field {field} is not valid UTF-8")]
-    Utf8 { message: &'static str, field: u32 },
+    /// The protobuf encoding itself is broken (truncated, wrong wire type, bad UTF-8…).
+    #[error(transparent)]
+    Wire(#[from] WireError),
     #[error("{message}: {problem}")]
     Malformed { message: &'static str, problem: String },
     #[error("tensor {name:?}: its data is stored outside the file (external data is not supported)")]
@@ -35,19 +28,6 @@ pub enum OnnxError {
     BadTensor { name: String, problem: String },
     #[error("not an ONNX model: {0}")]
     NotOnnx(String),
-}
-
-impl From<WireError> for OnnxError {
-    fn from(e: WireError) -> Self {
-        match e {
-            WireError::Truncated { message, offset } => OnnxError::Truncated { message, offset },
-            WireError::VarintOverflow { message, offset } => OnnxError::VarintOverflow { message, offset },
-            WireError::LengthPastEnd { message, offset, length, left } => OnnxError::LengthPastEnd { message, offset, length, left },
-            WireError::WireType { message, field, expected, found } => OnnxError::WireType { message, field, expected, found },
-            WireError::Utf8 { message, field } => OnnxError::Utf8 { message, field },
-            WireError::Malformed { message, problem } => OnnxError::Malformed { message, problem },
-        }
-    }
 }
 
 /// ONNX `TensorProto.DataType` values this reader gives a name to.

@@ -132,7 +132,7 @@ fn varint_overflow_is_an_error() {
 #[test]
 fn truncated_varint_is_an_error() {
     let buf = [0x08u8, 0x80];
-    assert!(matches!(parse_model(&buf), Err(OnnxError::Truncated { .. })));
+    assert!(matches!(parse_model(&buf), Err(OnnxError::Wire(WireError::Truncated { .. }))));
 }
 
 #[test]
@@ -144,7 +144,7 @@ fn length_past_the_end_is_an_error_without_allocating() {
     varint(1 << 60, &mut buf);
     buf.extend_from_slice(b"abc");
     let err = parse_model(&buf).unwrap_err();
-    assert!(matches!(err, OnnxError::LengthPastEnd { length, left: 3, .. } if length == 1 << 60), "{err}");
+    assert!(matches!(err, OnnxError::Wire(WireError::LengthPastEnd { length, left: 3, .. }) if length == 1 << 60), "{err}");
 }
 
 #[test]
@@ -154,9 +154,9 @@ fn wrong_wire_type_is_an_error() {
     varint_field(1, 8, &mut buf);
     varint_field(7, 1, &mut buf);
     let err = parse_model(&buf).unwrap_err();
-    assert!(matches!(err, OnnxError::WireType { field: 7, .. }), "{err}");
+    assert!(matches!(err, OnnxError::Wire(WireError::WireType { field: 7, .. })), "{err}");
     // group wire types are refused
-    assert!(matches!(parse_model(&[0x0b]), Err(OnnxError::Malformed { .. })));
+    assert!(matches!(parse_model(&[0x0b]), Err(OnnxError::Wire(WireError::Malformed { .. }))));
 }
 
 #[test]
