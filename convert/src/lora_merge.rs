@@ -8,6 +8,7 @@
 //! tensors by name, the output keeps each tensor's type and place, so only the merged tensors
 //! differ from the base file.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,6 +179,11 @@ fn merge_tensor(
     let row_bytes = row_bytes.ok_or_else(|| tensor_err(format!("{} bytes of {ty} do not make {n_out} rows of {n_in}", info.n_bytes)))?;
     let rows_per_chunk = (source.chunk_bytes / row_bytes).max(1);
     let mut out = vec![0u8; info.n_bytes as usize];
+    // Each pair as f32 once (an F16 adapter is held in F16), not once per row.
+    let pairs: Vec<Pair> = deltas
+        .iter()
+        .map(|d| Pair { scale: d.scale as f64, rank: d.weight.rank, a: d.weight.a_f32(), b: d.weight.b_f32() })
+        .collect();
     let mut buf = std::mem::take(&mut source.buf);
     let mut result = Ok(Some(()));
     for (c, dst) in out.chunks_mut(rows_per_chunk * row_bytes).enumerate() {
@@ -193,7 +199,7 @@ fn merge_tensor(
         }
         let merged = dst.par_chunks_mut(row_bytes).zip(buf.par_chunks(row_bytes)).enumerate().try_for_each_init(
             || (vec![0f32; n_in], vec![0f64; n_in]),
-            |(row, acc), (r, (d, s))| merge_row(ty, first_row + r, s, deltas, row, acc, d),
+            |(row, acc), (r, (d, s))| merge_row(ty, first_row + r, s, &pairs, row, acc, d),
         );
         if let Err(e) = merged {
             result = Err(match e {
@@ -205,6 +211,14 @@ fn merge_tensor(
     }
     source.buf = buf;
     result.map(|done| done.map(|()| out))
+}
+
+/// One adapter's `s`, B and A for one tensor, as f32.
+struct Pair<'a> {
+    scale: f64,
+    rank: usize,
+    a: Cow<'a, [f32]>,
+    b: Cow<'a, [f32]>,
 }
 
 enum RowError {
@@ -219,7 +233,7 @@ fn merge_row(
     ty: GgmlType,
     o: usize,
     src: &[u8],
-    deltas: &[&LoraDelta],
+    pairs: &[Pair<'_>],
     row: &mut [f32],
     acc: &mut [f64],
     dst: &mut [u8],
@@ -227,11 +241,10 @@ fn merge_row(
     dequantize_row(ty, src, row).map_err(RowError::Kernel)?;
     let n_in = row.len();
     acc.fill(0.0);
-    for d in deltas {
-        let w = &*d.weight;
-        for r in 0..w.rank {
-            let c = d.scale as f64 * w.b[o * w.rank + r] as f64;
-            for (x, &a) in acc.iter_mut().zip(&w.a[r * n_in..(r + 1) * n_in]) {
+    for p in pairs {
+        for r in 0..p.rank {
+            let c = p.scale * p.b[o * p.rank + r] as f64;
+            for (x, &a) in acc.iter_mut().zip(&p.a[r * n_in..(r + 1) * n_in]) {
                 *x += c * a as f64;
             }
         }

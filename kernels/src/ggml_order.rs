@@ -19,6 +19,8 @@ use std::arch::x86_64::*;
 
 use crate::simd;
 
+pub mod f16;
+
 const MAGIC_ROUND: f32 = 12_582_912.0; // 0x1.8p23
 const LOG2E: u32 = 0x3fb8_aa3b; // 0x1.715476p+0
 const LN2_HI: u32 = 0x3f31_7200; // 0x1.62e4p-1

@@ -16,14 +16,18 @@ set -euo pipefail
 W=/tmp/spm-fixtures
 rm -rf "$W"
 mkdir -p "$W/site"
-tar xzf .carry/spm/llama-convert.tar.gz -C "$W"
-PYV=$(python3 -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-WHL=$(ls .carry/spm/sentencepiece-*-"$PYV"-*.whl 2>/dev/null | head -1 || true)
-if [ -z "$WHL" ]; then
-    echo "no sentencepiece wheel for $PYV in .carry/spm/" >&2
-    exit 1
+# Use the machine's sentencepiece when it has one; otherwise install the carried wheel.
+if ! python3 -c 'import sentencepiece' 2>/dev/null; then
+    PYV=$(python3 -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+    WHL=$(ls .carry/spm/sentencepiece-*-"$PYV"-*.whl 2>/dev/null | head -1 || true)
+    if [ -z "$WHL" ]; then
+        echo "no sentencepiece on this machine and no wheel for $PYV in .carry/spm/" >&2
+        exit 1
+    fi
+    python3 -m pip install --quiet --no-index --no-deps --target "$W/site" "$WHL"
 fi
-python3 -m pip install --quiet --no-index --no-deps --target "$W/site" "$WHL"
+SPM_CONVERT=${SPM_CONVERT:-.carry/spm/llama-convert.tar.gz}
+tar xzf "$SPM_CONVERT" -C "$W"
 export PYTHONPATH="$W/site:$W/llama.cpp/gguf-py"
 python3 - > "$OUT/versions.txt" <<'PY'
 import sys, numpy, torch, transformers, sentencepiece, gguf

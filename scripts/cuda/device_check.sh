@@ -7,7 +7,7 @@
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} NEXUS_REQUIRE_CUDA=1 PATH=/usr/local/cuda/bin:$PATH
-B=.carry/cuda
+B=${B:-.carry/cuda}
 STAGE=${STAGE:-check,bench,lora}
 M=$HOME/nexus-models; mkdir -p "$M"
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/summary.txt"; }

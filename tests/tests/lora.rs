@@ -17,6 +17,8 @@ use nexus_tests::TinyModel;
 /// the largest |reference| logit. The runtime computes in f32 (base and delta alike); the
 /// golden models run within ~1e-6 of the reference without adapters.
 const REL_TOL: f64 = 1e-5;
+/// The same bound for an F16 adapter, whose products take their input rounded to f16.
+const F16_INPUT_REL_TOL: f64 = 2e-3;
 
 fn base(dir: &Path, m: &TinyModel) -> PathBuf {
     let path = dir.join(format!("base-{}.gguf", m.arch));
@@ -76,7 +78,10 @@ fn one_adapter_matches_the_f64_reference_on_merged_weights() {
             let (abs, rel) = diff(&ours, &reference);
             let (_, rel_base) = diff(&base_logits, &reference);
             eprintln!("{arch}, {ty} adapter: max |logit − f64 reference| {abs:.2e} ({rel:.2e} relative); base model {rel_base:.2e}");
-            assert!(rel < REL_TOL, "{arch} {ty}: {rel}");
+            // An F16 adapter multiplies inputs rounded to f16 (2⁻¹¹ relative), as llama.cpp's
+            // does; the reference multiplies the exact f32 inputs.
+            let tol = if ty == GgmlType::F16 { F16_INPUT_REL_TOL } else { REL_TOL };
+            assert!(rel < tol, "{arch} {ty}: {rel}");
             // The adapter must matter far beyond the tolerance, or the test proves nothing.
             assert!(rel_base > 1000.0 * REL_TOL, "{arch} {ty}: the adapter barely changes the logits ({rel_base})");
             assert!(max_abs_diff(&logits_one_by_one(&model), &ours) < 1e-4);

@@ -1,17 +1,20 @@
 //! llama.cpp's LoRA GGUF (`general.type = "adapter"`, `adapter.type = "lora"`): the file is
 //! read and checked on its own here; checking it against a base model is [`super::attach`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use half::f16;
+use nexus_kernels::ggml_order::f16 as order16;
 use nexus_kernels::{dequantize_row, GgmlType, KernelError};
 
 use crate::gguf::GgufFile;
 use crate::model::ModelError;
 
 /// One low-rank pair for a base tensor `W` (`n_out × n_in`): `ΔW = B·A` with A `[rank][n_in]`
-/// and B `[n_out][rank]`, both f32 row-major (ggml dims `[n_in, rank]` and `[rank, n_out]`).
+/// and B `[n_out][rank]` (ggml dims `[n_in, rank]` and `[rank, n_out]`).
 #[derive(Debug)]
 pub struct LoraWeight {
     /// The base tensor it changes, e.g. `blk.0.attn_q.weight`.
@@ -19,14 +22,58 @@ pub struct LoraWeight {
     pub rank: usize,
     pub n_in: usize,
     pub n_out: usize,
-    pub a: Vec<f32>,
-    pub b: Vec<f32>,
-    /// B transposed, `[rank][n_out]`: one token's `B·t` becomes `rank` contiguous axpys.
-    pub bt: Vec<f32>,
+    pub factors: LoraFactors,
 }
 
-/// A loaded LoRA adapter: its pairs in base-tensor order, kept as f32 (a rank-16 adapter is a
-/// few percent of the base's bytes, and f32 lets A·x and B·(A·x) run as plain SGEMMs).
+/// A and B as the runtime multiplies them. llama.cpp multiplies an adapter in its stored type,
+/// so the types it treats differently are kept apart: F16 stays F16 (half the bytes each token
+/// reads, and the rounding of ggml's F16 products), everything else is widened to f32.
+#[derive(Debug)]
+pub enum LoraFactors {
+    /// F32 files (and BF16 / Q8_0 files, widened): A, B, and B transposed `[rank][n_out]`, so
+    /// one token's `B·t` becomes `rank` contiguous axpys.
+    F32 { a: Vec<f32>, b: Vec<f32>, bt: Vec<f32> },
+    /// F16 files as stored: A, and B in panels of outputs (`ggml_order::f16::to_panels`) so a
+    /// token's `B·t` reads it front to back.
+    F16 { a: Vec<f16>, b_panels: Vec<f16> },
+}
+
+impl LoraWeight {
+    /// Builds a pair from f32 factors (A `[rank][n_in]`, B `[n_out][rank]`), kept in F16 when
+    /// `f16` (as an F16 adapter file is loaded; the values must be exact halves) or in f32.
+    pub fn new(base: &str, rank: usize, n_in: usize, n_out: usize, a: Vec<f32>, b: Vec<f32>, f16: bool) -> Self {
+        let factors = if f16 {
+            let half = |v: &[f32]| -> Vec<f16> { v.iter().map(|&x| f16::from_f32(x)).collect() };
+            LoraFactors::F16 { a: half(&a), b_panels: order16::to_panels(&half(&b), n_out, rank) }
+        } else {
+            let bt = (0..rank).flat_map(|r| (0..n_out).map(move |o| (o, r))).map(|(o, r)| b[o * rank + r]).collect();
+            LoraFactors::F32 { a, b, bt }
+        };
+        LoraWeight { base: base.to_string(), rank, n_in, n_out, factors }
+    }
+
+    /// A `[rank][n_in]` as f32.
+    pub fn a_f32(&self) -> Cow<'_, [f32]> {
+        match &self.factors {
+            LoraFactors::F32 { a, .. } => Cow::Borrowed(a),
+            LoraFactors::F16 { a, .. } => Cow::Owned(a.iter().map(|v| v.to_f32()).collect()),
+        }
+    }
+
+    /// B `[n_out][rank]` as f32.
+    pub fn b_f32(&self) -> Cow<'_, [f32]> {
+        match &self.factors {
+            LoraFactors::F32 { b, .. } => Cow::Borrowed(b),
+            LoraFactors::F16 { b_panels, .. } => {
+                let (rank, n_out) = (self.rank, self.n_out);
+                let at = |o, r| b_panels[order16::panel_index(o, r, rank)].to_f32();
+                Cow::Owned((0..n_out).flat_map(|o| (0..rank).map(move |r| at(o, r))).collect())
+            }
+        }
+    }
+}
+
+/// A loaded LoRA adapter: its pairs in base-tensor order (see [`LoraFactors`] for the types).
 #[derive(Debug)]
 pub struct LoraAdapter {
     pub path: PathBuf,
@@ -122,9 +169,9 @@ impl LoraAdapter {
                 }
                 Ok(out)
             };
-            let b = to_f32(b)?;
-            let bt = (0..rank).flat_map(|r| (0..n_out).map(move |o| (o, r))).map(|(o, r)| b[o * rank + r]).collect();
-            weights.push(Arc::new(LoraWeight { base: base.to_string(), rank, n_in, n_out, a: to_f32(a)?, b, bt }));
+            // Both halves F16 stay F16; a mixed pair is multiplied as f32 (no converter writes one).
+            let f16 = a.ty == GgmlType::F16 && b.ty == GgmlType::F16;
+            weights.push(Arc::new(LoraWeight::new(base, rank, n_in, n_out, to_f32(a)?, to_f32(b)?, f16)));
         }
         Ok(LoraAdapter { path, arch, alpha, weights })
     }

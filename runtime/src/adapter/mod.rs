@@ -8,4 +8,4 @@ mod delta;
 mod lora;
 
 pub use delta::LoraDelta;
-pub use lora::{LoraAdapter, LoraWeight};
+pub use lora::{LoraAdapter, LoraFactors, LoraWeight};

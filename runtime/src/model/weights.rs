@@ -80,18 +80,39 @@ impl Linear {
             Batching::Tiled => nexus_kernels::matmul,
             Batching::RowWise => nexus_kernels::matmul_rowwise,
         };
-        product(self.ty, self.data(), self.rows, self.cols, x, n, y)
-            .map_err(|source| ModelError::Kernel { tensor: self.name.clone(), source })?;
-        let lora_error = |source| ModelError::Kernel { tensor: format!("{} (LoRA)", self.name), source };
-        for delta in &self.lora {
-            match batching {
-                Batching::Tiled => delta.add_to(x, n, y).map_err(lora_error)?,
-                // One row at a time, as decoding adds it.
-                Batching::RowWise => {
-                    for (xr, yr) in x.chunks_exact(self.cols).zip(y.chunks_exact_mut(self.rows)) {
-                        delta.add_to(xr, 1, yr).map_err(lora_error)?;
+        let base = |y: &mut [f32]| {
+            product(self.ty, self.data(), self.rows, self.cols, x, n, y)
+                .map_err(|source| ModelError::Kernel { tensor: self.name.clone(), source })
+        };
+        if self.lora.is_empty() {
+            base(y)?;
+        } else {
+            // Each adapter's s·B·(A·x) needs only x, so it runs beside the base product (the
+            // pool's idle thread takes it while the other works through weight rows) and is
+            // added afterwards, adapter by adapter, as llama.cpp adds them.
+            let lora_error = |source| ModelError::Kernel { tensor: format!("{} (LoRA)", self.name), source };
+            let mut updates = vec![0f32; self.lora.len() * n * self.rows];
+            let (done, updated) = rayon::join(
+                || base(y),
+                || {
+                    for (delta, u) in self.lora.iter().zip(updates.chunks_exact_mut(n * self.rows)) {
+                        match batching {
+                            Batching::Tiled => delta.write_to(x, n, u)?,
+                            // One row at a time, as decoding computes it.
+                            Batching::RowWise => {
+                                for (xr, ur) in x.chunks_exact(self.cols).zip(u.chunks_exact_mut(self.rows)) {
+                                    delta.write_to(xr, 1, ur)?;
+                                }
+                            }
+                        }
                     }
-                }
+                    Ok(())
+                },
+            );
+            done?;
+            updated.map_err(lora_error)?;
+            for u in updates.chunks_exact(n * self.rows) {
+                nexus_kernels::ops::add_inplace(&mut y[..n * self.rows], u);
             }
         }
         // After the adapters, as llama.cpp adds a projection's bias to `build_lora_mm`'s result.

@@ -28,8 +28,8 @@ fn concat(deltas: &[LoraDelta], rows: usize) -> (usize, Vec<f32>, Vec<f32>) {
     let mut r0 = 0;
     for d in deltas {
         let lw = &*d.weight;
-        a.extend(lw.a.iter().map(|&v| v * d.scale));
-        for (o, row) in lw.b.chunks_exact(lw.rank).enumerate() {
+        a.extend(lw.a_f32().iter().map(|&v| v * d.scale));
+        for (o, row) in lw.b_f32().chunks_exact(lw.rank).enumerate() {
             b[o * rank + r0..o * rank + r0 + lw.rank].copy_from_slice(row);
         }
         r0 += lw.rank;
@@ -62,8 +62,7 @@ mod tests {
         let pair = |rank: usize, seed: f32, scale: f32| {
             let a: Vec<f32> = (0..rank * cols).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
             let b: Vec<f32> = (0..rows * rank).map(|i| ((i as f32 - seed) * 0.91).cos()).collect();
-            let bt = (0..rank).flat_map(|r| (0..rows).map(move |o| (o, r))).map(|(o, r)| b[o * rank + r]).collect();
-            let weight = LoraWeight { base: "w".into(), rank, n_in: cols, n_out: rows, a, b, bt };
+            let weight = LoraWeight::new("w", rank, cols, rows, a, b, false);
             LoraDelta { weight: Arc::new(weight), scale }
         };
         let deltas = [pair(3, 1.0, 0.5), pair(2, 4.0, -2.0)];
