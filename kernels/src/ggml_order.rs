@@ -111,7 +111,7 @@ pub fn dot_f32_tiled(x: &[f32], y: &[f32]) -> f32 {
     let mut s = [0f32; 16];
     let mut done = false;
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && n % 16 == 0 {
+    if has_avx2() && n.is_multiple_of(16) {
         // SAFETY: AVX2 and FMA detected; both slices hold n values, a multiple of 16.
         s = unsafe { lanes16_avx2(&x[..n], &y[..n]) };
         done = true;
@@ -203,7 +203,7 @@ pub fn weighted_sum(w: &[f32], values: &[f32], stride: usize, off: usize, out: &
     let mut s = vec![0f32; used * hd];
     let mut done = false;
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && hd % 8 == 0 {
+    if has_avx2() && hd.is_multiple_of(8) {
         for (p, &wp) in w.iter().enumerate() {
             let row = &values[p * stride + off..p * stride + off + hd];
             let acc = &mut s[(p % residues) * hd..(p % residues + 1) * hd];

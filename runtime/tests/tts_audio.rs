@@ -2,14 +2,13 @@
 //! text, and with `--features audio` the no-device error and the resampler; with `espeak`
 //! and the voice (models/en_US-joe-medium.gguf) the whole speaking pipeline.
 
-use std::path::{Path, PathBuf};
-
 use nexus_runtime::tts::audio::{AudioSink, WavSink};
 use nexus_runtime::tts::sentences::{split_sentences, SentenceCutter};
 use nexus_runtime::tts::TtsError;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+#[cfg(feature = "espeak")]
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn sine(n: usize, rate: f64, freq: f64, amplitude: f32) -> Vec<f32> {

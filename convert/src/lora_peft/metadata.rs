@@ -203,12 +203,12 @@ fn model_id_components(model_id: &str, total_params: i64) -> IdParts {
     let m = |r: &Regex, s: &str| r.is_match(s).unwrap_or(false);
     for i in 0..parts.len() {
         let part = parts[i].clone();
-        if m(&version, &part) {
+        if m(version, &part) {
             types[i].push("version");
-        } else if m(&quant, &part) {
+        } else if m(quant, &part) {
             types[i].push("type");
             parts[i] = part.to_uppercase();
-        } else if i > 0 && m(&size, &part) {
+        } else if i > 0 && m(size, &part) {
             let mut p: Vec<char> = part.replace('_', ".").chars().collect();
             let n = p.len();
             if p[n - 1].is_ascii_digit() && n >= 2 {
@@ -239,7 +239,7 @@ fn model_id_components(model_id: &str, total_params: i64) -> IdParts {
                 types[i].push("size_label");
             }
             parts[i] = p.into_iter().collect();
-        } else if i > 0 && m(&finetune, &part) {
+        } else if i > 0 && m(finetune, &part) {
             types[i].push(if total_params < 0 && part.eq_ignore_ascii_case("lora") { "type" } else { "finetune" });
         }
     }

@@ -35,7 +35,7 @@ pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Result<Rep
         return Err(KernelError::Unsupported { ty, what: "CUDA" });
     }
     let bs = ty.block_size();
-    if cols % bs != 0 {
+    if !cols.is_multiple_of(bs) {
         return Err(KernelError::Misaligned { ty, n: cols, block: bs });
     }
     let n_blocks = rows * (cols / bs);

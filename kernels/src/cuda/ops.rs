@@ -335,7 +335,7 @@ impl Gpu {
     /// `splits` blocks per head, each over `split` positions; `splits × split` must cover the
     /// positions the step will see.
     pub fn attn_decode(&self, a: &AttnDecode, splits: usize) -> Result<(), CudaError> {
-        if a.hd % 2 != 0 || a.hd > 256 || a.n_head % a.n_kv != 0 {
+        if !a.hd.is_multiple_of(2) || a.hd > 256 || !a.n_head.is_multiple_of(a.n_kv) {
             return Err(CudaError::Unsupported(format!(
                 "attention with head size {} and {}/{} heads (needs an even size up to 256, whole groups)",
                 a.hd, a.n_head, a.n_kv

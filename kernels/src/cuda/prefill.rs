@@ -122,7 +122,7 @@ impl Gpu {
             hd: i32,
             n_tok: i32,
         }
-        if a.hd > 256 || a.n_head % a.n_kv != 0 {
+        if a.hd > 256 || !a.n_head.is_multiple_of(a.n_kv) {
             return Err(CudaError::Unsupported(format!(
                 "attention with head size {} and {}/{} heads (needs a size up to 256, whole groups)",
                 a.hd, a.n_head, a.n_kv
@@ -140,7 +140,7 @@ impl Gpu {
             hd: a.hd as i32,
             n_tok: a.n_tok as i32,
         };
-        if self.tiled_prefill && a.hd % 2 == 0 && a.hd <= 128 {
+        if self.tiled_prefill && a.hd.is_multiple_of(2) && a.hd <= 128 {
             // FA_Q queries of one head per block (prefill.cu).
             return unsafe { self.launch("attn_prefill_tiled", (a.n_tok.div_ceil(16) as u32, a.n_head as u32, 1), 128, 0, &args) };
         }

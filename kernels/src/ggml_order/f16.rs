@@ -128,7 +128,7 @@ pub fn panel_index(o: usize, r: usize, rank: usize) -> usize {
 pub fn column_dots_f16(panels: &[f16], t: &[f32], n_out: usize, o0: usize, out: &mut [f32]) {
     let rank = t.len();
     assert!(rank < 64, "column_dots_f16 is the leftover loop of a dot product shorter than 64");
-    assert!(o0 % PANEL == 0 && o0 + out.len() <= n_out, "column_dots_f16: outputs {o0}.. of {n_out} do not start a panel");
+    assert!(o0.is_multiple_of(PANEL) && o0 + out.len() <= n_out, "column_dots_f16: outputs {o0}.. of {n_out} do not start a panel");
     assert!(
         panels.len() >= n_out.div_ceil(PANEL) * PANEL * rank,
         "column_dots_f16: {} values are not {n_out} × {rank} in panels",

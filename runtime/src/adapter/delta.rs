@@ -167,5 +167,5 @@ impl Mode {
 /// llamafile's tiled GEMM: it does for more than one token when `k` is a multiple of 16 and `m`
 /// of 4; otherwise it falls back to one dot product per element.
 fn tiled(n: usize, m: usize, k: usize) -> bool {
-    n > 1 && k % 16 == 0 && m % 4 == 0
+    n > 1 && k.is_multiple_of(16) && m.is_multiple_of(4)
 }

@@ -240,6 +240,36 @@ pub fn strip_language_flags(ipa: &str) -> String {
     out
 }
 
+/// The text as espeak-ng gets it: NULs and format characters (soft hyphen, bidi controls,
+/// zero-width joiners, BOM, tags) removed; other controls (but tab and line breaks),
+/// private-use code points, noncharacters and the Arabic presentation forms (compatibility
+/// ligatures such as U+FDFD, which expand into whole phrases) replaced by a space. None of
+/// these is pronounceable, and espeak-ng 1.51 reads out of bounds on some sequences of them:
+/// valgrind showed invalid reads inside `espeak_TextToPhonemes` for
+/// "\u{fdfd}\u{a9c1}\u{2ffb}1", and the corrupted state later gave another language's phonemes
+/// or crashed the test suite.
+pub fn for_espeak(text: &str) -> String {
+    text.chars()
+        .filter(|&c| c != '\0' && !is_format(c))
+        .map(|c| if unpronounceable(c) { ' ' } else { c })
+        .collect()
+}
+
+fn is_format(c: char) -> bool {
+    let u = c as u32;
+    matches!(u, 0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0xFEFF)
+        || matches!(u, 0xFFF9..=0xFFFB | 0x1D173..=0x1D17A | 0xE0000..=0xE007F)
+}
+
+fn unpronounceable(c: char) -> bool {
+    let u = c as u32;
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        || matches!(u, 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD)
+        || matches!(u, 0xFDD0..=0xFDEF)
+        || (u & 0xFFFE) == 0xFFFE
+        || matches!(u, 0xFB50..=0xFDFF | 0xFE70..=0xFEFE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,34 +320,4 @@ mod tests {
         assert!(!has_phonemes(" .,;: !?"));
         assert!(has_phonemes("ʃ."));
     }
-}
-
-/// The text as espeak-ng gets it: NULs and format characters (soft hyphen, bidi controls,
-/// zero-width joiners, BOM, tags) removed; other controls (but tab and line breaks),
-/// private-use code points, noncharacters and the Arabic presentation forms (compatibility
-/// ligatures such as U+FDFD, which expand into whole phrases) replaced by a space. None of
-/// these is pronounceable, and espeak-ng 1.51 reads out of bounds on some sequences of them:
-/// valgrind showed invalid reads inside `espeak_TextToPhonemes` for
-/// "\u{fdfd}\u{a9c1}\u{2ffb}1", and the corrupted state later gave another language's phonemes
-/// or crashed the test suite.
-pub fn for_espeak(text: &str) -> String {
-    text.chars()
-        .filter(|&c| c != '\0' && !is_format(c))
-        .map(|c| if unpronounceable(c) { ' ' } else { c })
-        .collect()
-}
-
-fn is_format(c: char) -> bool {
-    let u = c as u32;
-    matches!(u, 0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0xFEFF)
-        || matches!(u, 0xFFF9..=0xFFFB | 0x1D173..=0x1D17A | 0xE0000..=0xE007F)
-}
-
-fn unpronounceable(c: char) -> bool {
-    let u = c as u32;
-    (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-        || matches!(u, 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD)
-        || matches!(u, 0xFDD0..=0xFDEF)
-        || (u & 0xFFFE) == 0xFFFE
-        || matches!(u, 0xFB50..=0xFDFF | 0xFE70..=0xFEFE)
 }

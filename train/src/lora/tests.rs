@@ -161,7 +161,7 @@ fn the_written_adapter_loads_in_the_runtime_with_the_same_numbers() {
     for p in &set.pairs {
         let w = loaded.weights.iter().find(|w| w.base == p.base_name()).unwrap();
         assert_eq!((w.rank, w.n_in, w.n_out), (2, p.n_in, p.n_out));
-        assert_eq!((&w.a, &w.b), (&p.a, &p.b));
+        assert_eq!((&w.a_f32()[..], &w.b_f32()[..]), (&p.a[..], &p.b[..]));
         assert_eq!(loaded.effective_scale(1.0, w.rank), set.scale());
     }
 }
