@@ -108,8 +108,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         if !args.lora.is_empty() {
             bail!("--model-draft and --lora cannot be benchmarked together");
         }
-        crate::draft::cpu_device(&args.model)?;
-        return crate::bench_draft::bench_draft(&loaded, &draft, args.n_gen, args.repetitions, matches!(args.output, Format::Json));
+        let device = crate::device::select(&args.model, loaded.model.config.n_layer)?;
+        return crate::bench_draft::bench_draft(device, &loaded, &draft, args.n_gen, args.repetitions, matches!(args.output, Format::Json));
     }
     // The CUDA backend takes adapters (uploaded by `CudaModel::load`) but nothing yet switches
     // them between requests there, so run and chat stay on the CPU with adapters; bench goes

@@ -98,6 +98,12 @@ impl Decoder for CpuBackend<'_> {
     fn capacity(&self) -> usize {
         self.cache.capacity()
     }
+    fn truncate(&mut self, len: usize) {
+        self.cache.truncate(len);
+    }
+    fn forward_verify(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.model.forward_rowwise(tokens, &mut self.cache)
+    }
 }
 
 /// A backend on `device` for `model` with `n_ctx` positions.

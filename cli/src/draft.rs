@@ -1,5 +1,5 @@
 //! `--model-draft FILE` (llama.cpp's `-md`), `--draft-max`, `--draft-min` and `--draft-p-min`:
-//! speculative decoding for `run` and `bench` (CPU only).
+//! speculative decoding for `run` and `bench`, on the CPU or with both models on one GPU.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -9,14 +9,13 @@ use clap::Args;
 use nexus_runtime::generate::{Generation, GenerateParams};
 use nexus_runtime::speculative::{check_vocabularies, DraftParams, Speculative, SpeculativeStats};
 
-use crate::args::ModelArgs;
-use crate::device::Device;
+use crate::device::{self, Device};
 use crate::load::{self, Loaded};
 
 #[derive(Args, Debug, Clone)]
 pub struct DraftArgs {
     /// Draft model for speculative decoding (llama.cpp's -md): it proposes tokens, the model
-    /// checks them in one batch. Must share the model's vocabulary. CPU only.
+    /// checks them in one batch. Must share the model's vocabulary; runs on the model's device.
     #[arg(long = "model-draft", value_name = "FILE")]
     pub model_draft: Option<PathBuf>,
     /// Tokens drafted per step at most.
@@ -33,20 +32,6 @@ pub struct DraftArgs {
 impl DraftArgs {
     pub fn params(&self) -> DraftParams {
         DraftParams { max: self.draft_max, min: self.draft_min, p_min: self.draft_p_min }
-    }
-}
-
-/// The device of a command with a draft model: the CPU, since speculative decoding runs there
-/// only; a GPU asked for explicitly is refused.
-pub fn cpu_device(model_args: &ModelArgs) -> Result<Device> {
-    let gpu_layers = model_args.n_gpu_layers.is_some_and(|n| n > 0);
-    match model_args.device.as_deref() {
-        Some(d) if d.starts_with("cuda") => {
-            bail!("--device {d} with --model-draft: speculative decoding runs on the CPU only; use --device cpu")
-        }
-        _ if gpu_layers => bail!("-ngl with --model-draft: speculative decoding runs on the CPU only; use -ngl 0"),
-        None | Some("cpu") => Ok(Device::Cpu),
-        Some(other) => bail!("--device {other:?}: expected cpu, cuda or cuda:N"),
     }
 }
 
@@ -76,9 +61,11 @@ pub fn load(args: &DraftArgs, target: &Loaded) -> Result<Option<Draft>> {
     Ok(Some(Draft { loaded: draft, params: args.params() }))
 }
 
-/// Generates after `prompt` with `draft` proposing tokens for `target`, both with `n_ctx`
-/// positions.
+/// Generates after `prompt` with `draft` proposing tokens for `target`, both on `device` with
+/// `n_ctx` positions.
+#[allow(clippy::too_many_arguments)]
 pub fn generate(
+    device: Device,
     target: &Loaded,
     draft: &Draft,
     prompt: &[u32],
@@ -87,15 +74,11 @@ pub fn generate(
     cancel: &AtomicBool,
     on_text: impl FnMut(&str),
 ) -> Result<(Generation, SpeculativeStats)> {
-    let mut target_cache = target.model.new_cache(n_ctx);
-    let mut draft_cache = draft.loaded.model.new_cache(n_ctx);
-    let mut speculative = Speculative {
-        target: &target.model,
-        target_cache: &mut target_cache,
-        draft: &draft.loaded.model,
-        draft_cache: &mut draft_cache,
-        params: draft.params.clone(),
-    };
+    let mut target_backend = device::open(device, &target.model, n_ctx)?;
+    let mut draft_backend = device::open(device, &draft.loaded.model, n_ctx)
+        .with_context(|| format!("opening the draft model {} on {}", draft.loaded.path.display(), device.name()))?;
+    let mut speculative =
+        Speculative { target: target_backend.as_mut(), draft: draft_backend.as_mut(), params: draft.params.clone() };
     Ok(speculative.generate(&target.tokenizer, prompt, params, cancel, on_text)?)
 }
 

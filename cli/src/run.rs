@@ -39,10 +39,7 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let mut loaded = load::load(&args.model)?;
-    let device = match args.draft.model_draft {
-        Some(_) => draft::cpu_device(&args.model)?,
-        None => router::select_device(&loaded, &args.model, &args.lora, &args.bundle, &args.route)?,
-    };
+    let device = router::select_device(&loaded, &args.model, &args.lora, &args.bundle, &args.route)?;
     let (_, routing) = router::attach(&mut loaded, &args.bundle, &args.route, &args.lora)?;
     lora::apply(&mut loaded.model, &args.lora)?;
     if let Some(routing) = &routing {
@@ -55,7 +52,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if prompt.len() >= n_ctx {
         anyhow::bail!("the prompt is {} tokens; the context holds {n_ctx} (raise --ctx-size)", prompt.len());
     }
-    // With a draft, the speculative loop owns both models' caches (CPU only).
+    // With a draft, the speculative loop opens both models on the device.
     let mut backend = match draft {
         Some(_) => None,
         None => Some(crate::device::open(device, model, n_ctx)?),
@@ -74,7 +71,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let (generation, draft_stats) = match (&mut backend, &draft) {
         (Some(backend), _) => (generate(backend.as_mut(), tokenizer, &prompt, &args.gen.params(), &cancel, on_text)?, None),
         (None, Some(draft)) => {
-            let (generation, stats) = draft::generate(&loaded, draft, &prompt, n_ctx, &args.gen.params(), &cancel, on_text)?;
+            let (generation, stats) = draft::generate(device, &loaded, draft, &prompt, n_ctx, &args.gen.params(), &cancel, on_text)?;
             (generation, Some(stats))
         }
         (None, None) => unreachable!("a backend is opened whenever there is no draft"),

@@ -96,9 +96,17 @@ fn bad_drafts_and_settings_fail_cleanly() {
     assert!(!err.contains("panicked"), "{err}");
 
     let draft = f.draft.to_str().unwrap();
+    // With a draft the device is chosen as without one: on a machine without a usable GPU,
+    // --device cuda fails the same clean way (tests/device.rs).
+    let o = run(&f.target, &["--model-draft", draft, "--device", "cuda"]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success() && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("built without CUDA") || err.contains("not yet passed its parity tests") || err.contains("CUDA library"),
+        "{err}"
+    );
     for (extra, want) in [
-        (vec!["--model-draft", draft, "--device", "cuda"], "CPU only"),
-        (vec!["--model-draft", draft, "-ngl", "99"], "CPU only"),
+        (vec!["--model-draft", draft, "-ngl", "1"], "partial offload"),
         (vec!["--model-draft", draft, "--draft-max", "0"], "--draft-max"),
         (vec!["--model-draft", draft, "--draft-p-min", "1.5"], "--draft-p-min"),
         (vec!["--model-draft", "/nonexistent/draft.gguf"], "/nonexistent/draft.gguf"),

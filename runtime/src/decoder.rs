@@ -14,6 +14,15 @@ pub trait Decoder {
         self.len() == 0
     }
     fn capacity(&self) -> usize;
+    /// Forgets the positions from `len` on (speculative decoding drops rejected drafts).
+    fn truncate(&mut self, len: usize);
+    /// Runs `tokens` and gives every row's logits, for checking drafted tokens in one batch.
+    /// The CPU gives each row bitwise as decoding the tokens one at a time would
+    /// ([`Model::forward_rowwise`]); the default is [`Decoder::forward`] with every row, whose
+    /// batched path may round differently from single steps (the CUDA backend's does).
+    fn forward_verify(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.forward(tokens, Logits::All)
+    }
     /// Runs one token and returns the most likely next one (lowest id on ties, as
     /// [`crate::sampling::Sampler::greedy`]) without handing the logits over, for backends that
     /// pick it where the logits are (the GPU reads back one id instead of the vocabulary);
@@ -39,6 +48,12 @@ impl Decoder for CpuDecoder<'_> {
     fn capacity(&self) -> usize {
         self.cache.capacity()
     }
+    fn truncate(&mut self, len: usize) {
+        self.cache.truncate(len);
+    }
+    fn forward_verify(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.model.forward_rowwise(tokens, self.cache)
+    }
 }
 
 #[cfg(feature = "cuda")]
@@ -51,6 +66,9 @@ impl Decoder for crate::model::CudaModel {
     }
     fn capacity(&self) -> usize {
         crate::model::CudaModel::capacity(self)
+    }
+    fn truncate(&mut self, len: usize) {
+        crate::model::CudaModel::truncate(self, len);
     }
     fn forward_argmax(&mut self, token: u32) -> Option<Result<u32, ModelError>> {
         Some(self.step_greedy(token))

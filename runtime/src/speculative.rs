@@ -6,8 +6,9 @@
 //! 1. the draft catches up on the tokens it has not seen and proposes up to `max` tokens
 //!    d₁…d_k, each drawn from its distribution q after the run's sampler filters; it stops early
 //!    when its top token is less likely than `p_min` (llama.cpp's `--draft-p-min`);
-//! 2. the target runs `[pending, d₁…d_k]` in one forward and gives k + 1 rows of logits,
-//!    each bitwise what decoding one token at a time would give ([`Model::forward_rowwise`]);
+//! 2. the target runs `[pending, d₁…d_k]` in one forward and gives k + 1 rows of logits
+//!    ([`Decoder::forward_verify`]; on the CPU each row bitwise what decoding one token at a
+//!    time would give, [`Model::forward_rowwise`]);
 //! 3. from the left, dᵢ is kept with probability min(1, p(dᵢ)/q(dᵢ)), p being the target's
 //!    distribution after the same filters; the first rejected one is replaced by a draw from
 //!    norm(max(0, p − q)) and the round ends; if all are kept, one more token is drawn from the
@@ -15,7 +16,9 @@
 //! 4. both caches forget the positions of rejected tokens.
 //!
 //! At temperature 0 both distributions are one-hot, so a draft token is kept exactly when it is
-//! the target's argmax and the replacement is that argmax: the text equals the target's own.
+//! the target's argmax and the replacement is that argmax: on the CPU the text equals the
+//! target's own. On the GPU the batched rows round differently from single decode steps (cuBLAS
+//! GEMMs against mat-vecs), so where two tokens are within that rounding the choice can differ.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -24,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::generate::{Generation, GenerateParams, Output, StopReason};
-use crate::kv_cache::KvCache;
+use crate::decoder::Decoder;
 use crate::model::{Logits, Model, ModelError};
 use crate::sampling::{Sampler, TokenProbs};
 use crate::tokenizer::Tokenizer;
@@ -115,13 +118,11 @@ impl SpeculativeStats {
     }
 }
 
-/// A target model and a draft model with a KV cache each (CPU); the caches must have the same
-/// capacity.
+/// A target and a draft, each a model with its KV cache on some backend (CPU or GPU); both
+/// must have the same capacity.
 pub struct Speculative<'a> {
-    pub target: &'a Model,
-    pub target_cache: &'a mut KvCache,
-    pub draft: &'a Model,
-    pub draft_cache: &'a mut KvCache,
+    pub target: &'a mut dyn Decoder,
+    pub draft: &'a mut dyn Decoder,
     pub params: DraftParams,
 }
 
@@ -147,14 +148,14 @@ impl Speculative<'_> {
         cancel: &AtomicBool,
         on_text: impl FnMut(&str),
     ) -> Result<(Generation, SpeculativeStats), ModelError> {
-        self.target_cache.clear();
-        self.draft_cache.clear();
+        self.target.truncate(0);
+        self.draft.truncate(0);
         let mut stats = SpeculativeStats::default();
         let mut output = Output::new(tokenizer, params, on_text);
         let start = Instant::now();
         // The prompt goes through the target as plain generation feeds it, so its cache holds
         // the same values bit for bit.
-        let logits = if prompt.is_empty() { Vec::new() } else { self.target.forward(prompt, self.target_cache, Logits::Last)? };
+        let logits = if prompt.is_empty() { Vec::new() } else { self.target.forward(prompt, Logits::Last)? };
         let prompt_secs = start.elapsed().as_secs_f64();
         let gen_start = Instant::now();
         let mut round = Round {
@@ -164,7 +165,7 @@ impl Speculative<'_> {
             rng: ChaCha8Rng::seed_from_u64(params.sampling.seed),
             stats: &mut stats,
         };
-        let capacity = self.target_cache.capacity();
+        let capacity = self.target.capacity();
         // Why generation ends after `id`, checked in the order `generate` checks it.
         let take = |id: u32, output: &mut Output<'_, _>| {
             output.push(id).or_else(|| {
@@ -195,7 +196,7 @@ impl Speculative<'_> {
                 break 'gen reason;
             }
             loop {
-                let room = capacity - self.target_cache.len() - 1;
+                let room = capacity - self.target.len() - 1;
                 let left = params.max_tokens.map_or(usize::MAX, |m| m - output.tokens().len());
                 // A round gives its kept drafts plus one token.
                 let k_max = self.params.max.min(room).min(left - 1);
@@ -214,14 +215,14 @@ impl Speculative<'_> {
     /// (the kept drafts and one more), already appended to `r.seq`.
     fn round(&mut self, r: &mut Round, tokenizer: &Tokenizer, k_max: usize) -> Result<Vec<u32>, ModelError> {
         let (drafts, qs) = self.draft_tokens(r, tokenizer, k_max)?;
-        let base = self.target_cache.len();
+        let base = self.target.len();
         let pending = *r.seq.last().expect("the first token is produced before any round");
         let batch: Vec<u32> = std::iter::once(pending).chain(drafts.iter().copied()).collect();
-        let logits = self.target.forward_rowwise(&batch, self.target_cache)?;
+        let logits = self.target.forward_verify(&batch)?;
         r.stats.rounds += 1;
         r.stats.drafted += drafts.len();
 
-        let n_vocab = self.target.config.n_vocab;
+        let n_vocab = logits.len() / batch.len();
         let mut produced = Vec::with_capacity(drafts.len() + 1);
         for (i, row) in logits.chunks_exact(n_vocab).enumerate() {
             let p = r.target_sampler.distribution(row, &r.seq);
@@ -242,8 +243,8 @@ impl Speculative<'_> {
         // Kept: `pending` and the accepted drafts. The new last token is the next `pending`.
         let accepted = produced.len() - 1;
         r.stats.accepted += accepted;
-        self.target_cache.truncate(base + 1 + accepted);
-        self.draft_cache.truncate(base + 1 + accepted);
+        self.target.truncate(base + 1 + accepted);
+        self.draft.truncate(base + 1 + accepted);
         Ok(produced)
     }
 
@@ -259,8 +260,8 @@ impl Speculative<'_> {
             return Ok((drafts, qs));
         }
         // The draft's cache lags by the tokens produced since it last ran (one or two).
-        let unseen = &r.seq[self.draft_cache.len()..];
-        let mut logits = self.draft.forward(unseen, self.draft_cache, Logits::Last)?;
+        let unseen = &r.seq[self.draft.len()..];
+        let mut logits = self.draft.forward(unseen, Logits::Last)?;
         let mut recent = r.seq.clone();
         while drafts.len() < k_max && top_probability(&logits) >= self.params.p_min {
             let q = r.draft_sampler.distribution(&logits, &recent);
@@ -272,7 +273,7 @@ impl Speculative<'_> {
             if tokenizer.is_eog(x) || drafts.len() == k_max {
                 break;
             }
-            logits = self.draft.forward(&[x], self.draft_cache, Logits::Last)?;
+            logits = self.draft.forward(&[x], Logits::Last)?;
         }
         if drafts.len() < self.params.min {
             drafts.clear();

@@ -32,6 +32,9 @@ impl Decoder for ArgmaxCpu<'_> {
     fn capacity(&self) -> usize {
         self.inner.capacity()
     }
+    fn truncate(&mut self, len: usize) {
+        self.inner.truncate(len);
+    }
     fn forward_argmax(&mut self, token: u32) -> Option<Result<u32, ModelError>> {
         self.calls += 1;
         Some(self.inner.forward(&[token], Logits::Last).map(|l| (Sampler::greedy(&l) + self.offset) % l.len() as u32))

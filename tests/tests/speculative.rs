@@ -49,13 +49,9 @@ fn speculative(
     draft_params: DraftParams,
 ) -> (Generation, SpeculativeStats) {
     let (mut target_cache, mut draft_cache) = (target.new_cache(n_ctx), draft.new_cache(n_ctx));
-    let mut spec = Speculative {
-        target,
-        target_cache: &mut target_cache,
-        draft,
-        draft_cache: &mut draft_cache,
-        params: draft_params,
-    };
+    let mut target = CpuDecoder { model: target, cache: &mut target_cache };
+    let mut draft = CpuDecoder { model: draft, cache: &mut draft_cache };
+    let mut spec = Speculative { target: &mut target, draft: &mut draft, params: draft_params };
     let mut streamed = String::new();
     let (generation, stats) = spec.generate(tok, prompt, params, &AtomicBool::new(false), |s| streamed.push_str(s)).unwrap();
     assert_eq!(streamed, generation.text, "the streamed text is the returned text");
