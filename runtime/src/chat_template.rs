@@ -20,9 +20,17 @@ pub use builtins::BUILTIN_NAMES;
 const TEMPLATE_NAME: &str = "chat_template";
 
 /// Template instructions one render may execute. Real templates spend a few hundred per
-/// message (Qwen3's, with tools, about 250), so this allows conversations of tens of
-/// thousands of messages while a runaway loop stops within about a second.
-pub const RENDER_FUEL: u64 = 20_000_000;
+/// message (Qwen3's, with tools, about 250), so this allows conversations of some twenty
+/// thousand messages while a runaway loop stops within a fraction of a second. It also bounds
+/// how deeply a template can nest values (`{% set ns.x = [ns.x] %}` in a loop: about 550 000
+/// levels), which minijinja drops and prints recursively; see [`RENDER_STACK`].
+pub const RENDER_FUEL: u64 = 5_000_000;
+
+/// Stack of the thread each render runs on. A value nested as deep as [`RENDER_FUEL`] allows
+/// takes about 45 MiB of stack to drop (measured: 1 000 000 levels fit in ~80 MiB); the main
+/// thread's 8 MiB overflowed at ~180 000 levels, which killed the process (found by the
+/// `chat_template` fuzz target). Only the pages a render touches are committed.
+pub const RENDER_STACK: usize = 256 << 20;
 /// Bytes one render may produce: far beyond any context window's worth of text, small
 /// enough that a template repeating a string cannot exhaust memory through the output.
 pub const MAX_RENDER_BYTES: usize = 64 << 20;
@@ -70,6 +78,12 @@ pub enum ChatTemplateError {
     /// end or produces an unbounded prompt.
     #[error("the {family} chat template exceeded its limit: {limit}")]
     TooLarge { family: String, limit: String },
+
+    #[error("could not start the thread that renders the chat template ({stack_mib} MiB of stack): {source}", stack_mib = RENDER_STACK >> 20)]
+    RenderThread {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A compiled chat template plus the special-token strings it is rendered with.
@@ -162,8 +176,21 @@ impl ChatTemplate {
     }
 
     /// Renders the conversation; with `add_generation_prompt` the text ends with the
-    /// header of an assistant turn so the model continues as the assistant.
+    /// header of an assistant turn so the model continues as the assistant. The render runs
+    /// on a thread of its own with a [`RENDER_STACK`]-byte stack.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatTemplateError> {
+        std::thread::scope(|scope| {
+            let render = std::thread::Builder::new()
+                .name("chat-template".into())
+                .stack_size(RENDER_STACK)
+                .spawn_scoped(scope, || self.render_here(messages, add_generation_prompt))
+                .map_err(|source| ChatTemplateError::RenderThread { source })?;
+            // A panic inside minijinja is a bug there; pass it on as the caller's own.
+            render.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn render_here(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatTemplateError> {
         let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(|e| unsupported(self.family, &e))?;
         let ctx = context! {
             messages => messages,

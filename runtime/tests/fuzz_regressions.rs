@@ -1,6 +1,6 @@
 //! Limits of the parsers of untrusted input (issue 9, docs/RELIABILITY.md) and regression
 //! tests for what the hardening found. A finding of scripts/fuzz.sh gets its minimized input
-//! in tests/fixtures/fuzz/ and a test here (none so far: see docs/RELIABILITY.md).
+//! in tests/fixtures/fuzz/ and a test here or beside the code it concerns.
 
 use std::path::{Path, PathBuf};
 
@@ -155,4 +155,24 @@ fn a_bpe_token_of_unknown_chars_decodes_to_linear_output() {
     let text = String::from_utf8(piece).unwrap();
     assert!(text.starts_with(&format!("[UNK_BYTE_0xe4b8ad{big}]")), "{}", &text[..40]);
     assert_eq!(text.matches("[UNK_BYTE_0xe4b8ad").count(), 20_000);
+}
+
+/// The `chat_template` finding (tests/fixtures/fuzz/chat_template/deep-nesting.bin): a list
+/// nested 180 000 deep killed the process with a stack overflow when minijinja dropped it. Test
+/// threads have a 2 MiB stack, so before the fix this died far earlier than the main thread.
+#[test]
+fn a_deeply_nested_template_value_neither_overflows_the_stack_nor_runs_unbounded() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let input = std::fs::read(root.join("tests/fixtures/fuzz/chat_template/deep-nesting.bin")).unwrap();
+    // The fuzz target's layout: a flag byte, the template up to NUL, then role NUL content.
+    let source = std::str::from_utf8(&input[1..input.iter().position(|&b| b == 0).unwrap()]).unwrap();
+    assert!(source.contains("[ns.x]"));
+    let tmpl = ChatTemplate::from_jinja(source, "<s>", "</s>").unwrap();
+    assert_eq!(tmpl.render(&[Message::new("user", "hi")], true).unwrap(), "x");
+    // As deep as the fuel allows: stopped by the fuel, not by the stack.
+    let deeper = source.replace("range(9000)", "range(100000)").replace("range(20)", "range(10)");
+    match ChatTemplate::from_jinja(&deeper, "<s>", "</s>") {
+        Err(ChatTemplateError::TooLarge { limit, .. }) => assert!(limit.contains("instructions"), "{limit}"),
+        other => panic!("expected the fuel to run out, got {other:?}"),
+    }
 }
