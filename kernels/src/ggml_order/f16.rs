@@ -91,6 +91,17 @@ fn steps_f16_lanes(a: &[f16], x: &[f32]) -> f32 {
 /// of 16): one 16-lane fused accumulator, then the horizontal sum, all in f32.
 pub fn dot_f16_tiled(a: &[f16], x: &[f32]) -> f32 {
     let n = a.len().min(x.len());
+    let n = n - n % 16;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2, FMA and F16C detected; both slices hold n values, a multiple of 16.
+        return unsafe { dot_f16_tiled_avx2(&a[..n], &x[..n]) };
+    }
+    dot_f16_tiled_lanes(&a[..n], &x[..n])
+}
+
+fn dot_f16_tiled_lanes(a: &[f16], x: &[f32]) -> f32 {
+    let n = a.len().min(x.len());
     let mut s = [0f32; 16];
     for i in (0..n - n % 16).step_by(16) {
         for (l, v) in s.iter_mut().enumerate() {
@@ -142,6 +153,36 @@ pub fn column_dots_f16(panels: &[f16], t: &[f32], n_out: usize, o0: usize, out: 
     }
 }
 
+/// `out[i]` = [`dot_f16_tiled`] of B's row `o0 + i` with `t` (`rank = t.len()` a multiple of
+/// 16), B in [`to_panels`]'s layout and `o0` a multiple of [`PANEL`]: llamafile's tiled order
+/// for many outputs at once (a batch of tokens multiplies B this way).
+pub fn column_dots_f16_tiled(panels: &[f16], t: &[f32], n_out: usize, o0: usize, out: &mut [f32]) {
+    let rank = t.len();
+    assert!(rank.is_multiple_of(16), "column_dots_f16_tiled: rank {rank} is not a multiple of 16");
+    assert!(o0.is_multiple_of(PANEL) && o0 + out.len() <= n_out, "column_dots_f16_tiled: outputs {o0}.. of {n_out} do not start a panel");
+    assert!(panels.len() >= n_out.div_ceil(PANEL) * PANEL * rank, "column_dots_f16_tiled: too few values for {n_out} × {rank}");
+    for (p, chunk) in out.chunks_mut(PANEL).enumerate() {
+        let panel = &panels[(o0 / PANEL + p) * PANEL * rank..][..PANEL * rank];
+        let mut sums = [0f32; PANEL];
+        #[cfg(target_arch = "x86_64")]
+        let done = has_avx2() && {
+            // SAFETY: AVX2, FMA and F16C detected; the panel holds rank × PANEL values.
+            unsafe { panel_tiled_avx2(panel, t, &mut sums) };
+            true
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = false;
+        if !done {
+            let mut row = vec![f16::ZERO; rank];
+            for (j, v) in sums.iter_mut().enumerate() {
+                row.iter_mut().enumerate().for_each(|(r, e)| *e = panel[r * PANEL + j]);
+                *v = dot_f16_tiled_lanes(&row, t);
+            }
+        }
+        chunk.copy_from_slice(&sums[..chunk.len()]);
+    }
+}
+
 fn panel_dots(panel: &[f16], t: &[f32], sums: &mut [f32; PANEL]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
@@ -176,6 +217,44 @@ unsafe fn steps_f16_avx2(a: &[f16], x: &[f32]) -> f32 {
     let lo = _mm256_add_ps(_mm256_add_ps(s[0], s[4]), _mm256_add_ps(s[2], s[6]));
     let hi = _mm256_add_ps(_mm256_add_ps(s[1], s[5]), _mm256_add_ps(s[3], s[7]));
     super::hsum_halves(lo, hi)
+}
+
+/// The 16 fused accumulators of [`dot_f16_tiled`] as two 8-lane registers, then [`hsum16`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_tiled_avx2(a: &[f16], x: &[f32]) -> f32 {
+    let load = |p: *const f16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for i in (0..a.len()).step_by(16) {
+        lo = _mm256_fmadd_ps(load(a.as_ptr().add(i)), _mm256_loadu_ps(x.as_ptr().add(i)), lo);
+        hi = _mm256_fmadd_ps(load(a.as_ptr().add(i + 8)), _mm256_loadu_ps(x.as_ptr().add(i + 8)), hi);
+    }
+    let mut s = [0f32; 16];
+    _mm256_storeu_ps(s.as_mut_ptr(), lo);
+    _mm256_storeu_ps(s.as_mut_ptr().add(8), hi);
+    hsum16(&s)
+}
+
+/// One panel's 32 outputs in llamafile's tiled order: for each block of 8 outputs, the 16 lane
+/// accumulators (lane l sums `B[o][k + l]·t[k + l]` over steps k of 16) are 16 registers, one
+/// output per element, and [`hsum16`]'s tree runs across them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn panel_tiled_avx2(panel: &[f16], t: &[f32], out: &mut [f32; PANEL]) {
+    for blk in 0..PANEL / 8 {
+        let mut acc = [_mm256_setzero_ps(); 16];
+        for k in (0..t.len()).step_by(16) {
+            for (l, a) in acc.iter_mut().enumerate() {
+                let b = _mm256_cvtph_ps(_mm_loadu_si128(panel.as_ptr().add((k + l) * PANEL + 8 * blk) as *const __m128i));
+                *a = _mm256_fmadd_ps(b, _mm256_set1_ps(t[k + l]), *a);
+            }
+        }
+        // hsum16: t_i = v[8 + i] + v[i]; r = [t4 + t0, t5 + t1, t6 + t2, t7 + t3]; (r0 + r2) + (r1 + r3).
+        let h: [__m256; 8] = std::array::from_fn(|i| _mm256_add_ps(acc[8 + i], acc[i]));
+        let r: [__m256; 4] = std::array::from_fn(|i| _mm256_add_ps(h[4 + i], h[i]));
+        let v = _mm256_add_ps(_mm256_add_ps(r[0], r[2]), _mm256_add_ps(r[1], r[3]));
+        _mm256_storeu_ps(out.as_mut_ptr().add(8 * blk), v);
+    }
 }
 
 /// One panel's 32 sums. Each output's sum is one chain of dependent f64 adds, so the panel's
@@ -256,6 +335,25 @@ mod tests {
             let mut first = vec![0f32; n_out.min(PANEL)];
             column_dots_f16(&panels, &t, n_out, 0, &mut first);
             assert_eq!(first, sums[..first.len()], "rank {rank}");
+        }
+    }
+
+    #[test]
+    fn tiled_products_equal_their_lane_order() {
+        let mut seed = 5;
+        for n in [16, 32, 576, 1536] {
+            let (a, x) = (halves(n, &mut seed), widen(&halves(n, &mut seed)));
+            assert_eq!(dot_f16_tiled(&a, &x).to_bits(), dot_f16_tiled_lanes(&a, &x).to_bits(), "n = {n}");
+        }
+        for (rank, n_out) in [(16, 40), (16, 576), (32, 100)] {
+            let b = halves(n_out * rank, &mut seed);
+            let t = widen(&halves(rank, &mut seed));
+            let mut out = vec![0f32; n_out];
+            column_dots_f16_tiled(&to_panels(&b, n_out, rank), &t, n_out, 0, &mut out);
+            for (o, v) in out.iter().enumerate() {
+                let want = dot_f16_tiled_lanes(&b[o * rank..(o + 1) * rank], &t);
+                assert_eq!(v.to_bits(), want.to_bits(), "rank {rank}, output {o}");
+            }
         }
     }
 

@@ -128,15 +128,18 @@ impl LoraDelta {
                 let first = o0 + p * order16::PANEL;
                 let mut ab = [0f32; order16::PANEL];
                 let ab = &mut ab[..yp.len()];
-                if !b_tiled && rank < 64 {
+                if b_tiled {
+                    order16::column_dots_f16_tiled(b_panels, &t16, n_out, first, ab);
+                } else if rank < 64 {
                     order16::column_dots_f16(b_panels, &t16, n_out, first, ab);
                 } else {
-                    // This path (a batch, or rank ≥ 64) is not the per-token one, so gathering
-                    // each row of B out of its panel is fine.
+                    // Rank 64 or more without tiles (decoding with a rank-64+ adapter): each row
+                    // of B gathered out of its panel for ggml's full dot product. Correct, but
+                    // slower per byte than the rank < 64 path above.
                     row.resize(rank, f16::ZERO);
                     for (i, v) in ab.iter_mut().enumerate() {
                         row.iter_mut().enumerate().for_each(|(r, e)| *e = b_panels[order16::panel_index(first + i, r, rank)]);
-                        *v = if b_tiled { order16::dot_f16_tiled(&row, &t16) } else { order16::dot_f16(&row, &t16) };
+                        *v = order16::dot_f16(&row, &t16);
                     }
                 }
                 for (v, p) in yp.iter_mut().zip(ab.iter()) {
