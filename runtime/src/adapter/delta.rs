@@ -172,3 +172,38 @@ impl Mode {
 fn tiled(n: usize, m: usize, k: usize) -> bool {
     n > 1 && k.is_multiple_of(16) && m.is_multiple_of(4)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every path of an F16 pair (decode with rank < 64 and ≥ 64, batches tiled or not) against
+    /// float64 on the same f16-rounded operands.
+    #[test]
+    fn f16_pairs_match_float64_on_every_path() {
+        let mut seed = 9u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let half = |v: f32| f16::from_f32(v).to_f32();
+        for (rank, n_in, n_out, n) in [(4, 48, 20, 1), (16, 64, 70, 1), (64, 80, 40, 1), (80, 32, 33, 1), (16, 64, 72, 3), (4, 40, 20, 2)] {
+            let a: Vec<f32> = (0..rank * n_in).map(|_| half(next())).collect();
+            let b: Vec<f32> = (0..n_out * rank).map(|_| half(next())).collect();
+            let x: Vec<f32> = (0..n * n_in).map(|_| next()).collect();
+            let weight = Arc::new(LoraWeight::new("w", rank, n_in, n_out, a.clone(), b.clone(), true));
+            let delta = LoraDelta { weight, scale: 0.75 };
+            let mut y = vec![0.5f32; n * n_out];
+            delta.add_to(&x, n, &mut y).unwrap();
+            for t in 0..n {
+                let xr: Vec<f64> = x[t * n_in..(t + 1) * n_in].iter().map(|&v| half(v) as f64).collect();
+                let ax: Vec<f64> = (0..rank).map(|r| (0..n_in).map(|i| a[r * n_in + i] as f64 * xr[i]).sum::<f64>()).collect();
+                for o in 0..n_out {
+                    let want = 0.5 + 0.75 * (0..rank).map(|r| b[o * rank + r] as f64 * half(ax[r] as f32) as f64).sum::<f64>();
+                    let got = y[t * n_out + o] as f64;
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "rank {rank} n {n} token {t} output {o}: {got} vs {want}");
+                }
+            }
+        }
+    }
+}
