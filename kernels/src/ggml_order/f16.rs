@@ -54,24 +54,21 @@ pub fn dot_f16(a: &[f16], x: &[f32]) -> f32 {
     let n = a.len().min(x.len());
     let (a, x) = (&a[..n], &x[..n]);
     let np = n & !63;
-    let mut sum = 0f64;
-    if np > 0 {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: AVX2, FMA and F16C detected; both slices hold np values.
-            sum = unsafe { steps_f16_avx2(&a[..np], &x[..np]) } as f64;
-        } else {
-            sum = steps_f16_lanes(&a[..np], &x[..np]) as f64;
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            sum = steps_f16_lanes(&a[..np], &x[..np]) as f64;
-        }
-    }
+    let mut sum = if np > 0 { steps_f16(&a[..np], &x[..np]) as f64 } else { 0.0 };
     for e in np..n {
         sum += (a[e].to_f32() * x[e]) as f64;
     }
     sum as f32
+}
+
+/// The 64-wide steps of [`dot_f16`] (whole steps only), reduced to one f32.
+fn steps_f16(a: &[f16], x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2, FMA and F16C detected; both slices hold a.len() values, whole steps.
+        return unsafe { steps_f16_avx2(a, x) };
+    }
+    steps_f16_lanes(a, x)
 }
 
 fn steps_f16_lanes(a: &[f16], x: &[f32]) -> f32 {
@@ -114,7 +111,7 @@ fn dot_f16_tiled_lanes(a: &[f16], x: &[f32]) -> f32 {
 /// Outputs per panel of [`to_panels`]: four 8-lane blocks side by side.
 pub const PANEL: usize = 32;
 
-/// B `[n_out][rank]` rearranged for [`column_dots_f16`]: panels of [`PANEL`] consecutive outputs,
+/// B `[n_out][rank]` rearranged for [`panel_dots`]: panels of [`PANEL`] consecutive outputs,
 /// each `[rank][PANEL]`, the last one padded with zeros. One token's `B·t` then reads the matrix
 /// front to back.
 pub fn to_panels(b: &[f16], n_out: usize, rank: usize) -> Vec<f16> {
@@ -132,74 +129,51 @@ pub fn panel_index(o: usize, r: usize, rank: usize) -> usize {
     (o / PANEL) * PANEL * rank + r * PANEL + o % PANEL
 }
 
-/// `out[i] = Σ_r B[o0 + i][r] · t[r]` for `rank = t.len()` below 64, with B in [`to_panels`]'s
-/// layout and `o0` a multiple of [`PANEL`]: many outputs' `ggml_vec_dot_f16` at once when the
-/// whole product is its leftover loop (one exact f32 product at a time added to an f64 sum, in
-/// order of r).
-pub fn column_dots_f16(panels: &[f16], t: &[f32], n_out: usize, o0: usize, out: &mut [f32]) {
-    let rank = t.len();
-    assert!(rank < 64, "column_dots_f16 is the leftover loop of a dot product shorter than 64");
-    assert!(o0.is_multiple_of(PANEL) && o0 + out.len() <= n_out, "column_dots_f16: outputs {o0}.. of {n_out} do not start a panel");
-    assert!(
-        panels.len() >= n_out.div_ceil(PANEL) * PANEL * rank,
-        "column_dots_f16: {} values are not {n_out} × {rank} in panels",
-        panels.len()
-    );
-    for (p, chunk) in out.chunks_mut(PANEL).enumerate() {
-        let panel = &panels[(o0 / PANEL + p) * PANEL * rank..][..PANEL * rank];
-        let mut sums = [0f32; PANEL];
-        panel_dots(panel, t, &mut sums);
-        chunk.copy_from_slice(&sums[..chunk.len()]);
-    }
+/// The order in which [`panel_dots`] sums each output's `Σ_r B[o][r]·t[r]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanelOrder {
+    /// `ggml_vec_dot_f16` when the whole product is its leftover loop (rank below 64): one
+    /// exact f32 product at a time added to an f64 sum, in order of r.
+    Leftover,
+    /// [`dot_f16_tiled`]: llamafile's tiled order (rank a multiple of 16), as a batch of tokens
+    /// multiplies B.
+    Tiled,
 }
 
-/// `out[i]` = [`dot_f16_tiled`] of B's row `o0 + i` with `t` (`rank = t.len()` a multiple of
-/// 16), B in [`to_panels`]'s layout and `o0` a multiple of [`PANEL`]: llamafile's tiled order
-/// for many outputs at once (a batch of tokens multiplies B this way).
-pub fn column_dots_f16_tiled(panels: &[f16], t: &[f32], n_out: usize, o0: usize, out: &mut [f32]) {
+/// The [`PANEL`] outputs of panel `p` (outputs `p·PANEL ..`) of B in [`to_panels`]'s layout
+/// times `t` (`rank = t.len()`), summed in `order`; past `n_out` the padding gives zeros.
+pub fn panel_dots(panels: &[f16], t: &[f32], p: usize, order: PanelOrder) -> [f32; PANEL] {
     let rank = t.len();
-    assert!(rank.is_multiple_of(16), "column_dots_f16_tiled: rank {rank} is not a multiple of 16");
-    assert!(o0.is_multiple_of(PANEL) && o0 + out.len() <= n_out, "column_dots_f16_tiled: outputs {o0}.. of {n_out} do not start a panel");
-    assert!(panels.len() >= n_out.div_ceil(PANEL) * PANEL * rank, "column_dots_f16_tiled: too few values for {n_out} × {rank}");
-    for (p, chunk) in out.chunks_mut(PANEL).enumerate() {
-        let panel = &panels[(o0 / PANEL + p) * PANEL * rank..][..PANEL * rank];
-        let mut sums = [0f32; PANEL];
-        #[cfg(target_arch = "x86_64")]
-        let done = has_avx2() && {
-            // SAFETY: AVX2, FMA and F16C detected; the panel holds rank × PANEL values.
-            unsafe { panel_tiled_avx2(panel, t, &mut sums) };
-            true
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let done = false;
-        if !done {
-            let mut row = vec![f16::ZERO; rank];
-            for (j, v) in sums.iter_mut().enumerate() {
-                row.iter_mut().enumerate().for_each(|(r, e)| *e = panel[r * PANEL + j]);
-                *v = dot_f16_tiled_lanes(&row, t);
-            }
-        }
-        chunk.copy_from_slice(&sums[..chunk.len()]);
+    match order {
+        PanelOrder::Leftover => assert!(rank < 64, "panel_dots: rank {rank} is not a leftover loop (below 64)"),
+        PanelOrder::Tiled => assert!(rank.is_multiple_of(16), "panel_dots: rank {rank} is not a multiple of 16"),
     }
-}
-
-fn panel_dots(panel: &[f16], t: &[f32], sums: &mut [f32; PANEL]) {
+    let panel = &panels[p * PANEL * rank..][..PANEL * rank];
+    let mut sums = [0f32; PANEL];
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: AVX2, FMA and F16C detected; the panel holds t.len() × PANEL values.
-        unsafe { panel_dots_avx2(panel, t, sums) };
-        return;
+        // SAFETY: AVX2, FMA and F16C detected; the panel holds rank × PANEL values.
+        unsafe {
+            match order {
+                PanelOrder::Leftover => panel_leftover_avx2(panel, t, &mut sums),
+                PanelOrder::Tiled => panel_tiled_avx2(panel, t, &mut sums),
+            }
+        }
+        return sums;
     }
-    panel_dots_scalar(panel, t, sums);
+    panel_dots_scalar(panel, t, order, &mut sums);
+    sums
 }
 
-fn panel_dots_scalar(panel: &[f16], t: &[f32], sums: &mut [f32; PANEL]) {
+fn panel_dots_scalar(panel: &[f16], t: &[f32], order: PanelOrder, sums: &mut [f32; PANEL]) {
+    let mut row = vec![f16::ZERO; t.len()];
     for (j, v) in sums.iter_mut().enumerate() {
-        let mut sum = 0f64;
-        for (r, &tr) in t.iter().enumerate() {
-            sum += (panel[r * PANEL + j].to_f32() * tr) as f64;
-        }
-        *v = sum as f32;
+        row.iter_mut().enumerate().for_each(|(r, e)| *e = panel[r * PANEL + j]);
+        *v = match order {
+            // dot_f16 of a row shorter than 64 is exactly its leftover loop.
+            PanelOrder::Leftover => dot_f16(&row, t),
+            PanelOrder::Tiled => dot_f16_tiled_lanes(&row, t),
+        };
     }
 }
 
@@ -257,12 +231,13 @@ unsafe fn panel_tiled_avx2(panel: &[f16], t: &[f32], out: &mut [f32; PANEL]) {
     }
 }
 
-/// One panel's 32 sums. Each output's sum is one chain of dependent f64 adds, so the panel's
-/// eight 4-lane chains run side by side to hide the adds' latency. A product of two halves is
-/// exact in f32, so adding it with an f64 FMA of the widened factors is the same addition.
+/// One panel's 32 sums in [`PanelOrder::Leftover`]. Each output's sum is one chain of dependent
+/// f64 adds, so the panel's eight 4-lane chains run side by side to hide the adds' latency. A
+/// product of two halves is exact in f32, so adding it with an f64 FMA of the widened factors is
+/// the same addition.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn panel_dots_avx2(panel: &[f16], t: &[f32], out: &mut [f32; PANEL]) {
+unsafe fn panel_leftover_avx2(panel: &[f16], t: &[f32], out: &mut [f32; PANEL]) {
     let mut acc = [_mm256_setzero_pd(); 8];
     for (r, &tr) in t.iter().enumerate() {
         let tv = _mm256_set1_pd(tr as f64);
@@ -315,26 +290,29 @@ mod tests {
         }
     }
 
+    /// Every output of every panel of B (`n_out × rank`) in `order` against `want` of its row,
+    /// and the portable panel loop against the one `panel_dots` dispatched to.
+    fn check_panels(rank: usize, n_out: usize, order: PanelOrder, seed: &mut u64, want: fn(&[f16], &[f32]) -> f32) {
+        let b = halves(n_out * rank, seed);
+        let t = widen(&halves(rank, seed));
+        let panels = to_panels(&b, n_out, rank);
+        for p in 0..n_out.div_ceil(PANEL) {
+            let sums = panel_dots(&panels, &t, p, order);
+            for (j, v) in sums.iter().enumerate().take(n_out - p * PANEL) {
+                let o = p * PANEL + j;
+                assert_eq!(v.to_bits(), want(&b[o * rank..(o + 1) * rank], &t).to_bits(), "{order:?} rank {rank}, output {o}");
+            }
+            let mut portable = [0f32; PANEL];
+            panel_dots_scalar(&panels[p * PANEL * rank..][..PANEL * rank], &t, order, &mut portable);
+            assert_eq!(portable, sums, "{order:?} rank {rank}, panel {p}");
+        }
+    }
+
     #[test]
-    fn column_dots_equal_the_short_dot_products() {
+    fn leftover_panels_equal_the_short_dot_products() {
         let mut seed = 11;
         for (rank, n_out) in [(1, 5), (8, 19), (16, 576), (16, 1537), (63, 40)] {
-            let b = halves(n_out * rank, &mut seed);
-            let t = widen(&halves(rank, &mut seed));
-            let o0 = (n_out / 3) / PANEL * PANEL;
-            let mut out = vec![0f32; n_out - o0];
-            column_dots_f16(&to_panels(&b, n_out, rank), &t, n_out, o0, &mut out);
-            for (i, v) in out.iter().enumerate() {
-                let column = &b[(o0 + i) * rank..(o0 + i + 1) * rank];
-                assert_eq!(v.to_bits(), dot_f16(column, &t).to_bits(), "rank {rank}, output {i}");
-            }
-            // The portable panel loop against the one just used.
-            let panels = to_panels(&b, n_out, rank);
-            let mut sums = [0f32; PANEL];
-            panel_dots_scalar(&panels[..PANEL * rank], &t, &mut sums);
-            let mut first = vec![0f32; n_out.min(PANEL)];
-            column_dots_f16(&panels, &t, n_out, 0, &mut first);
-            assert_eq!(first, sums[..first.len()], "rank {rank}");
+            check_panels(rank, n_out, PanelOrder::Leftover, &mut seed, dot_f16);
         }
     }
 
@@ -346,14 +324,7 @@ mod tests {
             assert_eq!(dot_f16_tiled(&a, &x).to_bits(), dot_f16_tiled_lanes(&a, &x).to_bits(), "n = {n}");
         }
         for (rank, n_out) in [(16, 40), (16, 576), (32, 100)] {
-            let b = halves(n_out * rank, &mut seed);
-            let t = widen(&halves(rank, &mut seed));
-            let mut out = vec![0f32; n_out];
-            column_dots_f16_tiled(&to_panels(&b, n_out, rank), &t, n_out, 0, &mut out);
-            for (o, v) in out.iter().enumerate() {
-                let want = dot_f16_tiled_lanes(&b[o * rank..(o + 1) * rank], &t);
-                assert_eq!(v.to_bits(), want.to_bits(), "rank {rank}, output {o}");
-            }
+            check_panels(rank, n_out, PanelOrder::Tiled, &mut seed, dot_f16_tiled_lanes);
         }
     }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use half::f16;
 use rayon::prelude::*;
 
-use nexus_kernels::ggml_order::{self, f16 as order16};
+use nexus_kernels::ggml_order::f16::{self as order16, PanelOrder};
+use nexus_kernels::ggml_order;
 use nexus_kernels::KernelError;
 
 use super::{LoraFactors, LoraWeight};
@@ -112,7 +113,6 @@ impl LoraDelta {
         let w = &*self.weight;
         let (n_in, n_out, rank) = (w.n_in, w.n_out, w.rank);
         let dot_a = if tiled(n, rank, n_in) { order16::dot_f16_tiled } else { order16::dot_f16 };
-        let b_tiled = tiled(n, n_out, rank);
         let mut t = vec![0f32; rank];
         for_chunks(&mut t, n_in * 2, 1, |r0, tc| {
             for (i, tr) in tc.iter_mut().enumerate() {
@@ -122,28 +122,34 @@ impl LoraDelta {
         // ggml rounds the intermediate A·x to f16 too before multiplying it by the F16 B.
         let mut t16 = Vec::new();
         order16::round_through_f16(&t, &mut t16);
+        let order = if tiled(n, n_out, rank) {
+            Some(PanelOrder::Tiled)
+        } else if rank < 64 {
+            Some(PanelOrder::Leftover)
+        } else {
+            None
+        };
         for_chunks(yr, rank * 2, order16::PANEL, |o0, yc| {
-            let mut row = Vec::new();
             for (p, yp) in yc.chunks_mut(order16::PANEL).enumerate() {
-                let first = o0 + p * order16::PANEL;
-                let mut ab = [0f32; order16::PANEL];
-                let ab = &mut ab[..yp.len()];
-                if b_tiled {
-                    order16::column_dots_f16_tiled(b_panels, &t16, n_out, first, ab);
-                } else if rank < 64 {
-                    order16::column_dots_f16(b_panels, &t16, n_out, first, ab);
-                } else {
-                    // Rank 64 or more without tiles (decoding with a rank-64+ adapter): each row
-                    // of B gathered out of its panel for ggml's full dot product. Correct, but
-                    // slower per byte than the rank < 64 path above.
-                    row.resize(rank, f16::ZERO);
-                    for (i, v) in ab.iter_mut().enumerate() {
-                        row.iter_mut().enumerate().for_each(|(r, e)| *e = b_panels[order16::panel_index(first + i, r, rank)]);
-                        *v = order16::dot_f16(&row, &t16);
+                let panel = o0 / order16::PANEL + p;
+                let sums = match order {
+                    Some(order) => order16::panel_dots(b_panels, &t16, panel, order),
+                    None => {
+                        // Rank 64 or more without tiles (decoding with a rank-64+ adapter): each
+                        // row of B gathered out of its panel for ggml's full dot product.
+                        // Correct, but slower per byte than the panel paths.
+                        let mut sums = [0f32; order16::PANEL];
+                        let mut row = vec![f16::ZERO; rank];
+                        for (j, v) in sums.iter_mut().enumerate().take(yp.len()) {
+                            let o = panel * order16::PANEL + j;
+                            row.iter_mut().enumerate().for_each(|(r, e)| *e = b_panels[order16::panel_index(o, r, rank)]);
+                            *v = order16::dot_f16(&row, &t16);
+                        }
+                        sums
                     }
-                }
-                for (v, p) in yp.iter_mut().zip(ab.iter()) {
-                    mode.put(v, p * self.scale);
+                };
+                for (v, s) in yp.iter_mut().zip(sums) {
+                    mode.put(v, s * self.scale);
                 }
             }
         });
