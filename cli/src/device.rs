@@ -1,9 +1,8 @@
 //! `--device` and `-ngl`: where a command runs, with llama.cpp's meaning of -ngl.
 
 use anyhow::{bail, Result};
-use nexus_runtime::decoder::Decoder;
-use nexus_runtime::kv_cache::KvCache;
-use nexus_runtime::model::{Logits, Model, ModelError};
+use nexus_runtime::decoder::{CpuDecoder, Decoder};
+use nexus_runtime::model::Model;
 
 use crate::args::ModelArgs;
 
@@ -82,34 +81,10 @@ fn default_device() -> Device {
     Device::Cpu
 }
 
-/// The CPU backend with a cache it owns.
-pub struct CpuBackend<'a> {
-    pub model: &'a Model,
-    pub cache: KvCache,
-}
-
-impl Decoder for CpuBackend<'_> {
-    fn forward(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
-        self.model.forward(tokens, &mut self.cache, logits)
-    }
-    fn len(&self) -> usize {
-        self.cache.len()
-    }
-    fn capacity(&self) -> usize {
-        self.cache.capacity()
-    }
-    fn truncate(&mut self, len: usize) {
-        self.cache.truncate(len);
-    }
-    fn forward_verify(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
-        self.model.forward_rowwise(tokens, &mut self.cache)
-    }
-}
-
 /// A backend on `device` for `model` with `n_ctx` positions.
 pub fn open<'a>(device: Device, model: &'a Model, n_ctx: usize) -> Result<Box<dyn Decoder + 'a>> {
     match device {
-        Device::Cpu => Ok(Box::new(CpuBackend { model, cache: model.new_cache(n_ctx) })),
+        Device::Cpu => Ok(Box::new(CpuDecoder { model, cache: model.new_cache(n_ctx) })),
         #[cfg(feature = "cuda")]
         Device::Cuda(n) => Ok(Box::new(nexus_runtime::model::CudaModel::load(model, n_ctx, n)?)),
         #[cfg(not(feature = "cuda"))]

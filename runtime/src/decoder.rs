@@ -2,6 +2,8 @@
 //! give logits. The CPU backend is a model plus its KV cache; the CUDA backend keeps both on
 //! the GPU (`model::CudaModel`).
 
+use std::borrow::BorrowMut;
+
 use crate::kv_cache::KvCache;
 use crate::model::{Logits, Model, ModelError};
 
@@ -32,27 +34,28 @@ pub trait Decoder {
     }
 }
 
-/// The CPU backend: the model's forward pass over a KV cache in host memory.
-pub struct CpuDecoder<'a> {
+/// The CPU backend: the model's forward pass over a KV cache in host memory, borrowed
+/// (`&mut KvCache`, the default) or owned (`KvCache`).
+pub struct CpuDecoder<'a, C = &'a mut KvCache> {
     pub model: &'a Model,
-    pub cache: &'a mut KvCache,
+    pub cache: C,
 }
 
-impl Decoder for CpuDecoder<'_> {
+impl<C: BorrowMut<KvCache>> Decoder for CpuDecoder<'_, C> {
     fn forward(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
-        self.model.forward(tokens, self.cache, logits)
+        self.model.forward(tokens, self.cache.borrow_mut(), logits)
     }
     fn len(&self) -> usize {
-        self.cache.len()
+        self.cache.borrow().len()
     }
     fn capacity(&self) -> usize {
-        self.cache.capacity()
+        self.cache.borrow().capacity()
     }
     fn truncate(&mut self, len: usize) {
-        self.cache.truncate(len);
+        self.cache.borrow_mut().truncate(len);
     }
     fn forward_verify(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
-        self.model.forward_rowwise(tokens, self.cache)
+        self.model.forward_rowwise(tokens, self.cache.borrow_mut())
     }
 }
 
