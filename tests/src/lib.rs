@@ -5,6 +5,7 @@ pub mod cli;
 pub mod lora;
 pub mod peft;
 pub mod reference;
+pub mod smollm2;
 
 use std::path::{Path, PathBuf};
 

@@ -12,33 +12,12 @@ use std::sync::Arc;
 use nexus_runtime::gguf::GgufFile;
 use nexus_runtime::model::{Logits, Model};
 use nexus_runtime::tokenizer::Tokenizer;
-use nexus_tests::{logits_fnv1a64, root, smollm2_path};
-use serde_json::Value;
-
-fn fixture(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/smollm2").join(name)).unwrap()).unwrap()
-}
-
-/// The quantized dots match ggml's x86 kernels only on our AVX2 path; the portable one (other
-/// CPUs, or NEXUS_NO_SIMD=1) follows ggml's generic C order, as llama.cpp does there.
-fn x86_kernels() -> bool {
-    let here = nexus_kernels::simd::detected().has_avx2();
-    if !here {
-        eprintln!("skipped: the bitwise comparison needs the AVX2 kernels (llama.cpp's reference ran on x86)");
-    }
-    here
-}
+use nexus_tests::smollm2::{assert_steps_bitwise, fixture, top2, x86_kernels};
+use nexus_tests::smollm2_path;
 
 fn load(path: &std::path::Path) -> (Tokenizer, Model) {
     let file = Arc::new(GgufFile::open(path).unwrap());
     (Tokenizer::from_gguf(&file).unwrap(), Model::from_file(file).unwrap())
-}
-
-fn top2(row: &[f32]) -> [(usize, f32); 2] {
-    // llama.cpp's loop keeps the first of equal maxima.
-    let best = (0..row.len()).fold(0, |b, v| if row[v] > row[b] { v } else { b });
-    let second = (0..row.len()).filter(|&v| v != best).fold(usize::from(best == 0), |s, v| if row[v] > row[s] { v } else { s });
-    [(best, row[best]), (second, row[second])]
 }
 
 #[test]
@@ -48,30 +27,7 @@ fn logits_are_bitwise_llama_cpps_at_every_greedy_step() {
         return;
     }
     let (tokenizer, model) = load(&path);
-    let reference = fixture("logits.json");
-    let mut steps = 0;
-    for case in reference["prompts"].as_array().unwrap() {
-        let prompt = case["prompt"].as_str().unwrap();
-        let ids = tokenizer.encode(prompt, true, true);
-        let want_ids: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        assert_eq!(ids, want_ids, "{prompt:?}: tokens differ from llama.cpp's");
-        let mut cache = model.new_cache(512);
-        let mut logits = model.forward(&ids, &mut cache, Logits::Last).unwrap();
-        for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
-            let token = step["token"].as_u64().unwrap() as usize;
-            let [(top, top_logit), (second, second_logit)] = top2(&logits);
-            assert!(
-                logits_fnv1a64(&logits) == step["logits_fnv1a64"].as_str().unwrap() && top == token,
-                "{prompt:?} step {i}: logits differ from llama.cpp's: ours top {top} ({top_logit}), then {second} \
-                 ({second_logit}); llama.cpp's top {token} ({}), then {} ({})",
-                step["top_logit"],
-                step["second"],
-                step["second_logit"]
-            );
-            steps += 1;
-            logits = model.forward(&[token as u32], &mut cache, Logits::Last).unwrap();
-        }
-    }
+    let steps = assert_steps_bitwise(&model, &tokenizer, "logits.json", "no adapter");
     eprintln!("{steps} steps, every logits row bitwise llama.cpp's");
 }
 

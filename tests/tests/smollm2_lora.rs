@@ -11,10 +11,11 @@ use std::sync::Arc;
 use nexus_kernels::GgmlType;
 use nexus_runtime::adapter::LoraAdapter;
 use nexus_runtime::gguf::GgufFile;
-use nexus_runtime::model::{Logits, Model};
+use nexus_runtime::model::Model;
 use nexus_runtime::tokenizer::Tokenizer;
 use nexus_tests::lora::LoraSpec;
-use nexus_tests::{logits_fnv1a64, root, smollm2_path};
+use nexus_tests::smollm2::{assert_steps_bitwise, x86_kernels};
+use nexus_tests::smollm2_path;
 
 const PROJECTIONS: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
 
@@ -29,12 +30,11 @@ fn write_adapter(model: &Path, out: &Path, ty: GgmlType) {
     LoraSpec { arch: "llama".into(), alpha: 32.0, rank: 16, ty, seed: 2026, targets }.write(out);
 }
 
-/// Our greedy steps with the adapter of type `ty` against llama.cpp's in `fixture`: each
-/// logits row hash-equal and the same token chosen.
+/// Our greedy steps with the adapter of type `ty` against llama.cpp's in `fixture`: the prompt's
+/// tokens equal, each logits row hash-equal and the same token chosen.
 fn check_against_llama_cpp(ty: GgmlType, fixture: &str) {
     let Some(path) = smollm2_path() else { return };
-    if !nexus_kernels::simd::detected().has_avx2() {
-        eprintln!("skipped: the bitwise comparison needs the AVX2 kernels");
+    if !x86_kernels() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -45,25 +45,8 @@ fn check_against_llama_cpp(ty: GgmlType, fixture: &str) {
     let tokenizer = Tokenizer::from_gguf(&file).unwrap();
     let mut model = Model::from_file(file).unwrap();
     model.apply_lora(&[(&adapter, 1.0)]).unwrap();
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/smollm2").join(fixture)).unwrap()).unwrap();
-    for case in reference["prompts"].as_array().unwrap() {
-        let prompt = case["prompt"].as_str().unwrap();
-        let ids = tokenizer.encode(prompt, true, true);
-        let mut cache = model.new_cache(256);
-        let mut logits = model.forward(&ids, &mut cache, Logits::Last).unwrap();
-        for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
-            let token = step["token"].as_u64().unwrap() as u32;
-            let top = (0..logits.len()).fold(0, |b, v| if logits[v] > logits[b] { v } else { b });
-            assert!(
-                logits_fnv1a64(&logits) == step["logits_fnv1a64"].as_str().unwrap() && top as u32 == token,
-                "{ty} adapter, {prompt:?} step {i}: ours top {top} ({}), llama.cpp's {token} ({})",
-                logits[top],
-                step["top_logit"]
-            );
-            logits = model.forward(&[token], &mut cache, Logits::Last).unwrap();
-        }
-    }
+    let steps = assert_steps_bitwise(&model, &tokenizer, fixture, &format!("{ty} adapter"));
+    eprintln!("{ty} adapter: {steps} steps, every logits row bitwise llama.cpp's");
 }
 
 #[test]
