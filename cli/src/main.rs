@@ -27,6 +27,7 @@ mod speak;
 mod tokenize;
 
 use clap::Parser;
+use nexus_runtime::chat_template::sandbox;
 
 #[derive(Parser)]
 #[command(name = "nexus-cli", version, about = "Nexus: run LLaMA-family GGUF models")]
@@ -64,6 +65,15 @@ enum Command {
 }
 
 fn main() {
+    // Chat templates come from model files and are programs; this binary renders them in a
+    // copy of itself with a memory limit (nexus_runtime::chat_template::sandbox).
+    if std::env::args().nth(1).as_deref() == Some(sandbox::CHILD_ARG) {
+        std::process::exit(sandbox::serve_process());
+    }
+    match sandbox::ChildCommand::current_exe() {
+        Ok(command) => sandbox::install(command),
+        Err(e) => eprintln!("warning: chat templates will render in this process without a memory limit: cannot find this executable ({e})"),
+    }
     // Rust starts with SIGPIPE ignored, so a closed stdout (`nexus-cli inspect … | head`) would
     // make the next println! panic; like other Unix tools, end quietly instead.
     #[cfg(unix)]

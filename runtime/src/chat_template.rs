@@ -9,6 +9,7 @@
 
 mod builtins;
 mod pyfuncs;
+pub mod sandbox;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +80,11 @@ pub enum ChatTemplateError {
     #[error("the {family} chat template exceeded its limit: {limit}")]
     TooLarge { family: String, limit: String },
 
+    /// The child process that renders untrusted templates ([`sandbox`]) could not be started
+    /// or ended in a way no limit explains.
+    #[error("the chat template renderer process ({program}) failed: {reason}")]
+    Renderer { program: String, reason: String },
+
     #[error("could not start the thread that renders the chat template ({stack_mib} MiB of stack): {source}", stack_mib = RENDER_STACK >> 20)]
     RenderThread {
         #[source]
@@ -95,6 +101,8 @@ pub struct ChatTemplate {
     family: Option<&'static str>,
     builtin: Option<&'static str>,
     fixed_now: Option<i64>,
+    /// The process that renders this template when a sandbox is installed.
+    child: sandbox::ChildSlot,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -172,13 +180,22 @@ impl ChatTemplate {
             family,
             builtin,
             fixed_now,
+            child: sandbox::ChildSlot::default(),
         })
     }
 
     /// Renders the conversation; with `add_generation_prompt` the text ends with the
-    /// header of an assistant turn so the model continues as the assistant. The render runs
-    /// on a thread of its own with a [`RENDER_STACK`]-byte stack.
+    /// header of an assistant turn so the model continues as the assistant. A template that is
+    /// not a built-in renders in the child process of [`sandbox`] when the binary installed
+    /// one; otherwise the render runs on a thread of its own with a [`RENDER_STACK`]-byte stack.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatTemplateError> {
+        match sandbox::installed() {
+            Some(command) if self.builtin.is_none() => self.child.render(command, self, messages, add_generation_prompt),
+            _ => self.render_in_process(messages, add_generation_prompt),
+        }
+    }
+
+    fn render_in_process(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatTemplateError> {
         std::thread::scope(|scope| {
             let render = std::thread::Builder::new()
                 .name("chat-template".into())
