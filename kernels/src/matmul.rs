@@ -10,6 +10,32 @@ use crate::{GgmlType, KernelError};
 use rayon::prelude::*;
 use std::borrow::Cow;
 
+/// The order in which a product over quantized blocks is summed. llama.cpp's CPU backend uses
+/// two, and matching its results bit for bit means using the one it uses for each weight:
+/// ggml's `vec_dot` (eight float lanes per output, added up at the end) and, for weights it
+/// repacks into interleaved rows when it loads them, one exact integer sum per block joined to
+/// the output by one fused multiply-add (`simd::avx2_repacked`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DotOrder {
+    #[default]
+    VecDot,
+    Repacked,
+}
+
+impl DotOrder {
+    /// The order llama.cpp's CPU backend uses on an x86 CPU with AVX2 for a `rows`-row weight
+    /// of type `ty` that is multiplied: ggml-cpu repacks Q4_0 eight rows at a time when the
+    /// row count allows (`ggml_repack_get_optimal_repack_type`). A matrix that is also looked
+    /// up by rows (the token embedding, and an output head tied to it) is not repacked: pass
+    /// [`DotOrder::VecDot`] for those.
+    pub fn llama_cpp(ty: GgmlType, rows: usize) -> Self {
+        match ty {
+            GgmlType::Q4_0 if rows.is_multiple_of(8) => DotOrder::Repacked,
+            _ => DotOrder::VecDot,
+        }
+    }
+}
+
 /// Below this many weight bytes per task, rayon's scheduling costs more than it saves.
 const MIN_TASK_BYTES: usize = 48 * 1024;
 
@@ -25,6 +51,38 @@ pub fn matvec(
     matvec_with(simd::detected(), ty, w, rows, cols, x, y)
 }
 
+/// [`matmul`] summing in `order` (llama.cpp's choice for the weight: [`DotOrder::llama_cpp`]).
+/// In [`DotOrder::Repacked`] every output is one chain over the blocks, so a token's result
+/// does not depend on the batch it came in.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_in(
+    order: DotOrder,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_impl(simd::detected(), order, ty, w, rows, cols, x, n, y, true)
+}
+
+/// [`matmul_rowwise`] summing in `order`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_rowwise_in(
+    order: DotOrder,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_impl(simd::detected(), order, ty, w, rows, cols, x, n, y, false)
+}
+
 /// [`matvec`] on an explicit instruction set (falls back to scalar if `isa` is unavailable);
 /// for tests and benchmarks.
 pub fn matvec_with(
@@ -36,7 +94,22 @@ pub fn matvec_with(
     x: &[f32],
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    let (k, row_bytes) = prepare(isa, ty, w, rows, cols, "matvec")?;
+    matvec_in_with(isa, DotOrder::VecDot, ty, w, rows, cols, x, y)
+}
+
+/// [`matvec_with`] summing in `order`; for tests and benchmarks.
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_in_with(
+    isa: Isa,
+    order: DotOrder,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    let (k, row_bytes) = prepare(isa, order, ty, w, rows, cols, "matvec")?;
     check_len("matvec x", cols, x.len())?;
     check_len("matvec y", rows, y.len())?;
     let act = quantize_acts(k.act, x, cols)?;
@@ -83,7 +156,7 @@ pub fn matmul_rowwise(
     n: usize,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    matmul_impl(simd::detected(), ty, w, rows, cols, x, n, y, false)
+    matmul_impl(simd::detected(), DotOrder::VecDot, ty, w, rows, cols, x, n, y, false)
 }
 
 /// [`matmul`] on an explicit instruction set; for tests and benchmarks.
@@ -98,13 +171,30 @@ pub fn matmul_with(
     n: usize,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    matmul_impl(isa, ty, w, rows, cols, x, n, y, true)
+    matmul_impl(isa, DotOrder::VecDot, ty, w, rows, cols, x, n, y, true)
+}
+
+/// [`matmul_with`] summing in `order`; for tests and benchmarks.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_in_with(
+    isa: Isa,
+    order: DotOrder,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_impl(isa, order, ty, w, rows, cols, x, n, y, true)
 }
 
 /// The product; `tiled` allows the multi-token kernels (see [`matmul_rowwise`]).
 #[allow(clippy::too_many_arguments)]
 fn matmul_impl(
     isa: Isa,
+    order: DotOrder,
     ty: GgmlType,
     w: &[u8],
     rows: usize,
@@ -115,9 +205,9 @@ fn matmul_impl(
     tiled: bool,
 ) -> Result<(), KernelError> {
     if n == 1 {
-        return matvec_with(isa, ty, w, rows, cols, x, y);
+        return matvec_in_with(isa, order, ty, w, rows, cols, x, y);
     }
-    let (k, row_bytes) = prepare(isa, ty, w, rows, cols, "matmul")?;
+    let (k, row_bytes) = prepare(isa, order, ty, w, rows, cols, "matmul")?;
     check_len("matmul x", mul(n, cols)?, x.len())?;
     check_len("matmul y", mul(n, rows)?, y.len())?;
     if n == 0 || rows == 0 {
@@ -201,13 +291,14 @@ fn mul(a: usize, b: usize) -> Result<usize, KernelError> {
 /// Picks the kernel and validates the weight buffer; returns the bytes per weight row.
 fn prepare(
     isa: Isa,
+    order: DotOrder,
     ty: GgmlType,
     w: &[u8],
     rows: usize,
     cols: usize,
     what: &'static str,
 ) -> Result<(Kernel, usize), KernelError> {
-    let k = simd::kernel(ty, isa).ok_or(KernelError::Unsupported { ty, what })?;
+    let k = simd::kernel(ty, isa, order).ok_or(KernelError::Unsupported { ty, what })?;
     let block = ty.block_size();
     if !cols.is_multiple_of(block) {
         return Err(KernelError::Misaligned { ty, n: cols, block });

@@ -1,8 +1,8 @@
 //! SIMD vs scalar vs an f64 reference (dequantized weights, dequantized activations).
 
-use nexus_kernels::matmul::{matmul_with, matvec_with};
+use nexus_kernels::matmul::{matmul_in_with, matmul_with, matvec_in_with, matvec_with};
 use nexus_kernels::simd::{available, Isa};
-use nexus_kernels::{dequantize_row, matmul, matmul_rowwise, matvec, quantize_row, GgmlType};
+use nexus_kernels::{dequantize_row, matmul, matmul_rowwise, matvec, quantize_row, DotOrder, GgmlType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -229,4 +229,51 @@ fn bad_shapes_are_errors_not_panics() {
     assert!(matmul(GgmlType::Q8_0, &w, 2, 32, &[0.0; 64], 3, &mut [0.0; 6]).is_err());
     assert!(matmul(GgmlType::Q8_0, &w, usize::MAX, 32, &[0.0; 32], 2, &mut y).is_err());
     assert!(matvec(GgmlType::Q8_0, &w, 2, 32, &[0.0; 32], &mut y).is_ok());
+}
+
+/// llama.cpp's repacked Q4_0 order is one fused multiply-add per block on an exact integer
+/// sum, so the AVX2 kernels (one and four tokens, with and without a leftover of fewer than four
+/// blocks) must equal the portable loop bit for bit, every batch must give what a single token
+/// gives, and the result must stay within f32 rounding of the f64 reference.
+#[test]
+fn repacked_q4_0_is_one_chain_per_output_on_every_path() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let ty = GgmlType::Q4_0;
+    for cols in [32, 96, 128, 160, 576, 1536] {
+        let rows = 24;
+        let wq = quantize_matrix(ty, &random(&mut rng, rows * cols, 0.5), rows, cols);
+        let x = random(&mut rng, 9 * cols, 1.0);
+        let mut scalar = vec![0f32; 9 * rows];
+        matmul_in_with(Isa::Scalar, DotOrder::Repacked, ty, &wq, rows, cols, &x, 9, &mut scalar).unwrap();
+        let rb = ty.row_size(cols as u64).unwrap() as usize;
+        for t in 0..9 {
+            let xt = &x[t * cols..(t + 1) * cols];
+            for r in 0..rows {
+                let (want, mag) = reference(ty, &wq[r * rb..(r + 1) * rb], cols, xt);
+                let got = scalar[t * rows + r] as f64;
+                assert!((got - want).abs() <= 1e-5 * mag + 1e-6, "cols={cols} t={t} r={r}: {got} vs {want}");
+            }
+        }
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            if !available(isa) {
+                continue;
+            }
+            let mut tiled = vec![0f32; 9 * rows];
+            matmul_in_with(isa, DotOrder::Repacked, ty, &wq, rows, cols, &x, 9, &mut tiled).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&tiled), bits(&scalar), "{isa:?} cols={cols}: tiled vs portable");
+            for t in 0..9 {
+                let mut one = vec![0f32; rows];
+                matvec_in_with(isa, DotOrder::Repacked, ty, &wq, rows, cols, &x[t * cols..(t + 1) * cols], &mut one).unwrap();
+                assert_eq!(bits(&one), bits(&scalar[t * rows..(t + 1) * rows]), "{isa:?} cols={cols} token {t}");
+            }
+        }
+    }
+}
+
+#[test]
+fn llama_cpp_repacks_q4_0_only_in_whole_groups_of_eight_rows() {
+    assert_eq!(DotOrder::llama_cpp(GgmlType::Q4_0, 576), DotOrder::Repacked);
+    assert_eq!(DotOrder::llama_cpp(GgmlType::Q4_0, 577), DotOrder::VecDot);
+    assert_eq!(DotOrder::llama_cpp(GgmlType::Q8_0, 576), DotOrder::VecDot);
 }

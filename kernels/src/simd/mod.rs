@@ -8,9 +8,12 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_klow;
 #[cfg(target_arch = "x86_64")]
+mod avx2_repacked;
+#[cfg(target_arch = "x86_64")]
 mod avx2_x4;
 pub mod scalar;
 
+use crate::matmul::DotOrder;
 use crate::GgmlType;
 use std::sync::OnceLock;
 
@@ -180,6 +183,33 @@ avx2_2x4_wrappers! {
     dot2x4_q5_0: Q5_0 x Q8_0;
 }
 
+/// The repacked-order kernels (`avx2_repacked`), with the same length checks as the others.
+#[cfg(target_arch = "x86_64")]
+mod wrap_repacked {
+    use crate::GgmlType;
+
+    fn check(w: &[u8], a: &[u8], n: usize) {
+        let (wt, at) = (GgmlType::Q4_0, GgmlType::Q8_0);
+        assert!(n % wt.block_size() == 0);
+        assert!(w.len() >= n / wt.block_size() * wt.type_size());
+        assert!(a.len() >= n / at.block_size() * at.type_size());
+    }
+
+    // Handed out only with AVX2 present; `check` covers every byte the kernels read.
+    pub(crate) fn dot_q4_0(w: &[u8], a: &[u8], n: usize) -> f32 {
+        check(w, a, n);
+        unsafe { super::avx2_repacked::dot_q4_0_repacked(w.as_ptr(), a.as_ptr(), n) }
+    }
+
+    pub(crate) fn dot4_q4_0(w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+        for r in &a {
+            check(w, r, n);
+        }
+        let p = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
+        unsafe { super::avx2_repacked::dot4_q4_0_repacked(w.as_ptr(), p, n) }
+    }
+}
+
 avx2_x4_wrappers! {
     dot4_f32: F32 x F32;
     dot4_f16: F16 x F32;
@@ -209,9 +239,10 @@ avx2_wrappers! {
     dot_q6_k: Q6_K x Q8_K;
 }
 
-/// The kernel for weights of type `ty` on `isa` (falling back to scalar when `isa` is not
-/// available), or None for types without one.
-pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
+/// The kernel for weights of type `ty` summed in `order` on `isa` (falling back to scalar when
+/// `isa` is not available), or None for types without one. `order` matters only for the types
+/// llama.cpp repacks (see [`DotOrder`]); the others always sum in `vec_dot`'s order.
+pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> {
     use GgmlType::*;
     let act = match ty {
         F32 | F16 | BF16 => F32,
@@ -220,6 +251,13 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa) -> Option<Kernel> {
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Q8_K,
         _ => return None,
     };
+    if order == DotOrder::Repacked && ty == Q4_0 {
+        #[cfg(target_arch = "x86_64")]
+        if isa.has_avx2() && cpu_has_avx2() {
+            return Some(Kernel { act, dot: wrap_repacked::dot_q4_0, dot4: Some(wrap_repacked::dot4_q4_0), dot2x4: None });
+        }
+        return Some(Kernel { act, dot: scalar::dot_q4_0_repacked, dot4: None, dot2x4: None });
+    }
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() && cpu_has_avx2() {
         let dot: DotFn = match ty {

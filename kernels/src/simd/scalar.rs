@@ -86,6 +86,22 @@ pub(crate) fn dot_q4_0(w: &[u8], a: &[u8], n: usize) -> f32 {
     s
 }
 
+/// [`dot_q4_0`] in the order of llama.cpp's repacked Q4_0 rows (`simd::avx2_repacked`): each
+/// block's exact integer sum joins the output with one fused multiply-add.
+pub(crate) fn dot_q4_0_repacked(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for (wb, ab) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(n / 32) {
+        let (qs, q8) = (&wb[2..18], &ab[2..34]);
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            sumi += ((qs[j] & 0xf) as i32 - 8) * q8[j] as i8 as i32;
+            sumi += ((qs[j] >> 4) as i32 - 8) * q8[j + 16] as i8 as i32;
+        }
+        s = (sumi as f32).mul_add(f16_at(wb, 0) * f16_at(ab, 0), s);
+    }
+    s
+}
+
 /// Q4_1 against Q8_1: the block minimum times the stored `d*sum(q)` replaces a per-element add.
 pub(crate) fn dot_q4_1(w: &[u8], a: &[u8], n: usize) -> f32 {
     let mut s = 0.0f32;

@@ -81,7 +81,7 @@ impl Model {
         let output = if file.tensor_info("output.weight").is_some() {
             Linear::load(&file, "output.weight", cfg.n_embd, cfg.n_vocab)?
         } else {
-            Linear::load(&file, "token_embd.weight", cfg.n_embd, cfg.n_vocab)?
+            Linear::load(&file, "token_embd.weight", cfg.n_embd, cfg.n_vocab)?.looked_up_too()
         };
         let freq_factors = match file.tensor_info("rope_freqs.weight") {
             Some(_) => Some(load_vector(&file, "rope_freqs.weight", cfg.rope_dim / 2)?),

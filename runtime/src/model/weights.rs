@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use nexus_kernels::{dequantize_row, GgmlType};
+use nexus_kernels::{dequantize_row, DotOrder, GgmlType};
 
 use crate::adapter::LoraDelta;
 use crate::gguf::{GgufErrorKind, GgufFile, TensorInfo};
@@ -26,6 +26,9 @@ pub struct Linear {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
+    /// How products with this weight are summed: llama.cpp's choice for it, so the logits
+    /// are bitwise its CPU backend's (see [`DotOrder::llama_cpp`]).
+    pub order: DotOrder,
     file: Arc<GgufFile>,
     info: TensorInfo,
     bias: Option<Vec<f32>>,
@@ -43,7 +46,15 @@ impl Linear {
             });
         }
         let info = info.clone();
-        Ok(Linear { name: name.to_string(), ty: info.ty, rows, cols, file: file.clone(), info, bias: None, lora: Vec::new() })
+        let order = DotOrder::llama_cpp(info.ty, rows);
+        Ok(Linear { name: name.to_string(), ty: info.ty, rows, cols, order, file: file.clone(), info, bias: None, lora: Vec::new() })
+    }
+
+    /// A weight that is also read by rows (the embedding matrix as a tied output head): llama.cpp
+    /// keeps it where row lookups can read it, unrepacked, so products sum in `vec_dot`'s order.
+    pub fn looked_up_too(mut self) -> Self {
+        self.order = DotOrder::VecDot;
+        self
     }
 
     fn with_bias(mut self, file: &GgufFile, name: &str) -> Result<Self, ModelError> {
@@ -77,11 +88,11 @@ impl Linear {
     /// [`Linear::forward`] with the given way of computing a batch of rows.
     pub fn forward_with(&self, batching: Batching, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
         let product = match batching {
-            Batching::Tiled => nexus_kernels::matmul,
-            Batching::RowWise => nexus_kernels::matmul_rowwise,
+            Batching::Tiled => nexus_kernels::matmul_in,
+            Batching::RowWise => nexus_kernels::matmul_rowwise_in,
         };
         let base = |y: &mut [f32]| {
-            product(self.ty, self.data(), self.rows, self.cols, x, n, y)
+            product(self.order, self.ty, self.data(), self.rows, self.cols, x, n, y)
                 .map_err(|source| ModelError::Kernel { tensor: self.name.clone(), source })
         };
         if self.lora.is_empty() {

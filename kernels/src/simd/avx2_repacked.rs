@@ -1,0 +1,96 @@
+//! Dot products in the order of llama.cpp's repacked CPU weights. At load time ggml-cpu
+//! interleaves the rows of some weight types eight at a time (`repack.cpp`: Q4_0 on AVX2
+//! CPUs, when the row count is a multiple of 8) and multiplies them with kernels that keep one
+//! output per float lane: each block's integer dot product is summed exactly, then added with
+//! one fused multiply-add by the product of the two block scales — a single scalar chain per
+//! output, where `vec_dot` keeps eight partial lanes and adds them at the end. Which rows share
+//! a register does not change any output's value, so these kernels go row by row.
+
+use super::avx2::{bytes_from_nibbles_32, h2f, loadu};
+use std::arch::x86_64::*;
+
+/// The exact integer dot product of one Q4_0 block (`qx`, values in -8..=7) with the 32 int8
+/// of an activation block, as eight i32 partial sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_lanes(qx: __m256i, qy: __m256i) -> __m256i {
+    // |qx| ≤ 8 and |qy| ≤ 127, so no i16 pair sum saturates: every step is exact.
+    let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
+    _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+}
+
+/// The four blocks' sums of their eight lanes, exactly, as four i32 (`[v0, v1, v2, v3]`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sums4(v: [__m256i; 4]) -> __m128i {
+    let c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sum1(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_values(wb: *const u8) -> __m256i {
+    _mm256_sub_epi8(bytes_from_nibbles_32(wb.add(2)), _mm256_set1_epi8(8))
+}
+
+/// One Q4_0 weight row against several Q8_0 activation rows (`T` of them): per output
+/// `acc = fma(Σ block, d_w·d_a, acc)` over the blocks in order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_rows<const T: usize>(w: *const u8, a: [*const u8; T], n: usize) -> [f32; T] {
+    let nb = n / 32;
+    let mut acc = [0f32; T];
+    let mut i = 0;
+    while i + 4 <= nb {
+        let mut qx = [_mm256_setzero_si256(); 4];
+        let mut dw = [0f32; 4];
+        for k in 0..4 {
+            let wb = w.add((i + k) * 18);
+            qx[k] = q4_0_values(wb);
+            dw[k] = h2f(wb);
+        }
+        for t in 0..T {
+            let mut lanes = [_mm256_setzero_si256(); 4];
+            let mut d = [0f32; 4];
+            for k in 0..4 {
+                let ab = a[t].add((i + k) * 34);
+                lanes[k] = block_lanes(qx[k], loadu(ab.add(2)));
+                d[k] = dw[k] * h2f(ab);
+            }
+            let mut s = [0f32; 4];
+            _mm_storeu_ps(s.as_mut_ptr(), _mm_cvtepi32_ps(sums4(lanes)));
+            for k in 0..4 {
+                acc[t] = s[k].mul_add(d[k], acc[t]);
+            }
+        }
+        i += 4;
+    }
+    for i in i..nb {
+        let wb = w.add(i * 18);
+        let (qx, dw) = (q4_0_values(wb), h2f(wb));
+        for t in 0..T {
+            let ab = a[t].add(i * 34);
+            let s = sum1(block_lanes(qx, loadu(ab.add(2)))) as f32;
+            acc[t] = s.mul_add(dw * h2f(ab), acc[t]);
+        }
+    }
+    acc
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_0_repacked(w: *const u8, a: *const u8, n: usize) -> f32 {
+    q4_0_rows::<1>(w, [a], n)[0]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q4_0_repacked(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    q4_0_rows::<4>(w, a, n)
+}
