@@ -20,17 +20,33 @@ pub enum DotOrder {
     #[default]
     VecDot,
     Repacked,
+    /// llama.cpp's tiled K-quant product (`ggml-cpu/tiled`, its AVX2 kernel), which it takes
+    /// instead of `vec_dot` for batches of [`TILED_MIN_BATCH`] tokens or more: per super-block
+    /// the exact integer sum times the weight scale, then one fused multiply-add by the
+    /// activation scale. [`matmul_in`] switches to it by itself for such batches of the types
+    /// it covers.
+    Tiled,
+}
+
+/// The batch size from which llama.cpp multiplies K-quant weights with its tiled product.
+pub const TILED_MIN_BATCH: usize = 8;
+
+/// Whether llama.cpp's tiled product covers this type. It also takes Q2_K and Q3_K (and
+/// i-quants); we have it for these three, so batches of those types sum in `vec_dot`'s order,
+/// close to llama.cpp's but not bitwise.
+fn tiled_covers(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K)
 }
 
 impl DotOrder {
     /// The order llama.cpp's CPU backend uses on an x86 CPU with AVX2 for a `rows`-row weight
-    /// of type `ty` that is multiplied: ggml-cpu repacks Q4_0 eight rows at a time when the
-    /// row count allows (`ggml_repack_get_optimal_repack_type`). A matrix that is also looked
+    /// of type `ty` that is multiplied: ggml-cpu repacks Q4_0 and Q4_K eight rows at a time
+    /// when the row count allows (`ggml_repack_get_optimal_repack_type`). A matrix that is also looked
     /// up by rows (the token embedding, and an output head tied to it) is not repacked: pass
     /// [`DotOrder::VecDot`] for those.
     pub fn llama_cpp(ty: GgmlType, rows: usize) -> Self {
         match ty {
-            GgmlType::Q4_0 if rows.is_multiple_of(8) => DotOrder::Repacked,
+            GgmlType::Q4_0 | GgmlType::Q4_K if rows.is_multiple_of(8) => DotOrder::Repacked,
             _ => DotOrder::VecDot,
         }
     }
@@ -190,7 +206,7 @@ pub fn matmul_in_with(
     matmul_impl(isa, order, ty, w, rows, cols, x, n, y, true)
 }
 
-/// The product; `tiled` allows the multi-token kernels (see [`matmul_rowwise`]).
+/// The product; `tiled` allows the multi-token kernels and orders (see [`matmul_rowwise`]).
 #[allow(clippy::too_many_arguments)]
 fn matmul_impl(
     isa: Isa,
@@ -207,6 +223,12 @@ fn matmul_impl(
     if n == 1 {
         return matvec_in_with(isa, order, ty, w, rows, cols, x, y);
     }
+    // A batch as llama.cpp multiplies it; row-wise products keep the single-token order.
+    let order = if tiled && order == DotOrder::VecDot && n >= TILED_MIN_BATCH && tiled_covers(ty) {
+        DotOrder::Tiled
+    } else {
+        order
+    };
     let (k, row_bytes) = prepare(isa, order, ty, w, rows, cols, "matmul")?;
     check_len("matmul x", mul(n, cols)?, x.len())?;
     check_len("matmul y", mul(n, rows)?, y.len())?;
@@ -215,6 +237,8 @@ fn matmul_impl(
     }
     let act = quantize_acts(k.act, x, cols)?;
     let act_row = act.len() / n;
+    // llama.cpp takes a batch's tokens four at a time and the last `n % 4` alone.
+    let in_fours_end = n / 4 * 4;
     // Results land weight-row-major so each task owns a contiguous slice; one transpose at
     // the end is cheap next to the dot products.
     let mut tmp = vec![0.0f32; rows * n];
@@ -257,7 +281,11 @@ fn matmul_impl(
                     }
                 }
                 for (t, o) in orow.iter_mut().enumerate().skip(t) {
-                    *o = (k.dot)(wr, a(t), cols);
+                    let dot = match k.dot_in_fours {
+                        Some(in_fours) if tiled && t < in_fours_end => in_fours,
+                        _ => k.dot,
+                    };
+                    *o = dot(wr, a(t), cols);
                 }
             }
         });

@@ -231,49 +231,89 @@ fn bad_shapes_are_errors_not_panics() {
     assert!(matvec(GgmlType::Q8_0, &w, 2, 32, &[0.0; 32], &mut y).is_ok());
 }
 
-/// llama.cpp's repacked Q4_0 order is one fused multiply-add per block on an exact integer
-/// sum, so the AVX2 kernels (one and four tokens, with and without a leftover of fewer than four
-/// blocks) must equal the portable loop bit for bit, every batch must give what a single token
-/// gives, and the result must stay within f32 rounding of the f64 reference.
+/// llama.cpp's other orders (repacked Q4_0 and Q4_K, tiled Q6_K) add exact integer block sums
+/// with scalar float chains, so the AVX2 kernels must equal the portable ones bit for bit — for
+/// a token alone, for tokens in groups of four and for the ones left over — and stay within f32
+/// rounding of the f64 reference.
 #[test]
-fn repacked_q4_0_is_one_chain_per_output_on_every_path() {
+fn llama_cpp_orders_agree_on_every_path_and_with_the_reference() {
     let mut rng = ChaCha8Rng::seed_from_u64(21);
-    let ty = GgmlType::Q4_0;
-    for cols in [32, 96, 128, 160, 576, 1536] {
-        let rows = 24;
-        let wq = quantize_matrix(ty, &random(&mut rng, rows * cols, 0.5), rows, cols);
-        let x = random(&mut rng, 9 * cols, 1.0);
-        let mut scalar = vec![0f32; 9 * rows];
-        matmul_in_with(Isa::Scalar, DotOrder::Repacked, ty, &wq, rows, cols, &x, 9, &mut scalar).unwrap();
-        let rb = ty.row_size(cols as u64).unwrap() as usize;
-        for t in 0..9 {
-            let xt = &x[t * cols..(t + 1) * cols];
-            for r in 0..rows {
-                let (want, mag) = reference(ty, &wq[r * rb..(r + 1) * rb], cols, xt);
-                let got = scalar[t * rows + r] as f64;
-                assert!((got - want).abs() <= 1e-5 * mag + 1e-6, "cols={cols} t={t} r={r}: {got} vs {want}");
+    let cases = [
+        (GgmlType::Q4_0, DotOrder::Repacked, vec![32, 96, 128, 160, 576, 1536]),
+        (GgmlType::Q4_K, DotOrder::Repacked, vec![256, 768, 1536]),
+        (GgmlType::Q6_K, DotOrder::Tiled, vec![256, 768, 1536]),
+        (GgmlType::Q5_K, DotOrder::Tiled, vec![256, 768]),
+        (GgmlType::Q4_K, DotOrder::Tiled, vec![256, 768]),
+    ];
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for (ty, order, all_cols) in cases {
+        for cols in all_cols {
+            let rows = 24;
+            let n = 9;
+            let wq = quantize_matrix(ty, &random(&mut rng, rows * cols, 0.5), rows, cols);
+            let x = random(&mut rng, n * cols, 1.0);
+            let mut scalar = vec![0f32; n * rows];
+            matmul_in_with(Isa::Scalar, order, ty, &wq, rows, cols, &x, n, &mut scalar).unwrap();
+            let rb = ty.row_size(cols as u64).unwrap() as usize;
+            for t in 0..n {
+                let xt = &x[t * cols..(t + 1) * cols];
+                for r in 0..rows {
+                    let (want, mag) = reference(ty, &wq[r * rb..(r + 1) * rb], cols, xt);
+                    let got = scalar[t * rows + r] as f64;
+                    assert!((got - want).abs() <= 1e-5 * mag + 1e-6, "{ty} cols={cols} t={t} r={r}: {got} vs {want}");
+                }
             }
-        }
-        for isa in [Isa::Avx2, Isa::Avx512] {
-            if !available(isa) {
-                continue;
-            }
-            let mut tiled = vec![0f32; 9 * rows];
-            matmul_in_with(isa, DotOrder::Repacked, ty, &wq, rows, cols, &x, 9, &mut tiled).unwrap();
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&tiled), bits(&scalar), "{isa:?} cols={cols}: tiled vs portable");
-            for t in 0..9 {
-                let mut one = vec![0f32; rows];
-                matvec_in_with(isa, DotOrder::Repacked, ty, &wq, rows, cols, &x[t * cols..(t + 1) * cols], &mut one).unwrap();
-                assert_eq!(bits(&one), bits(&scalar[t * rows..(t + 1) * rows]), "{isa:?} cols={cols} token {t}");
+            for isa in [Isa::Avx2, Isa::Avx512] {
+                if !available(isa) {
+                    continue;
+                }
+                let mut batch = vec![0f32; n * rows];
+                matmul_in_with(isa, order, ty, &wq, rows, cols, &x, n, &mut batch).unwrap();
+                assert_eq!(bits(&batch), bits(&scalar), "{ty} {isa:?} cols={cols}: batch vs portable");
+                let mut alone = vec![0f32; rows];
+                matvec_in_with(isa, order, ty, &wq, rows, cols, &x[8 * cols..], &mut alone).unwrap();
+                let mut alone_scalar = vec![0f32; rows];
+                matvec_in_with(Isa::Scalar, order, ty, &wq, rows, cols, &x[8 * cols..], &mut alone_scalar).unwrap();
+                assert_eq!(bits(&alone), bits(&alone_scalar), "{ty} {isa:?} cols={cols}: one token");
+                // The token left over after the groups of four is summed as a token alone.
+                assert_eq!(bits(&alone), bits(&batch[8 * rows..]), "{ty} {isa:?} cols={cols}: leftover token");
             }
         }
     }
 }
 
+/// llama.cpp multiplies K-quant weights with its tiled product from eight tokens on; fewer,
+/// and the row-wise product (speculative verification), keep the single-token order.
 #[test]
-fn llama_cpp_repacks_q4_0_only_in_whole_groups_of_eight_rows() {
+fn matmul_takes_the_tiled_order_from_eight_tokens_and_never_row_wise() {
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    let (ty, rows, cols) = (GgmlType::Q6_K, 16, 512);
+    let wq = quantize_matrix(ty, &random(&mut rng, rows * cols, 0.5), rows, cols);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for n in [7, 8, 12] {
+        let x = random(&mut rng, n * cols, 1.0);
+        let mut got = vec![0f32; n * rows];
+        nexus_kernels::matmul_in(DotOrder::VecDot, ty, &wq, rows, cols, &x, n, &mut got).unwrap();
+        let want_order = if n >= nexus_kernels::TILED_MIN_BATCH { DotOrder::Tiled } else { DotOrder::VecDot };
+        let mut rowwise = vec![0f32; n * rows];
+        nexus_kernels::matmul_rowwise_in(DotOrder::VecDot, ty, &wq, rows, cols, &x, n, &mut rowwise).unwrap();
+        for t in 0..n {
+            let xt = &x[t * cols..(t + 1) * cols];
+            let mut want = vec![0f32; rows];
+            matvec_in_with(nexus_kernels::simd::detected(), want_order, ty, &wq, rows, cols, xt, &mut want).unwrap();
+            assert_eq!(bits(&got[t * rows..(t + 1) * rows]), bits(&want), "n={n} token {t}");
+            let mut single = vec![0f32; rows];
+            matvec(ty, &wq, rows, cols, xt, &mut single).unwrap();
+            assert_eq!(bits(&rowwise[t * rows..(t + 1) * rows]), bits(&single), "n={n} token {t}: row-wise");
+        }
+    }
+}
+
+#[test]
+fn llama_cpp_repacks_q4_0_and_q4_k_only_in_whole_groups_of_eight_rows() {
     assert_eq!(DotOrder::llama_cpp(GgmlType::Q4_0, 576), DotOrder::Repacked);
+    assert_eq!(DotOrder::llama_cpp(GgmlType::Q4_K, 576), DotOrder::Repacked);
     assert_eq!(DotOrder::llama_cpp(GgmlType::Q4_0, 577), DotOrder::VecDot);
     assert_eq!(DotOrder::llama_cpp(GgmlType::Q8_0, 576), DotOrder::VecDot);
+    assert_eq!(DotOrder::llama_cpp(GgmlType::Q6_K, 576), DotOrder::VecDot);
 }

@@ -11,7 +11,7 @@ set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,/^set/p' "$0" | grep '^#' >&2; exit 2; }
 src=$1 build=$2
 shift 2
-types=("${@:-q8_0 q4_0 q5_0 q6_k q4_k_m}")
+types=("${@:-q8_0 q4_0 q5_0 q6_k q4_k_m q5_k_m}")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

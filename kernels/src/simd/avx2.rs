@@ -213,7 +213,9 @@ pub(super) unsafe fn bcast16(v: __m256i, i: i32) -> __m256i {
 }
 
 /// Q4_K and Q5_K against Q8_K; `quants(c)` yields the 64 unsigned levels of chunk `c` as
-/// (first 32, second 32).
+/// (first 32, second 32). ggml sums the minimum terms differently for the two: Q4_K in four
+/// float lanes (one FMA each per super-block, reduced at the end), Q5_K in one scalar
+/// (`summs += dmin·Σ`, which GCC fuses), added after the main lanes (`scalar_mins`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_k_scale_min(
@@ -221,8 +223,10 @@ unsafe fn dot_k_scale_min(
     a: *const u8,
     n: usize,
     wsz: usize,
+    scalar_mins: bool,
     quants: impl Fn(*const u8, usize) -> (__m256i, __m256i),
 ) -> f32 {
+    let mut summs = 0f32;
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm_setzero_ps();
     for i in 0..n / QK_K {
@@ -238,7 +242,13 @@ unsafe fn dot_k_scale_min(
             _mm256_extracti128_si256(q8sums, 1),
         );
         let prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+        if scalar_mins {
+            let total = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
+            let total = _mm_cvtsi128_si32(_mm_add_epi32(total, _mm_shuffle_epi32(total, 1)));
+            summs = dmin.mul_add(total as f32, summs);
+        } else {
+            acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+        }
         let sc128 = _mm256_castsi256_si128(mins_and_scales);
         let scales = _mm256_set_m128i(sc128, sc128);
         let q8 = ab.add(4);
@@ -252,6 +262,9 @@ unsafe fn dot_k_scale_min(
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_l, p_h));
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    if scalar_mins {
+        return hsum(acc) + summs;
     }
     let mut m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
     m = _mm_add_ss(m, _mm_movehdup_ps(m));
@@ -288,75 +301,126 @@ pub(super) unsafe fn q5k_quants(wb: *const u8, c: usize) -> (__m256i, __m256i) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_k(w: *const u8, a: *const u8, n: usize) -> f32 {
-    dot_k_scale_min(w, a, n, 144, |wb, c| q4k_quants(wb, c))
+    dot_k_scale_min(w, a, n, 144, false, |wb, c| q4k_quants(wb, c))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_k(w: *const u8, a: *const u8, n: usize) -> f32 {
-    dot_k_scale_min(w, a, n, 176, |wb, c| q5k_quants(wb, c))
+    dot_k_scale_min(w, a, n, 176, true, |wb, c| q5k_quants(wb, c))
+}
+
+/// One Q6_K super-block against one Q8_K block as ggml's AVX2 `vec_dot_q6_K_q8_K` lays it out:
+/// eight i32 lanes whose sum is the exact integer dot product. The levels enter `maddubs`
+/// unsigned (0..63) and the offset of 32 comes off afterwards as `32·Σ scale·bsum`, lane by
+/// lane. The lanes' integers (and so their rounding to f32 before the per-block FMA) depend on
+/// where the offset is taken, so taking it per element, as an older ggml did, is not bitwise
+/// the same.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_lanes(wb: *const u8, ab: *const u8) -> __m256i {
+    let m4 = _mm256_set1_epi8(0xf);
+    let m2 = _mm256_set1_epi8(3);
+    let scales = _mm_loadu_si128(wb.add(192) as *const __m128i);
+    // Lane j: 32·(bsum[2j]·scale[2j] + bsum[2j+1]·scale[2j+1]).
+    let bsums = loadu(ab.add(4 + QK_K));
+    let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, _mm256_cvtepi8_epi16(scales)), 5);
+    let mut sumi = _mm256_setzero_si256();
+    for h in 0..2 {
+        let ql = wb.add(64 * h);
+        let qh = loadu(wb.add(128 + 32 * h));
+        let q8 = ab.add(4 + 128 * h);
+        let bits1 = loadu(ql);
+        let bits2 = loadu(ql.add(32));
+        let lows = [
+            _mm256_and_si256(bits1, m4),
+            _mm256_and_si256(bits2, m4),
+            _mm256_and_si256(_mm256_srli_epi16(bits1, 4), m4),
+            _mm256_and_si256(_mm256_srli_epi16(bits2, 4), m4),
+        ];
+        for (k, low) in lows.iter().enumerate() {
+            let hk = match k {
+                0 => qh,
+                1 => _mm256_srli_epi16(qh, 2),
+                2 => _mm256_srli_epi16(qh, 4),
+                _ => _mm256_srli_epi16(qh, 6),
+            };
+            let q6 = _mm256_or_si256(*low, _mm256_slli_epi16(_mm256_and_si256(hk, m2), 4));
+            // 0..63 × int8, two at a time: at most 16 002, so no i16 saturates.
+            let p = _mm256_maddubs_epi16(q6, loadu(q8.add(32 * k)));
+            let s = (8 * h + 2 * k) as i8;
+            let shuf = _mm_set_epi8(s + 1, s + 1, s + 1, s + 1, s + 1, s + 1, s + 1, s + 1, s, s, s, s, s, s, s, s);
+            let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p));
+        }
+    }
+    _mm256_sub_epi32(sumi, offset)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q6_k(w: *const u8, a: *const u8, n: usize) -> f32 {
-    let m4 = _mm256_set1_epi8(0xf);
-    let m2 = _mm256_set1_epi8(3);
-    let m32s = _mm256_set1_epi8(32);
     let mut acc = _mm256_setzero_ps();
     for i in 0..n / QK_K {
         let (wb, ab) = (w.add(i * 210), a.add(i * 292));
         let d = (ab as *const f32).read_unaligned() * h2f(wb.add(208));
-        let scales = _mm_loadu_si128(wb.add(192) as *const __m128i);
-        let mut sumi = _mm256_setzero_si256();
-        for h in 0..2 {
-            let ql = wb.add(64 * h);
-            let qh = loadu(wb.add(128 + 32 * h));
-            let q8 = ab.add(4 + 128 * h);
-            let bits1 = loadu(ql);
-            let bits2 = loadu(ql.add(32));
-            let lows = [
-                _mm256_and_si256(bits1, m4),
-                _mm256_and_si256(bits2, m4),
-                _mm256_and_si256(_mm256_srli_epi16(bits1, 4), m4),
-                _mm256_and_si256(_mm256_srli_epi16(bits2, 4), m4),
-            ];
-            for (k, low) in lows.iter().enumerate() {
-                let hk = match k {
-                    0 => qh,
-                    1 => _mm256_srli_epi16(qh, 2),
-                    2 => _mm256_srli_epi16(qh, 4),
-                    _ => _mm256_srli_epi16(qh, 6),
-                };
-                let q6 = _mm256_or_si256(*low, _mm256_slli_epi16(_mm256_and_si256(hk, m2), 4));
-                let y = loadu(q8.add(32 * k));
-                // Levels are stored +32 so maddubs sees unsigned bytes; remove 32*sum(y) after.
-                let p =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(q6, y), _mm256_maddubs_epi16(m32s, y));
-                let s = (8 * h + 2 * k) as i8;
-                let shuf = _mm_set_epi8(
-                    s + 1,
-                    s + 1,
-                    s + 1,
-                    s + 1,
-                    s + 1,
-                    s + 1,
-                    s + 1,
-                    s + 1,
-                    s,
-                    s,
-                    s,
-                    s,
-                    s,
-                    s,
-                    s,
-                    s,
-                );
-                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p));
-            }
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q6_k_lanes(wb, ab)), acc);
     }
     hsum(acc)
+}
+
+/// [`dot_q6_k`] in the order of llama.cpp's tiled K-quant product (`ggml-cpu/tiled`, its AVX2
+/// kernel, taken for batches of 8 or more tokens): per super-block the exact integer sum times
+/// the weight scale, then one fused multiply-add by the activation scale.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q6_k_tiled(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let mut acc = 0f32;
+    for i in 0..n / QK_K {
+        let (wb, ab) = (w.add(i * 210), a.add(i * 292));
+        let s = hsum_i32(q6_k_lanes(wb, ab)) as f32;
+        acc = (s * h2f(wb.add(208))).mul_add((ab as *const f32).read_unaligned(), acc);
+    }
+    acc
+}
+
+/// Q4_K or Q5_K (`wsz` bytes a super-block, `quants` its levels) in the order of llama.cpp's
+/// tiled product (AVX2 kernel): per super-block `r = d·s1`, `r = r − dmin·s2` fused, then one
+/// fused multiply-add by the activation scale.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_k_min_tiled(
+    w: *const u8,
+    a: *const u8,
+    n: usize,
+    wsz: usize,
+    quants: impl Fn(*const u8, usize) -> (__m256i, __m256i) + Copy,
+) -> f32 {
+    let mut acc = 0f32;
+    for i in 0..n / QK_K {
+        let (wb, ab) = (w.add(i * wsz), a.add(i * 292));
+        let (sumi, summ) = super::avx2_repacked::k_chunk_sums(wb, ab, quants);
+        let (s1, s2) = (sumi.iter().sum::<i32>() as f32, summ.iter().sum::<i32>() as f32);
+        let r = (-h2f(wb.add(2))).mul_add(s2, h2f(wb) * s1);
+        acc = r.mul_add((ab as *const f32).read_unaligned(), acc);
+    }
+    acc
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_k_tiled(w: *const u8, a: *const u8, n: usize) -> f32 {
+    dot_k_min_tiled(w, a, n, 144, |wb, c| q4k_quants(wb, c))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q5_k_tiled(w: *const u8, a: *const u8, n: usize) -> f32 {
+    dot_k_min_tiled(w, a, n, 176, |wb, c| q5k_quants(wb, c))
+}
+
+/// The exact sum of eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)))
 }
 
 /// Dense dot with four accumulators; `load(i)` yields 8 weights starting at element i.

@@ -1,12 +1,13 @@
 //! Dot products in the order of llama.cpp's repacked CPU weights. At load time ggml-cpu
-//! interleaves the rows of some weight types eight at a time (`repack.cpp`: Q4_0 on AVX2
-//! CPUs, when the row count is a multiple of 8) and multiplies them with kernels that keep one
-//! output per float lane: each block's integer dot product is summed exactly, then added with
-//! one fused multiply-add by the product of the two block scales — a single scalar chain per
-//! output, where `vec_dot` keeps eight partial lanes and adds them at the end. Which rows share
-//! a register does not change any output's value, so these kernels go row by row.
+//! interleaves the rows of some weight types eight at a time (`repack.cpp`: Q4_0 and Q4_K on
+//! AVX2 CPUs, when the row count is a multiple of 8) and multiplies them with kernels that keep
+//! one output per float lane: each block's integer dot product is summed exactly, then added
+//! with one fused multiply-add by the product of the two block scales — a single scalar chain
+//! per output, where `vec_dot` keeps eight partial lanes and adds them at the end. Which rows
+//! share a register does not change any output's value, so these kernels go row by row.
 
-use super::avx2::{bytes_from_nibbles_32, h2f, loadu};
+use super::avx2::{bcast16, bytes_from_nibbles_32, h2f, hsum_i32, k4_scales_mins, loadu, q4k_quants};
+use crate::ggml_type::QK_K;
 use std::arch::x86_64::*;
 
 /// The exact integer dot product of one Q4_0 block (`qx`, values in -8..=7) with the 32 int8
@@ -25,14 +26,6 @@ unsafe fn block_lanes(qx: __m256i, qy: __m256i) -> __m256i {
 unsafe fn sums4(v: [__m256i; 4]) -> __m128i {
     let c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
     _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1))
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn sum1(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)))
 }
 
 #[inline]
@@ -78,7 +71,7 @@ unsafe fn q4_0_rows<const T: usize>(w: *const u8, a: [*const u8; T], n: usize) -
         let (qx, dw) = (q4_0_values(wb), h2f(wb));
         for t in 0..T {
             let ab = a[t].add(i * 34);
-            let s = sum1(block_lanes(qx, loadu(ab.add(2)))) as f32;
+            let s = hsum_i32(block_lanes(qx, loadu(ab.add(2)))) as f32;
             acc[t] = s.mul_add(dw * h2f(ab), acc[t]);
         }
     }
@@ -93,4 +86,68 @@ pub(crate) unsafe fn dot_q4_0_repacked(w: *const u8, a: *const u8, n: usize) -> 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot4_q4_0_repacked(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
     q4_0_rows::<4>(w, a, n)
+}
+
+/// One Q4_K or Q5_K super-block (`quants(wb, c)`: chunk c's levels) against one Q8_K block,
+/// per 64-element chunk: the exact `Σ scale·Σ level·q8` and `Σ min·(32-element activation sum)`
+/// of its two sub-blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn k_chunk_sums(
+    wb: *const u8,
+    ab: *const u8,
+    quants: impl Fn(*const u8, usize) -> (__m256i, __m256i),
+) -> ([i32; 4], [i32; 4]) {
+    let mins_and_scales = k4_scales_mins(wb.add(4));
+    let q8sums = loadu(ab.add(4 + QK_K));
+    // Pairs of 16-element sums make the eight 32-element ones the minimums go with; lane c of
+    // the product is chunk c's two sub-blocks.
+    let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1));
+    let mut summ = [0i32; 4];
+    _mm_storeu_si128(summ.as_mut_ptr() as *mut __m128i, _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s));
+    let sc128 = _mm256_castsi256_si128(mins_and_scales);
+    let scales = _mm256_set_m128i(sc128, sc128);
+    let q8 = ab.add(4);
+    let mut sumi = [0i32; 4];
+    for (c, s) in sumi.iter_mut().enumerate() {
+        let (ql, qh) = quants(wb, c);
+        let p_l = _mm256_madd_epi16(bcast16(scales, 2 * c as i32), _mm256_maddubs_epi16(ql, loadu(q8.add(64 * c))));
+        let p_h = _mm256_madd_epi16(bcast16(scales, 2 * c as i32 + 1), _mm256_maddubs_epi16(qh, loadu(q8.add(64 * c + 32))));
+        *s = hsum_i32(_mm256_add_epi32(p_l, p_h));
+    }
+    (sumi, summ)
+}
+
+/// Q4_K as llama.cpp's `ggml_gemv_q4_K_8x8_q8_K` (one token): two chains per output, the scaled
+/// sums by `d·d8` and the minimum sums by `dmin·d8`, one FMA each per super-block, subtracted
+/// at the end.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_k_repacked(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let (mut acc, mut acc_m) = (0f32, 0f32);
+    for i in 0..n / QK_K {
+        let (wb, ab) = (w.add(i * 144), a.add(i * 292));
+        let (sumi, summ) = k_chunk_sums(wb, ab, |wb, c| q4k_quants(wb, c));
+        let d8 = (ab as *const f32).read_unaligned();
+        acc = (sumi.iter().sum::<i32>() as f32).mul_add(h2f(wb) * d8, acc);
+        acc_m = (summ.iter().sum::<i32>() as f32).mul_add(h2f(wb.add(2)) * d8, acc_m);
+    }
+    acc - acc_m
+}
+
+/// Q4_K as llama.cpp's `ggml_gemm_q4_K_8x8_q8_K` (tokens in groups of four): the same two
+/// chains, but one FMA per 64-element chunk.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_k_repacked_gemm(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let (mut acc, mut acc_m) = (0f32, 0f32);
+    for i in 0..n / QK_K {
+        let (wb, ab) = (w.add(i * 144), a.add(i * 292));
+        let (sumi, summ) = k_chunk_sums(wb, ab, |wb, c| q4k_quants(wb, c));
+        let d8 = (ab as *const f32).read_unaligned();
+        let (d, dmin) = (h2f(wb) * d8, h2f(wb.add(2)) * d8);
+        for c in 0..4 {
+            acc = (sumi[c] as f32).mul_add(d, acc);
+            acc_m = (summ[c] as f32).mul_add(dmin, acc_m);
+        }
+    }
+    acc - acc_m
 }

@@ -224,11 +224,13 @@ unsafe fn dot_k_scale_min_x4(
     a: [*const u8; 4],
     n: usize,
     wsz: usize,
+    scalar_mins: bool,
     quants: impl Fn(*const u8, usize) -> (__m256i, __m256i),
 ) -> [f32; 4] {
     const ASZ: usize = 4 + QK_K + 2 * QK_K / 16; // Q8_K block: d, quants, bsums
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut acc_m = [_mm_setzero_ps(); 4];
+    let mut summs = [0f32; 4];
     for i in 0..n / QK_K {
         let wb = w.add(i * wsz);
         let dm = h2f_pair(wb);
@@ -255,12 +257,22 @@ unsafe fn dot_k_scale_min_x4(
             let q8sums = loadu(ab.add(4 + QK_K));
             let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1));
             let prod = _mm_madd_epi16(mins, q8s);
-            acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[t]);
+            if scalar_mins {
+                let total = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
+                let total = _mm_cvtsi128_si32(_mm_add_epi32(total, _mm_shuffle_epi32(total, 1)));
+                summs[t] = dmin.mul_add(total as f32, summs[t]);
+            } else {
+                acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[t]);
+            }
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
         }
     }
     let mut out = [0f32; 4];
     for t in 0..4 {
+        if scalar_mins {
+            out[t] = hsum(acc[t]) + summs[t];
+            continue;
+        }
         let mut m = _mm_add_ps(acc_m[t], _mm_movehl_ps(acc_m[t], acc_m[t]));
         m = _mm_add_ss(m, _mm_movehdup_ps(m));
         out[t] = hsum(acc[t]) + _mm_cvtss_f32(m);
@@ -270,10 +282,10 @@ unsafe fn dot_k_scale_min_x4(
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot4_q4_k(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
-    dot_k_scale_min_x4(w, a, n, 144, |wb, c| q4k_quants(wb, c))
+    dot_k_scale_min_x4(w, a, n, 144, false, |wb, c| q4k_quants(wb, c))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot4_q5_k(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
-    dot_k_scale_min_x4(w, a, n, 176, |wb, c| q5k_quants(wb, c))
+    dot_k_scale_min_x4(w, a, n, 176, true, |wb, c| q5k_quants(wb, c))
 }

@@ -107,6 +107,10 @@ pub(crate) struct Kernel {
     pub dot4: Option<Dot4Fn>,
     /// A two-row, four-token register tile where one exists (tried before `dot4`).
     pub dot2x4: Option<Dot2x4Fn>,
+    /// Where llama.cpp sums a token that comes in a group of four in another order than a
+    /// token alone (its repacked GEMM against its GEMV): the kernel for the tokens of a batch's
+    /// whole groups of four. Batches use it only when tiled (see `matmul_rowwise`).
+    pub dot_in_fours: Option<DotFn>,
 }
 
 macro_rules! avx2_wrappers {
@@ -190,7 +194,7 @@ mod wrap_repacked {
 
     fn check(w: &[u8], a: &[u8], n: usize) {
         let (wt, at) = (GgmlType::Q4_0, GgmlType::Q8_0);
-        assert!(n % wt.block_size() == 0);
+        assert!(n.is_multiple_of(wt.block_size()));
         assert!(w.len() >= n / wt.block_size() * wt.type_size());
         assert!(a.len() >= n / at.block_size() * at.type_size());
     }
@@ -199,6 +203,23 @@ mod wrap_repacked {
     pub(crate) fn dot_q4_0(w: &[u8], a: &[u8], n: usize) -> f32 {
         check(w, a, n);
         unsafe { super::avx2_repacked::dot_q4_0_repacked(w.as_ptr(), a.as_ptr(), n) }
+    }
+
+    fn check_k(w: &[u8], a: &[u8], n: usize) {
+        let (wt, at) = (GgmlType::Q4_K, GgmlType::Q8_K);
+        assert!(n.is_multiple_of(wt.block_size()));
+        assert!(w.len() >= n / wt.block_size() * wt.type_size());
+        assert!(a.len() >= n / at.block_size() * at.type_size());
+    }
+
+    pub(crate) fn dot_q4_k(w: &[u8], a: &[u8], n: usize) -> f32 {
+        check_k(w, a, n);
+        unsafe { super::avx2_repacked::dot_q4_k_repacked(w.as_ptr(), a.as_ptr(), n) }
+    }
+
+    pub(crate) fn dot_q4_k_gemm(w: &[u8], a: &[u8], n: usize) -> f32 {
+        check_k(w, a, n);
+        unsafe { super::avx2_repacked::dot_q4_k_repacked_gemm(w.as_ptr(), a.as_ptr(), n) }
     }
 
     pub(crate) fn dot4_q4_0(w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
@@ -237,6 +258,9 @@ avx2_wrappers! {
     dot_q4_k: Q4_K x Q8_K;
     dot_q5_k: Q5_K x Q8_K;
     dot_q6_k: Q6_K x Q8_K;
+    dot_q6_k_tiled: Q6_K x Q8_K;
+    dot_q4_k_tiled: Q4_K x Q8_K;
+    dot_q5_k_tiled: Q5_K x Q8_K;
 }
 
 /// The kernel for weights of type `ty` summed in `order` on `isa` (falling back to scalar when
@@ -251,12 +275,36 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Q8_K,
         _ => return None,
     };
+    if order == DotOrder::Tiled && matches!(ty, Q4_K | Q5_K | Q6_K) {
+        #[cfg(target_arch = "x86_64")]
+        if isa.has_avx2() && cpu_has_avx2() {
+            let dot: DotFn = match ty {
+                Q4_K => wrap::dot_q4_k_tiled,
+                Q5_K => wrap::dot_q5_k_tiled,
+                _ => wrap::dot_q6_k_tiled,
+            };
+            return Some(Kernel { act, dot, dot4: None, dot2x4: None, dot_in_fours: None });
+        }
+        let dot: DotFn = match ty {
+            Q4_K => scalar::dot_q4_k_tiled,
+            Q5_K => scalar::dot_q5_k_tiled,
+            _ => scalar::dot_q6_k_tiled,
+        };
+        return Some(Kernel { act, dot, dot4: None, dot2x4: None, dot_in_fours: None });
+    }
+    if order == DotOrder::Repacked && ty == Q4_K {
+        #[cfg(target_arch = "x86_64")]
+        if isa.has_avx2() && cpu_has_avx2() {
+            return Some(Kernel { act, dot: wrap_repacked::dot_q4_k, dot4: None, dot2x4: None, dot_in_fours: Some(wrap_repacked::dot_q4_k_gemm) });
+        }
+        return Some(Kernel { act, dot: scalar::dot_q4_k_repacked, dot4: None, dot2x4: None, dot_in_fours: Some(scalar::dot_q4_k_repacked_gemm) });
+    }
     if order == DotOrder::Repacked && ty == Q4_0 {
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx2() && cpu_has_avx2() {
-            return Some(Kernel { act, dot: wrap_repacked::dot_q4_0, dot4: Some(wrap_repacked::dot4_q4_0), dot2x4: None });
+            return Some(Kernel { act, dot: wrap_repacked::dot_q4_0, dot4: Some(wrap_repacked::dot4_q4_0), dot2x4: None, dot_in_fours: None });
         }
-        return Some(Kernel { act, dot: scalar::dot_q4_0_repacked, dot4: None, dot2x4: None });
+        return Some(Kernel { act, dot: scalar::dot_q4_0_repacked, dot4: None, dot2x4: None, dot_in_fours: None });
     }
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() && cpu_has_avx2() {
@@ -294,7 +342,7 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
             Q5_0 => Some(wrap2x4::dot2x4_q5_0),
             _ => None,
         };
-        return Some(Kernel { act, dot, dot4, dot2x4 });
+        return Some(Kernel { act, dot, dot4, dot2x4, dot_in_fours: None });
     }
     let _ = isa;
     let dot: DotFn = match ty {
@@ -312,7 +360,7 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
         Q5_K => scalar::dot_q5_k,
         _ => scalar::dot_q6_k,
     };
-    Some(Kernel { act, dot, dot4: None, dot2x4: None })
+    Some(Kernel { act, dot, dot4: None, dot2x4: None, dot_in_fours: None })
 }
 
 /// f32 dot of two slices on the best available path (shared with `ops`).

@@ -155,12 +155,13 @@ fn bsum(ab: &[u8], j: usize) -> i32 {
 }
 
 /// Q4_K/Q5_K share the scale/min layout; `level(c, l)` yields the unsigned quant of element
-/// `l` of 64-chunk `c` in its low (l < 32) or high (l >= 32) half.
+/// `l` of 64-chunk `c` in its low (l < 32) or high (l >= 32) half. Returns per chunk the
+/// exact integer sums `Σ scale·Σ level·q8` and `Σ min·bsum` of its two sub-blocks.
 #[inline(always)]
-fn dot_k_scale_min(wb: &[u8], ab: &[u8], level: impl Fn(usize, usize) -> i32) -> f32 {
+fn k_scale_min_sums(wb: &[u8], ab: &[u8], level: impl Fn(usize, usize) -> i32) -> ([i32; 4], [i32; 4]) {
     let scales = &wb[4..16];
     let q8 = &ab[Q8K_QS..Q8K_BSUMS];
-    let (mut sumi, mut summ) = (0i32, 0i32);
+    let (mut sumi, mut summ) = ([0i32; 4], [0i32; 4]);
     for c in 0..4 {
         for half in 0..2 {
             let (sc, m) = crate::quant::scale_min_k4(2 * c + half, scales);
@@ -168,67 +169,142 @@ fn dot_k_scale_min(wb: &[u8], ab: &[u8], level: impl Fn(usize, usize) -> i32) ->
             for l in 0..32 {
                 s += level(c, 32 * half + l) * q8[64 * c + 32 * half + l] as i8 as i32;
             }
-            sumi += sc as i32 * s;
+            sumi[c] += sc as i32 * s;
             let sub = 2 * (2 * c + half);
-            summ += m as i32 * (bsum(ab, sub) + bsum(ab, sub + 1));
+            summ[c] += m as i32 * (bsum(ab, sub) + bsum(ab, sub + 1));
         }
     }
+    (sumi, summ)
+}
+
+#[inline(always)]
+fn dot_k_scale_min(wb: &[u8], ab: &[u8], level: impl Fn(usize, usize) -> i32) -> f32 {
+    let (sumi, summ) = k_scale_min_sums(wb, ab, level);
+    let (sumi, summ) = (sumi.iter().sum::<i32>(), summ.iter().sum::<i32>());
     let d8 = f32_at(ab, 0);
     d8 * f16_at(wb, 0) * sumi as f32 - d8 * f16_at(wb, 2) * summ as f32
+}
+
+fn q4_k_level(wb: &[u8]) -> impl Fn(usize, usize) -> i32 + '_ {
+    move |c, l| {
+        let q = wb[16 + 32 * c + (l & 31)];
+        (if l < 32 { q & 0xf } else { q >> 4 }) as i32
+    }
+}
+
+/// Q4_K in the order of llama.cpp's repacked rows for one token (`ggml_gemv_q4_K_8x8_q8_K`):
+/// per super-block one fused multiply-add of the exact scaled sum by `d·d8` and one of the
+/// exact minimum sum by `dmin·d8`, in two chains, subtracted at the end.
+pub(crate) fn dot_q4_k_repacked(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
+    for (wb, ab) in w.chunks_exact(144).zip(a.chunks_exact(292)).take(n / QK_K) {
+        let (sumi, summ) = k_scale_min_sums(wb, ab, q4_k_level(wb));
+        let d8 = f32_at(ab, 0);
+        acc = (sumi.iter().sum::<i32>() as f32).mul_add(f16_at(wb, 0) * d8, acc);
+        acc_m = (summ.iter().sum::<i32>() as f32).mul_add(f16_at(wb, 2) * d8, acc_m);
+    }
+    acc - acc_m
+}
+
+/// [`dot_q4_k_repacked`] for tokens in a group of four (`ggml_gemm_q4_K_8x8_q8_K`): one
+/// fused multiply-add per 64-element chunk instead of per super-block.
+pub(crate) fn dot_q4_k_repacked_gemm(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
+    for (wb, ab) in w.chunks_exact(144).zip(a.chunks_exact(292)).take(n / QK_K) {
+        let (sumi, summ) = k_scale_min_sums(wb, ab, q4_k_level(wb));
+        let d8 = f32_at(ab, 0);
+        let (d, dmin) = (f16_at(wb, 0) * d8, f16_at(wb, 2) * d8);
+        for c in 0..4 {
+            acc = (sumi[c] as f32).mul_add(d, acc);
+            acc_m = (summ[c] as f32).mul_add(dmin, acc_m);
+        }
+    }
+    acc - acc_m
 }
 
 pub(crate) fn dot_q4_k(w: &[u8], a: &[u8], n: usize) -> f32 {
     let mut s = 0.0f32;
     for (wb, ab) in w.chunks_exact(144).zip(a.chunks_exact(292)).take(n / QK_K) {
-        let qs = &wb[16..144];
-        s += dot_k_scale_min(wb, ab, |c, l| {
-            let q = qs[32 * c + (l & 31)];
-            (if l < 32 { q & 0xf } else { q >> 4 }) as i32
-        });
+        s += dot_k_scale_min(wb, ab, q4_k_level(wb));
     }
     s
+}
+
+fn q5_k_level(wb: &[u8]) -> impl Fn(usize, usize) -> i32 + '_ {
+    move |c, l| {
+        let q = wb[48 + 32 * c + (l & 31)];
+        let lo = if l < 32 { q & 0xf } else { q >> 4 };
+        let bit = 2 * c + (l >= 32) as usize;
+        lo as i32 + (((wb[16 + (l & 31)] >> bit) & 1) as i32) * 16
+    }
 }
 
 pub(crate) fn dot_q5_k(w: &[u8], a: &[u8], n: usize) -> f32 {
     let mut s = 0.0f32;
     for (wb, ab) in w.chunks_exact(176).zip(a.chunks_exact(292)).take(n / QK_K) {
-        let (qh, ql) = (&wb[16..48], &wb[48..176]);
-        s += dot_k_scale_min(wb, ab, |c, l| {
-            let q = ql[32 * c + (l & 31)];
-            let lo = if l < 32 { q & 0xf } else { q >> 4 };
-            let bit = 2 * c + (l >= 32) as usize;
-            lo as i32 + (((qh[l & 31] >> bit) & 1) as i32) * 16
-        });
+        s += dot_k_scale_min(wb, ab, q5_k_level(wb));
     }
     s
+}
+
+/// Q4_K/Q5_K in the order of llama.cpp's tiled product (see `avx2::dot_k_min_tiled`).
+fn dot_k_min_tiled<'w, L: Fn(usize, usize) -> i32 + 'w>(w: &'w [u8], a: &[u8], n: usize, wsz: usize, level: impl Fn(&'w [u8]) -> L) -> f32 {
+    let mut acc = 0.0f32;
+    for (wb, ab) in w.chunks_exact(wsz).zip(a.chunks_exact(292)).take(n / QK_K) {
+        let (sumi, summ) = k_scale_min_sums(wb, ab, level(wb));
+        let (s1, s2) = (sumi.iter().sum::<i32>() as f32, summ.iter().sum::<i32>() as f32);
+        let r = (-f16_at(wb, 2)).mul_add(s2, f16_at(wb, 0) * s1);
+        acc = r.mul_add(f32_at(ab, 0), acc);
+    }
+    acc
+}
+
+pub(crate) fn dot_q4_k_tiled(w: &[u8], a: &[u8], n: usize) -> f32 {
+    dot_k_min_tiled(w, a, n, 144, q4_k_level)
+}
+
+pub(crate) fn dot_q5_k_tiled(w: &[u8], a: &[u8], n: usize) -> f32 {
+    dot_k_min_tiled(w, a, n, 176, q5_k_level)
+}
+
+/// The exact integer dot product of one Q6_K super-block with one Q8_K block.
+fn q6_k_sumi(wb: &[u8], ab: &[u8]) -> i32 {
+    let q8 = &ab[Q8K_QS..Q8K_BSUMS];
+    let mut sumi = 0i32;
+    for h in 0..2 {
+        let (ql, qh) = (&wb[64 * h..64 * h + 64], &wb[128 + 32 * h..128 + 32 * h + 32]);
+        let sc = &wb[192 + 8 * h..200 + 8 * h];
+        let q8 = &q8[128 * h..128 * h + 128];
+        for l in 0..32 {
+            let is = l / 16;
+            let q = [
+                ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i32 - 32,
+                ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32,
+                ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32,
+                ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32,
+            ];
+            for (k, qk) in q.iter().enumerate() {
+                sumi += (sc[is + 2 * k] as i8 as i32) * qk * q8[l + 32 * k] as i8 as i32;
+            }
+        }
+    }
+    sumi
 }
 
 pub(crate) fn dot_q6_k(w: &[u8], a: &[u8], n: usize) -> f32 {
     let mut s = 0.0f32;
     for (wb, ab) in w.chunks_exact(210).zip(a.chunks_exact(292)).take(n / QK_K) {
-        let q8 = &ab[Q8K_QS..Q8K_BSUMS];
-        let mut sumi = 0i32;
-        for h in 0..2 {
-            let (ql, qh) = (
-                &wb[64 * h..64 * h + 64],
-                &wb[128 + 32 * h..128 + 32 * h + 32],
-            );
-            let sc = &wb[192 + 8 * h..200 + 8 * h];
-            let q8 = &q8[128 * h..128 * h + 128];
-            for l in 0..32 {
-                let is = l / 16;
-                let q = [
-                    ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i32 - 32,
-                    ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32,
-                    ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32,
-                    ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32,
-                ];
-                for (k, qk) in q.iter().enumerate() {
-                    sumi += (sc[is + 2 * k] as i8 as i32) * qk * q8[l + 32 * k] as i8 as i32;
-                }
-            }
-        }
-        s += f32_at(ab, 0) * f16_at(wb, 208) * sumi as f32;
+        s += f32_at(ab, 0) * f16_at(wb, 208) * q6_k_sumi(wb, ab) as f32;
+    }
+    s
+}
+
+/// [`dot_q6_k`] in the order of llama.cpp's tiled K-quant product (see `avx2::dot_q6_k_tiled`):
+/// bitwise the same as the AVX2 version, since the integer sums are exact.
+pub(crate) fn dot_q6_k_tiled(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for (wb, ab) in w.chunks_exact(210).zip(a.chunks_exact(292)).take(n / QK_K) {
+        s = (q6_k_sumi(wb, ab) as f32 * f16_at(wb, 208)).mul_add(f32_at(ab, 0), s);
     }
     s
 }
