@@ -64,7 +64,7 @@ pub fn matvec(
     x: &[f32],
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    matvec_with(simd::detected(), ty, w, rows, cols, x, y)
+    matvec_with(simd::detected(), DotOrder::VecDot, ty, w, rows, cols, x, y)
 }
 
 /// [`matmul`] summing in `order` (llama.cpp's choice for the weight: [`DotOrder::llama_cpp`]).
@@ -99,23 +99,10 @@ pub fn matmul_rowwise_in(
     matmul_impl(simd::detected(), order, ty, w, rows, cols, x, n, y, false)
 }
 
-/// [`matvec`] on an explicit instruction set (falls back to scalar if `isa` is unavailable);
-/// for tests and benchmarks.
-pub fn matvec_with(
-    isa: Isa,
-    ty: GgmlType,
-    w: &[u8],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    y: &mut [f32],
-) -> Result<(), KernelError> {
-    matvec_in_with(isa, DotOrder::VecDot, ty, w, rows, cols, x, y)
-}
-
-/// [`matvec_with`] summing in `order`; for tests and benchmarks.
+/// [`matvec`] on an explicit instruction set (falls back to scalar if `isa` is unavailable)
+/// summing in `order`; for tests and benchmarks.
 #[allow(clippy::too_many_arguments)]
-pub fn matvec_in_with(
+pub fn matvec_with(
     isa: Isa,
     order: DotOrder,
     ty: GgmlType,
@@ -154,7 +141,7 @@ pub fn matmul(
     n: usize,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    matmul_with(simd::detected(), ty, w, rows, cols, x, n, y)
+    matmul_impl(simd::detected(), DotOrder::VecDot, ty, w, rows, cols, x, n, y, true)
 }
 
 /// [`matmul`] where every token row is computed with the single-token kernel [`matvec`] uses,
@@ -175,24 +162,9 @@ pub fn matmul_rowwise(
     matmul_impl(simd::detected(), DotOrder::VecDot, ty, w, rows, cols, x, n, y, false)
 }
 
-/// [`matmul`] on an explicit instruction set; for tests and benchmarks.
+/// [`matmul`] on an explicit instruction set summing in `order`; for tests and benchmarks.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_with(
-    isa: Isa,
-    ty: GgmlType,
-    w: &[u8],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-) -> Result<(), KernelError> {
-    matmul_impl(isa, DotOrder::VecDot, ty, w, rows, cols, x, n, y, true)
-}
-
-/// [`matmul_with`] summing in `order`; for tests and benchmarks.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_in_with(
     isa: Isa,
     order: DotOrder,
     ty: GgmlType,
@@ -221,7 +193,7 @@ fn matmul_impl(
     tiled: bool,
 ) -> Result<(), KernelError> {
     if n == 1 {
-        return matvec_in_with(isa, order, ty, w, rows, cols, x, y);
+        return matvec_with(isa, order, ty, w, rows, cols, x, y);
     }
     // A batch as llama.cpp multiplies it; row-wise products keep the single-token order.
     let order = if tiled && order == DotOrder::VecDot && n >= TILED_MIN_BATCH && tiled_covers(ty) {

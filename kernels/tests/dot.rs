@@ -1,6 +1,6 @@
 //! SIMD vs scalar vs an f64 reference (dequantized weights, dequantized activations).
 
-use nexus_kernels::matmul::{matmul_in_with, matmul_with, matvec_in_with, matvec_with};
+use nexus_kernels::matmul::{matmul_with, matvec_with};
 use nexus_kernels::simd::{available, Isa};
 use nexus_kernels::{dequantize_row, matmul, matmul_rowwise, matvec, quantize_row, DotOrder, GgmlType};
 use rand::{Rng, SeedableRng};
@@ -108,7 +108,7 @@ fn matvec_matches_reference_on_all_isas() {
                 continue;
             }
             let mut y = vec![0f32; rows];
-            matvec_with(isa, ty, &wq, rows, cols, &x, &mut y).unwrap();
+            matvec_with(isa, DotOrder::VecDot, ty, &wq, rows, cols, &x, &mut y).unwrap();
             for r in 0..rows {
                 let (want, mag) = reference(ty, &wq[r * rb..(r + 1) * rb], cols, &x);
                 let err = (y[r] as f64 - want).abs();
@@ -139,11 +139,12 @@ fn matmul_equals_per_token_matvec() {
         let wq = quantize_matrix(ty, &w, rows, cols);
         for isa in [Isa::Scalar, Isa::Avx2] {
             let mut y = vec![0f32; n * rows];
-            matmul_with(isa, ty, &wq, rows, cols, &x, n, &mut y).unwrap();
+            matmul_with(isa, DotOrder::VecDot, ty, &wq, rows, cols, &x, n, &mut y).unwrap();
             for t in 0..n {
                 let mut yt = vec![0f32; rows];
                 matvec_with(
                     isa,
+                    DotOrder::VecDot,
                     ty,
                     &wq,
                     rows,
@@ -206,7 +207,7 @@ fn large_parallel_matvec_matches_scalar() {
         let x = random(&mut rng, cols, 1.0);
         let wq = quantize_matrix(ty, &w, rows, cols);
         let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
-        matvec_with(Isa::Scalar, ty, &wq, rows, cols, &x, &mut a).unwrap();
+        matvec_with(Isa::Scalar, DotOrder::VecDot, ty, &wq, rows, cols, &x, &mut a).unwrap();
         matvec(ty, &wq, rows, cols, &x, &mut b).unwrap();
         for r in 0..rows {
             assert!(
@@ -253,7 +254,7 @@ fn llama_cpp_orders_agree_on_every_path_and_with_the_reference() {
             let wq = quantize_matrix(ty, &random(&mut rng, rows * cols, 0.5), rows, cols);
             let x = random(&mut rng, n * cols, 1.0);
             let mut scalar = vec![0f32; n * rows];
-            matmul_in_with(Isa::Scalar, order, ty, &wq, rows, cols, &x, n, &mut scalar).unwrap();
+            matmul_with(Isa::Scalar, order, ty, &wq, rows, cols, &x, n, &mut scalar).unwrap();
             let rb = ty.row_size(cols as u64).unwrap() as usize;
             for t in 0..n {
                 let xt = &x[t * cols..(t + 1) * cols];
@@ -268,12 +269,12 @@ fn llama_cpp_orders_agree_on_every_path_and_with_the_reference() {
                     continue;
                 }
                 let mut batch = vec![0f32; n * rows];
-                matmul_in_with(isa, order, ty, &wq, rows, cols, &x, n, &mut batch).unwrap();
+                matmul_with(isa, order, ty, &wq, rows, cols, &x, n, &mut batch).unwrap();
                 assert_eq!(bits(&batch), bits(&scalar), "{ty} {isa:?} cols={cols}: batch vs portable");
                 let mut alone = vec![0f32; rows];
-                matvec_in_with(isa, order, ty, &wq, rows, cols, &x[8 * cols..], &mut alone).unwrap();
+                matvec_with(isa, order, ty, &wq, rows, cols, &x[8 * cols..], &mut alone).unwrap();
                 let mut alone_scalar = vec![0f32; rows];
-                matvec_in_with(Isa::Scalar, order, ty, &wq, rows, cols, &x[8 * cols..], &mut alone_scalar).unwrap();
+                matvec_with(Isa::Scalar, order, ty, &wq, rows, cols, &x[8 * cols..], &mut alone_scalar).unwrap();
                 assert_eq!(bits(&alone), bits(&alone_scalar), "{ty} {isa:?} cols={cols}: one token");
                 // The token left over after the groups of four is summed as a token alone.
                 assert_eq!(bits(&alone), bits(&batch[8 * rows..]), "{ty} {isa:?} cols={cols}: leftover token");
@@ -300,7 +301,7 @@ fn matmul_takes_the_tiled_order_from_eight_tokens_and_never_row_wise() {
         for t in 0..n {
             let xt = &x[t * cols..(t + 1) * cols];
             let mut want = vec![0f32; rows];
-            matvec_in_with(nexus_kernels::simd::detected(), want_order, ty, &wq, rows, cols, xt, &mut want).unwrap();
+            matvec_with(nexus_kernels::simd::detected(), want_order, ty, &wq, rows, cols, xt, &mut want).unwrap();
             assert_eq!(bits(&got[t * rows..(t + 1) * rows]), bits(&want), "n={n} token {t}");
             let mut single = vec![0f32; rows];
             matvec(ty, &wq, rows, cols, xt, &mut single).unwrap();

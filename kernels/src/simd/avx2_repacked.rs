@@ -118,36 +118,37 @@ pub(super) unsafe fn k_chunk_sums(
     (sumi, summ)
 }
 
-/// Q4_K as llama.cpp's `ggml_gemv_q4_K_8x8_q8_K` (one token): two chains per output, the scaled
-/// sums by `d·d8` and the minimum sums by `dmin·d8`, one FMA each per super-block, subtracted
-/// at the end.
+/// Q4_K as llama.cpp's repacked kernels sum it (see `scalar::q4_k_repacked`): per super-block
+/// for a token alone (`ggml_gemv_q4_K_8x8_q8_K`), per 64-element chunk for tokens in a group
+/// of four (`ggml_gemm_q4_K_8x8_q8_K`, `PER_CHUNK`).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_k_repacked(w: *const u8, a: *const u8, n: usize) -> f32 {
-    let (mut acc, mut acc_m) = (0f32, 0f32);
-    for i in 0..n / QK_K {
-        let (wb, ab) = (w.add(i * 144), a.add(i * 292));
-        let (sumi, summ) = k_chunk_sums(wb, ab, |wb, c| q4k_quants(wb, c));
-        let d8 = (ab as *const f32).read_unaligned();
-        acc = (sumi.iter().sum::<i32>() as f32).mul_add(h2f(wb) * d8, acc);
-        acc_m = (summ.iter().sum::<i32>() as f32).mul_add(h2f(wb.add(2)) * d8, acc_m);
-    }
-    acc - acc_m
-}
-
-/// Q4_K as llama.cpp's `ggml_gemm_q4_K_8x8_q8_K` (tokens in groups of four): the same two
-/// chains, but one FMA per 64-element chunk.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_k_repacked_gemm(w: *const u8, a: *const u8, n: usize) -> f32 {
+unsafe fn q4_k_repacked<const PER_CHUNK: bool>(w: *const u8, a: *const u8, n: usize) -> f32 {
     let (mut acc, mut acc_m) = (0f32, 0f32);
     for i in 0..n / QK_K {
         let (wb, ab) = (w.add(i * 144), a.add(i * 292));
         let (sumi, summ) = k_chunk_sums(wb, ab, |wb, c| q4k_quants(wb, c));
         let d8 = (ab as *const f32).read_unaligned();
         let (d, dmin) = (h2f(wb) * d8, h2f(wb.add(2)) * d8);
-        for c in 0..4 {
-            acc = (sumi[c] as f32).mul_add(d, acc);
-            acc_m = (summ[c] as f32).mul_add(dmin, acc_m);
+        if PER_CHUNK {
+            for c in 0..4 {
+                acc = (sumi[c] as f32).mul_add(d, acc);
+                acc_m = (summ[c] as f32).mul_add(dmin, acc_m);
+            }
+        } else {
+            acc = (sumi.iter().sum::<i32>() as f32).mul_add(d, acc);
+            acc_m = (summ.iter().sum::<i32>() as f32).mul_add(dmin, acc_m);
         }
     }
     acc - acc_m
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_k_repacked(w: *const u8, a: *const u8, n: usize) -> f32 {
+    q4_k_repacked::<false>(w, a, n)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_k_repacked_gemm(w: *const u8, a: *const u8, n: usize) -> f32 {
+    q4_k_repacked::<true>(w, a, n)
 }

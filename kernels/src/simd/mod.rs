@@ -192,8 +192,7 @@ avx2_2x4_wrappers! {
 mod wrap_repacked {
     use crate::GgmlType;
 
-    fn check(w: &[u8], a: &[u8], n: usize) {
-        let (wt, at) = (GgmlType::Q4_0, GgmlType::Q8_0);
+    fn check(wt: GgmlType, at: GgmlType, w: &[u8], a: &[u8], n: usize) {
         assert!(n.is_multiple_of(wt.block_size()));
         assert!(w.len() >= n / wt.block_size() * wt.type_size());
         assert!(a.len() >= n / at.block_size() * at.type_size());
@@ -201,33 +200,26 @@ mod wrap_repacked {
 
     // Handed out only with AVX2 present; `check` covers every byte the kernels read.
     pub(crate) fn dot_q4_0(w: &[u8], a: &[u8], n: usize) -> f32 {
-        check(w, a, n);
+        check(GgmlType::Q4_0, GgmlType::Q8_0, w, a, n);
         unsafe { super::avx2_repacked::dot_q4_0_repacked(w.as_ptr(), a.as_ptr(), n) }
-    }
-
-    fn check_k(w: &[u8], a: &[u8], n: usize) {
-        let (wt, at) = (GgmlType::Q4_K, GgmlType::Q8_K);
-        assert!(n.is_multiple_of(wt.block_size()));
-        assert!(w.len() >= n / wt.block_size() * wt.type_size());
-        assert!(a.len() >= n / at.block_size() * at.type_size());
-    }
-
-    pub(crate) fn dot_q4_k(w: &[u8], a: &[u8], n: usize) -> f32 {
-        check_k(w, a, n);
-        unsafe { super::avx2_repacked::dot_q4_k_repacked(w.as_ptr(), a.as_ptr(), n) }
-    }
-
-    pub(crate) fn dot_q4_k_gemm(w: &[u8], a: &[u8], n: usize) -> f32 {
-        check_k(w, a, n);
-        unsafe { super::avx2_repacked::dot_q4_k_repacked_gemm(w.as_ptr(), a.as_ptr(), n) }
     }
 
     pub(crate) fn dot4_q4_0(w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
         for r in &a {
-            check(w, r, n);
+            check(GgmlType::Q4_0, GgmlType::Q8_0, w, r, n);
         }
         let p = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
         unsafe { super::avx2_repacked::dot4_q4_0_repacked(w.as_ptr(), p, n) }
+    }
+
+    pub(crate) fn dot_q4_k(w: &[u8], a: &[u8], n: usize) -> f32 {
+        check(GgmlType::Q4_K, GgmlType::Q8_K, w, a, n);
+        unsafe { super::avx2_repacked::dot_q4_k_repacked(w.as_ptr(), a.as_ptr(), n) }
+    }
+
+    pub(crate) fn dot_q4_k_gemm(w: &[u8], a: &[u8], n: usize) -> f32 {
+        check(GgmlType::Q4_K, GgmlType::Q8_K, w, a, n);
+        unsafe { super::avx2_repacked::dot_q4_k_repacked_gemm(w.as_ptr(), a.as_ptr(), n) }
     }
 }
 

@@ -72,16 +72,21 @@ pub(crate) fn dot_q8_0(w: &[u8], a: &[u8], n: usize) -> f32 {
     s
 }
 
+/// The exact integer dot product of one Q4_0 block with one Q8_0 block.
+fn q4_0_sumi(wb: &[u8], ab: &[u8]) -> i32 {
+    let (qs, q8) = (&wb[2..18], &ab[2..34]);
+    let mut sumi = 0i32;
+    for j in 0..16 {
+        sumi += ((qs[j] & 0xf) as i32 - 8) * q8[j] as i8 as i32;
+        sumi += ((qs[j] >> 4) as i32 - 8) * q8[j + 16] as i8 as i32;
+    }
+    sumi
+}
+
 pub(crate) fn dot_q4_0(w: &[u8], a: &[u8], n: usize) -> f32 {
     let mut s = 0.0f32;
     for (wb, ab) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(n / 32) {
-        let (qs, q8) = (&wb[2..18], &ab[2..34]);
-        let mut sumi = 0i32;
-        for j in 0..16 {
-            sumi += ((qs[j] & 0xf) as i32 - 8) * q8[j] as i8 as i32;
-            sumi += ((qs[j] >> 4) as i32 - 8) * q8[j + 16] as i8 as i32;
-        }
-        s += (f16_at(wb, 0) * f16_at(ab, 0)) * sumi as f32;
+        s += (f16_at(wb, 0) * f16_at(ab, 0)) * q4_0_sumi(wb, ab) as f32;
     }
     s
 }
@@ -91,13 +96,7 @@ pub(crate) fn dot_q4_0(w: &[u8], a: &[u8], n: usize) -> f32 {
 pub(crate) fn dot_q4_0_repacked(w: &[u8], a: &[u8], n: usize) -> f32 {
     let mut s = 0.0f32;
     for (wb, ab) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(n / 32) {
-        let (qs, q8) = (&wb[2..18], &ab[2..34]);
-        let mut sumi = 0i32;
-        for j in 0..16 {
-            sumi += ((qs[j] & 0xf) as i32 - 8) * q8[j] as i8 as i32;
-            sumi += ((qs[j] >> 4) as i32 - 8) * q8[j + 16] as i8 as i32;
-        }
-        s = (sumi as f32).mul_add(f16_at(wb, 0) * f16_at(ab, 0), s);
+        s = (q4_0_sumi(wb, ab) as f32).mul_add(f16_at(wb, 0) * f16_at(ab, 0), s);
     }
     s
 }
@@ -192,34 +191,35 @@ fn q4_k_level(wb: &[u8]) -> impl Fn(usize, usize) -> i32 + '_ {
     }
 }
 
-/// Q4_K in the order of llama.cpp's repacked rows for one token (`ggml_gemv_q4_K_8x8_q8_K`):
-/// per super-block one fused multiply-add of the exact scaled sum by `d·d8` and one of the
-/// exact minimum sum by `dmin·d8`, in two chains, subtracted at the end.
-pub(crate) fn dot_q4_k_repacked(w: &[u8], a: &[u8], n: usize) -> f32 {
-    let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
-    for (wb, ab) in w.chunks_exact(144).zip(a.chunks_exact(292)).take(n / QK_K) {
-        let (sumi, summ) = k_scale_min_sums(wb, ab, q4_k_level(wb));
-        let d8 = f32_at(ab, 0);
-        acc = (sumi.iter().sum::<i32>() as f32).mul_add(f16_at(wb, 0) * d8, acc);
-        acc_m = (summ.iter().sum::<i32>() as f32).mul_add(f16_at(wb, 2) * d8, acc_m);
-    }
-    acc - acc_m
-}
-
-/// [`dot_q4_k_repacked`] for tokens in a group of four (`ggml_gemm_q4_K_8x8_q8_K`): one
-/// fused multiply-add per 64-element chunk instead of per super-block.
-pub(crate) fn dot_q4_k_repacked_gemm(w: &[u8], a: &[u8], n: usize) -> f32 {
+/// Q4_K in the order of llama.cpp's repacked rows: per output two chains, the exact scaled sums
+/// by `d·d8` and the exact minimum sums by `dmin·d8`, subtracted at the end; one fused
+/// multiply-add each per super-block for a token alone (`ggml_gemv_q4_K_8x8_q8_K`), per
+/// 64-element chunk for tokens in a group of four (`ggml_gemm_q4_K_8x8_q8_K`, `PER_CHUNK`).
+fn q4_k_repacked<const PER_CHUNK: bool>(w: &[u8], a: &[u8], n: usize) -> f32 {
     let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
     for (wb, ab) in w.chunks_exact(144).zip(a.chunks_exact(292)).take(n / QK_K) {
         let (sumi, summ) = k_scale_min_sums(wb, ab, q4_k_level(wb));
         let d8 = f32_at(ab, 0);
         let (d, dmin) = (f16_at(wb, 0) * d8, f16_at(wb, 2) * d8);
-        for c in 0..4 {
-            acc = (sumi[c] as f32).mul_add(d, acc);
-            acc_m = (summ[c] as f32).mul_add(dmin, acc_m);
+        if PER_CHUNK {
+            for c in 0..4 {
+                acc = (sumi[c] as f32).mul_add(d, acc);
+                acc_m = (summ[c] as f32).mul_add(dmin, acc_m);
+            }
+        } else {
+            acc = (sumi.iter().sum::<i32>() as f32).mul_add(d, acc);
+            acc_m = (summ.iter().sum::<i32>() as f32).mul_add(dmin, acc_m);
         }
     }
     acc - acc_m
+}
+
+pub(crate) fn dot_q4_k_repacked(w: &[u8], a: &[u8], n: usize) -> f32 {
+    q4_k_repacked::<false>(w, a, n)
+}
+
+pub(crate) fn dot_q4_k_repacked_gemm(w: &[u8], a: &[u8], n: usize) -> f32 {
+    q4_k_repacked::<true>(w, a, n)
 }
 
 pub(crate) fn dot_q4_k(w: &[u8], a: &[u8], n: usize) -> f32 {
