@@ -1,9 +1,11 @@
 //! Weight-streaming throughput of the kernels' matvec/matmul on SmolLM2-135M shapes and a
-//! 4096² square. Throughput is bytes of quantized weights read per second.
+//! 4096² square. Throughput is bytes of quantized weights read per second. Each product sums in
+//! the order the runtime uses for that weight (`DotOrder::llama_cpp`: Q4_0 and Q4_K in the
+//! order of llama.cpp's repacked rows).
 //! Quick run: `cargo bench -p nexus-benches --bench matvec -- --quick`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use nexus_kernels::{matmul, matvec, quantize_row, GgmlType};
+use nexus_kernels::{matmul_in, quantize_row, DotOrder, GgmlType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Duration;
@@ -45,7 +47,7 @@ fn bench(c: &mut Criterion) {
             g.bench_with_input(
                 BenchmarkId::new(ty.name(), format!("{rows}x{cols}")),
                 &(),
-                |b, _| b.iter(|| matvec(ty, &w, rows, cols, &x, &mut y).unwrap()),
+                |b, _| b.iter(|| matmul_in(DotOrder::llama_cpp(ty, rows), ty, &w, rows, cols, &x, 1, &mut y).unwrap()),
             );
         }
     }
@@ -67,7 +69,7 @@ fn bench(c: &mut Criterion) {
             g.bench_with_input(
                 BenchmarkId::new(ty.name(), format!("{rows}x{cols}")),
                 &(),
-                |b, _| b.iter(|| matmul(ty, &w, rows, cols, &x, n, &mut y).unwrap()),
+                |b, _| b.iter(|| matmul_in(DotOrder::llama_cpp(ty, rows), ty, &w, rows, cols, &x, n, &mut y).unwrap()),
             );
         }
     }

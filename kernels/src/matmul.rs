@@ -118,9 +118,19 @@ pub fn matvec_with(
     let act = quantize_acts(k.act, x, cols)?;
     let chunk = chunk_rows(rows, row_bytes);
     let body = |(ci, ys): (usize, &mut [f32])| {
-        for (i, out) in ys.iter_mut().enumerate() {
+        let wrow = |i: usize| {
             let r = ci * chunk + i;
-            *out = (k.dot)(&w[r * row_bytes..(r + 1) * row_bytes], &act, cols);
+            &w[r * row_bytes..(r + 1) * row_bytes]
+        };
+        let mut i = 0;
+        if let Some(rows4) = k.rows4 {
+            while i + 4 <= ys.len() {
+                ys[i..i + 4].copy_from_slice(&rows4([wrow(i), wrow(i + 1), wrow(i + 2), wrow(i + 3)], &act, cols));
+                i += 4;
+            }
+        }
+        for (i, out) in ys.iter_mut().enumerate().skip(i) {
+            *out = (k.dot)(wrow(i), &act, cols);
         }
     };
     if chunk >= rows {
@@ -222,6 +232,33 @@ fn matmul_impl(
             let wrow = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
             let rows_here = out.len() / n;
             let mut i = 0;
+            // Four weight rows against each token in turn, where the type sums a row per lane
+            // (bitwise the single-token result, so row-wise products may take it too).
+            if let Some(rows4) = k.rows4 {
+                while i + 4 <= rows_here {
+                    let r = ci * chunk + i;
+                    let quad = [wrow(r), wrow(r + 1), wrow(r + 2), wrow(r + 3)];
+                    let mut t = 0;
+                    if let Some(rows4x4) = k.rows4x4 {
+                        while t + 4 <= n {
+                            let y = rows4x4(quad, [a(t), a(t + 1), a(t + 2), a(t + 3)], cols);
+                            for (dt, yt) in y.into_iter().enumerate() {
+                                for (j, v) in yt.into_iter().enumerate() {
+                                    out[(i + j) * n + t + dt] = v;
+                                }
+                            }
+                            t += 4;
+                        }
+                    }
+                    for t in t..n {
+                        let y = rows4(quad, a(t), cols);
+                        for (j, v) in y.into_iter().enumerate() {
+                            out[(i + j) * n + t] = v;
+                        }
+                    }
+                    i += 4;
+                }
+            }
             // Pairs of weight rows × four tokens in registers where the type has that tile.
             if let Some(dot2x4) = k.dot2x4.filter(|_| tiled && n >= 4) {
                 while i + 2 <= rows_here {

@@ -396,8 +396,8 @@ unsafe fn dot_k_min_tiled(
     let mut acc = 0f32;
     for i in 0..n / QK_K {
         let (wb, ab) = (w.add(i * wsz), a.add(i * 292));
-        let (sumi, summ) = super::avx2_repacked::k_chunk_sums(wb, ab, quants);
-        let (s1, s2) = (sumi.iter().sum::<i32>() as f32, summ.iter().sum::<i32>() as f32);
+        let (s1, s2) = super::avx2_repacked::k_block_sums(wb, ab, quants);
+        let (s1, s2) = (s1 as f32, s2 as f32);
         let r = (-h2f(wb.add(2))).mul_add(s2, h2f(wb) * s1);
         acc = r.mul_add((ab as *const f32).read_unaligned(), acc);
     }
