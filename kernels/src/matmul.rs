@@ -122,14 +122,7 @@ pub fn matvec_with(
             let r = ci * chunk + i;
             &w[r * row_bytes..(r + 1) * row_bytes]
         };
-        let mut i = 0;
-        if let Some(rows4) = k.rows4 {
-            while i + 4 <= ys.len() {
-                ys[i..i + 4].copy_from_slice(&rows4([wrow(i), wrow(i + 1), wrow(i + 2), wrow(i + 3)], &act, cols));
-                i += 4;
-            }
-        }
-        for (i, out) in ys.iter_mut().enumerate().skip(i) {
+        for (i, out) in ys.iter_mut().enumerate() {
             *out = (k.dot)(wrow(i), &act, cols);
         }
     };

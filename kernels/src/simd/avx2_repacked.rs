@@ -34,37 +34,54 @@ unsafe fn q4_0_values(wb: *const u8) -> __m256i {
     _mm256_sub_epi8(bytes_from_nibbles_32(wb.add(2)), _mm256_set1_epi8(8))
 }
 
+/// The f16 scales of four blocks `stride` bytes apart, as four f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales4(p: *const u8, stride: usize) -> __m128 {
+    let h = |k: usize| (p.add(k * stride) as *const i16).read_unaligned();
+    _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, h(3), h(2), h(1), h(0)))
+}
+
+/// `acc` followed by four fused multiply-adds `acc = s[k]·d[k] + acc`, k = 0..4 in order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chain4(s: __m128, d: __m128, acc: __m128) -> __m128 {
+    let acc = _mm_fmadd_ss(s, d, acc);
+    let acc = _mm_fmadd_ss(_mm_movehdup_ps(s), _mm_movehdup_ps(d), acc);
+    let acc = _mm_fmadd_ss(_mm_movehl_ps(s, s), _mm_movehl_ps(d, d), acc);
+    _mm_fmadd_ss(_mm_shuffle_ps(s, s, 3), _mm_shuffle_ps(d, d, 3), acc)
+}
+
 /// One Q4_0 weight row against several Q8_0 activation rows (`T` of them): per output
 /// `acc = fma(Σ block, d_w·d_a, acc)` over the blocks in order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_rows<const T: usize>(w: *const u8, a: [*const u8; T], n: usize) -> [f32; T] {
     let nb = n / 32;
-    let mut acc = [0f32; T];
+    let mut acc = [_mm_setzero_ps(); T];
     let mut i = 0;
     while i + 4 <= nb {
         let mut qx = [_mm256_setzero_si256(); 4];
-        let mut dw = [0f32; 4];
-        for k in 0..4 {
-            let wb = w.add((i + k) * 18);
-            qx[k] = q4_0_values(wb);
-            dw[k] = h2f(wb);
+        for (k, q) in qx.iter_mut().enumerate() {
+            *q = q4_0_values(w.add((i + k) * 18));
         }
+        let dw = scales4(w.add(i * 18), 18);
         for t in 0..T {
-            let mut lanes = [_mm256_setzero_si256(); 4];
-            let mut d = [0f32; 4];
-            for k in 0..4 {
-                let ab = a[t].add((i + k) * 34);
-                lanes[k] = block_lanes(qx[k], loadu(ab.add(2)));
-                d[k] = dw[k] * h2f(ab);
-            }
-            let mut s = [0f32; 4];
-            _mm_storeu_ps(s.as_mut_ptr(), _mm_cvtepi32_ps(sums4(lanes)));
-            for k in 0..4 {
-                acc[t] = s[k].mul_add(d[k], acc[t]);
-            }
+            let at = a[t].add(i * 34);
+            let lanes = [
+                block_lanes(qx[0], loadu(at.add(2))),
+                block_lanes(qx[1], loadu(at.add(36))),
+                block_lanes(qx[2], loadu(at.add(70))),
+                block_lanes(qx[3], loadu(at.add(104))),
+            ];
+            let d = _mm_mul_ps(dw, scales4(at, 34));
+            acc[t] = chain4(_mm_cvtepi32_ps(sums4(lanes)), d, acc[t]);
         }
         i += 4;
+    }
+    let mut out = [0f32; T];
+    for t in 0..T {
+        out[t] = _mm_cvtss_f32(acc[t]);
     }
     for i in i..nb {
         let wb = w.add(i * 18);
@@ -72,10 +89,10 @@ unsafe fn q4_0_rows<const T: usize>(w: *const u8, a: [*const u8; T], n: usize) -
         for t in 0..T {
             let ab = a[t].add(i * 34);
             let s = hsum_i32(block_lanes(qx, loadu(ab.add(2)))) as f32;
-            acc[t] = s.mul_add(dw * h2f(ab), acc[t]);
+            out[t] = s.mul_add(dw * h2f(ab), out[t]);
         }
     }
-    acc
+    out
 }
 
 /// Four Q4_0 weight rows against one activation row, each row's chain in its own float lane:
