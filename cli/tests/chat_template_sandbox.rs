@@ -15,12 +15,13 @@ use nexus_tests::TinyModel;
 /// Installs the child for this test process and holds the lock that runs these tests one at a
 /// time: each may take a child to its 2 GiB cap, and two at once would double that.
 fn install() -> MutexGuard<'static, ()> {
+    install_with(Duration::from_secs(TIMEOUT_SECS))
+}
+
+/// The first install in a test process wins (the triage below runs alone, with its own limit).
+fn install_with(timeout: Duration) -> MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    sandbox::install(ChildCommand {
-        program: env!("CARGO_BIN_EXE_nexus-cli").into(),
-        args: vec![sandbox::CHILD_ARG.to_string()],
-        timeout: Duration::from_secs(TIMEOUT_SECS),
-    });
+    sandbox::install(ChildCommand { program: env!("CARGO_BIN_EXE_nexus-cli").into(), args: vec![sandbox::CHILD_ARG.to_string()], timeout });
     ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -122,10 +123,12 @@ fn chat_reports_the_limit_and_goes_on() {
 #[test]
 #[ignore]
 fn triage_fuzz_inputs() {
-    let _one = install();
+    // The fuzz run's own limit was 1 s; a few seconds tells a slow render from a runaway one.
+    let _one = install_with(Duration::from_secs(3));
     let dir = std::env::var("NEXUS_TEMPLATE_INPUTS").expect("NEXUS_TEMPLATE_INPUTS=folder of inputs");
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
     let mut crashes = Vec::new();
+    let mut slowest = 0;
     let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     paths.sort();
     for path in paths {
@@ -134,6 +137,7 @@ fn triage_fuzz_inputs() {
             continue;
         }
         let (flags, source, messages) = fuzz_input(&input);
+        let started = Instant::now();
         let outcome = ChatTemplate::from_jinja(&source, "<s>", "</s>")
             .and_then(|t| t.with_fixed_time(1_700_000_000))
             .and_then(|t| t.render(&messages, flags & 1 != 0));
@@ -149,8 +153,10 @@ fn triage_fuzz_inputs() {
             Err(_) => "refused: template error",
         };
         *counts.entry(kind).or_default() += 1;
-        eprintln!("{kind:24} {}", path.display());
+        let ms = started.elapsed().as_millis();
+        slowest = slowest.max(ms);
+        eprintln!("{kind:24} {ms:>6} ms  {}", path.display());
     }
-    eprintln!("{counts:?}");
+    eprintln!("{counts:?}; slowest {slowest} ms (with starting the child)");
     assert!(crashes.is_empty(), "inputs that crash the renderer:\n{}", crashes.join("\n"));
 }
