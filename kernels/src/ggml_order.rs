@@ -112,8 +112,8 @@ pub fn dot_f32_tiled(x: &[f32], y: &[f32]) -> f32 {
     let mut done = false;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && n.is_multiple_of(16) {
-        // SAFETY: AVX2 and FMA detected; both slices hold n values, a multiple of 16.
-        s = unsafe { lanes16_avx2(&x[..n], &y[..n]) };
+        // SAFETY: AVX2, FMA and F16C detected; both slices hold n values, a multiple of 16.
+        s = unsafe { lanes16_avx2(n, |i| _mm256_loadu_ps(x.as_ptr().add(i)), y) };
         done = true;
     }
     if !done {
@@ -318,14 +318,17 @@ unsafe fn dot_f32_avx2(x: &[f32], y: &[f32]) -> f32 {
     sum
 }
 
-/// The 16 fused accumulators of [`dot_f32_tiled`], as two 8-lane registers.
+/// The 16 fused accumulators of llamafile's tiled order over the first `n` elements (a multiple
+/// of 16) as two 8-lane registers: `x8(i)` gives the first operand's eight values from element
+/// `i` (f32 here, f16 in `f16::dot_f16_tiled`), `y` holds at least `n` f32.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn lanes16_avx2(x: &[f32], y: &[f32]) -> [f32; 16] {
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn lanes16_avx2(n: usize, x8: impl Fn(usize) -> __m256, y: &[f32]) -> [f32; 16] {
     let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    for i in (0..x.len()).step_by(16) {
-        lo = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(y.as_ptr().add(i)), lo);
-        hi = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(i + 8)), _mm256_loadu_ps(y.as_ptr().add(i + 8)), hi);
+    for i in (0..n).step_by(16) {
+        lo = _mm256_fmadd_ps(x8(i), _mm256_loadu_ps(y.as_ptr().add(i)), lo);
+        hi = _mm256_fmadd_ps(x8(i + 8), _mm256_loadu_ps(y.as_ptr().add(i + 8)), hi);
     }
     let mut s = [0f32; 16];
     _mm256_storeu_ps(s.as_mut_ptr(), lo);

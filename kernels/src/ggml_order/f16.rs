@@ -193,20 +193,12 @@ unsafe fn steps_f16_avx2(a: &[f16], x: &[f32]) -> f32 {
     super::hsum_halves(lo, hi)
 }
 
-/// The 16 fused accumulators of [`dot_f16_tiled`] as two 8-lane registers, then [`hsum16`].
+/// [`dot_f16_tiled`] with the f16 values widened eight at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_f16_tiled_avx2(a: &[f16], x: &[f32]) -> f32 {
-    let load = |p: *const f16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    for i in (0..a.len()).step_by(16) {
-        lo = _mm256_fmadd_ps(load(a.as_ptr().add(i)), _mm256_loadu_ps(x.as_ptr().add(i)), lo);
-        hi = _mm256_fmadd_ps(load(a.as_ptr().add(i + 8)), _mm256_loadu_ps(x.as_ptr().add(i + 8)), hi);
-    }
-    let mut s = [0f32; 16];
-    _mm256_storeu_ps(s.as_mut_ptr(), lo);
-    _mm256_storeu_ps(s.as_mut_ptr().add(8), hi);
-    hsum16(&s)
+    let load = |i: usize| _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i) as *const __m128i));
+    hsum16(&super::lanes16_avx2(a.len(), load, x))
 }
 
 /// One panel's 32 outputs in llamafile's tiled order: for each block of 8 outputs, the 16 lane
