@@ -124,7 +124,6 @@ struct Setup {
     source: String,
     bos_token: String,
     eos_token: String,
-    builtin: Option<String>,
     fixed_now: Option<i64>,
     timeout_ms: u64,
 }
@@ -212,9 +211,10 @@ pub fn serve(mut input: impl Read, mut output: impl Write) -> io::Result<()> {
         return Err(bad_data("the first frame is not the template setup"));
     };
     let setup: Setup = serde_json::from_slice(&body).map_err(bad_data)?;
-    let builtin = setup.builtin.as_deref().and_then(|name| super::builtins::source(name).map(|(canonical, _)| canonical));
     let timeout = Duration::from_millis(setup.timeout_ms);
-    let tmpl = match ChatTemplate::build(setup.source, &setup.bos_token, &setup.eos_token, builtin, setup.fixed_now) {
+    // Only templates that are not built-ins come here (`ChatTemplate::render`), so the family
+    // is detected from the source as the parent detected it.
+    let tmpl = match ChatTemplate::build(setup.source, &setup.bos_token, &setup.eos_token, None, setup.fixed_now) {
         Ok(t) => Arc::new(t),
         Err(e) => return write_frame(&mut output, EXITING, &json(&Failure::from(e))),
     };
@@ -313,7 +313,6 @@ impl Renderer {
             source: tmpl.source.clone(),
             bos_token: tmpl.bos_token.clone(),
             eos_token: tmpl.eos_token.clone(),
-            builtin: tmpl.builtin.map(str::to_string),
             fixed_now: tmpl.fixed_now,
             timeout_ms: command.timeout.as_millis() as u64,
         };
@@ -413,7 +412,6 @@ mod tests {
             source: source.into(),
             bos_token: "<s>".into(),
             eos_token: "</s>".into(),
-            builtin: None,
             fixed_now: Some(1_700_000_000),
             timeout_ms,
         }
