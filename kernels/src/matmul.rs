@@ -118,12 +118,9 @@ pub fn matvec_with(
     let act = quantize_acts(k.act, x, cols)?;
     let chunk = chunk_rows(rows, row_bytes);
     let body = |(ci, ys): (usize, &mut [f32])| {
-        let wrow = |i: usize| {
-            let r = ci * chunk + i;
-            &w[r * row_bytes..(r + 1) * row_bytes]
-        };
         for (i, out) in ys.iter_mut().enumerate() {
-            *out = (k.dot)(wrow(i), &act, cols);
+            let r = ci * chunk + i;
+            *out = (k.dot)(&w[r * row_bytes..(r + 1) * row_bytes], &act, cols);
         }
     };
     if chunk >= rows {
@@ -225,28 +222,25 @@ fn matmul_impl(
             let wrow = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
             let rows_here = out.len() / n;
             let mut i = 0;
-            // Four weight rows against each token in turn, where the type sums a row per lane
+            // Four weight rows × four tokens with a row per lane where the type has that tile
             // (bitwise the single-token result, so row-wise products may take it too).
-            if let Some(rows4) = k.rows4 {
+            if let Some(rows4x4) = k.rows4x4 {
                 while i + 4 <= rows_here {
                     let r = ci * chunk + i;
                     let quad = [wrow(r), wrow(r + 1), wrow(r + 2), wrow(r + 3)];
                     let mut t = 0;
-                    if let Some(rows4x4) = k.rows4x4 {
-                        while t + 4 <= n {
-                            let y = rows4x4(quad, [a(t), a(t + 1), a(t + 2), a(t + 3)], cols);
-                            for (dt, yt) in y.into_iter().enumerate() {
-                                for (j, v) in yt.into_iter().enumerate() {
-                                    out[(i + j) * n + t + dt] = v;
-                                }
+                    while t + 4 <= n {
+                        let y = rows4x4(quad, [a(t), a(t + 1), a(t + 2), a(t + 3)], cols);
+                        for (dt, yt) in y.into_iter().enumerate() {
+                            for (j, v) in yt.into_iter().enumerate() {
+                                out[(i + j) * n + t + dt] = v;
                             }
-                            t += 4;
                         }
+                        t += 4;
                     }
                     for t in t..n {
-                        let y = rows4(quad, a(t), cols);
-                        for (j, v) in y.into_iter().enumerate() {
-                            out[(i + j) * n + t] = v;
+                        for (j, wr) in quad.into_iter().enumerate() {
+                            out[(i + j) * n + t] = (k.dot)(wr, a(t), cols);
                         }
                     }
                     i += 4;

@@ -212,6 +212,34 @@ pub(super) unsafe fn bcast16(v: __m256i, i: i32) -> __m256i {
     _mm256_shuffle_epi8(v, _mm256_set1_epi16(lo as i16))
 }
 
+/// One Q4_K or Q5_K super-block (`quants(wb, c)`: chunk c's levels) against one Q8_K block,
+/// per 64-element chunk: eight i32 lanes summing to the exact `Σ scale·Σ level·q8` of its two
+/// sub-blocks, and (lane c) the exact `Σ min·(32-element activation sum)` of chunk c's two.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn k_chunk_lanes(
+    wb: *const u8,
+    ab: *const u8,
+    quants: impl Fn(*const u8, usize) -> (__m256i, __m256i),
+) -> ([__m256i; 4], __m128i) {
+    let mins_and_scales = k4_scales_mins(wb.add(4));
+    let q8sums = loadu(ab.add(4 + QK_K));
+    // Pairs of 16-element sums make the eight 32-element ones the minimums go with.
+    let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1));
+    let mins = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
+    let sc128 = _mm256_castsi256_si128(mins_and_scales);
+    let scales = _mm256_set_m128i(sc128, sc128);
+    let q8 = ab.add(4);
+    let mut lanes = [_mm256_setzero_si256(); 4];
+    for (c, l) in lanes.iter_mut().enumerate() {
+        let (ql, qh) = quants(wb, c);
+        let p_l = _mm256_madd_epi16(bcast16(scales, 2 * c as i32), _mm256_maddubs_epi16(ql, loadu(q8.add(64 * c))));
+        let p_h = _mm256_madd_epi16(bcast16(scales, 2 * c as i32 + 1), _mm256_maddubs_epi16(qh, loadu(q8.add(64 * c + 32))));
+        *l = _mm256_add_epi32(p_l, p_h);
+    }
+    (lanes, mins)
+}
+
 /// Q4_K and Q5_K against Q8_K; `quants(c)` yields the 64 unsigned levels of chunk `c` as
 /// (first 32, second 32). ggml sums the minimum terms differently for the two: Q4_K in four
 /// float lanes (one FMA each per super-block, reduced at the end), Q5_K in one scalar
@@ -235,32 +263,14 @@ unsafe fn dot_k_scale_min(
         let dm = h2f_pair(wb);
         let d = d8 * _mm_cvtss_f32(dm);
         let dmin = -d8 * _mm_cvtss_f32(_mm_movehdup_ps(dm));
-        let mins_and_scales = k4_scales_mins(wb.add(4));
-        let q8sums = loadu(ab.add(4 + QK_K));
-        let q8s = _mm_hadd_epi16(
-            _mm256_castsi256_si128(q8sums),
-            _mm256_extracti128_si256(q8sums, 1),
-        );
-        let prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
+        let (l, prod) = k_chunk_lanes(wb, ab, &quants);
         if scalar_mins {
-            let total = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
-            let total = _mm_cvtsi128_si32(_mm_add_epi32(total, _mm_shuffle_epi32(total, 1)));
-            summs = dmin.mul_add(total as f32, summs);
+            summs = dmin.mul_add(hsum_i32x4(prod) as f32, summs);
         } else {
             acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
         }
-        let sc128 = _mm256_castsi256_si128(mins_and_scales);
-        let scales = _mm256_set_m128i(sc128, sc128);
-        let q8 = ab.add(4);
-        let mut sumi = _mm256_setzero_si256();
-        for c in 0..4 {
-            let (ql, qh) = quants(wb, c);
-            let p_l = _mm256_maddubs_epi16(ql, loadu(q8.add(64 * c)));
-            let p_h = _mm256_maddubs_epi16(qh, loadu(q8.add(64 * c + 32)));
-            let p_l = _mm256_madd_epi16(bcast16(scales, 2 * c as i32), p_l);
-            let p_h = _mm256_madd_epi16(bcast16(scales, 2 * c as i32 + 1), p_h);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_l, p_h));
-        }
+        // Integer lanes: any order of these adds gives ggml's lanes exactly.
+        let sumi = _mm256_add_epi32(_mm256_add_epi32(l[0], l[1]), _mm256_add_epi32(l[2], l[3]));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     if scalar_mins {
@@ -418,7 +428,13 @@ pub(crate) unsafe fn dot_q5_k_tiled(w: *const u8, a: *const u8, n: usize) -> f32
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    hsum_i32x4(_mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)))
+}
+
+/// The exact sum of four i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum_i32x4(s: __m128i) -> i32 {
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)))
 }

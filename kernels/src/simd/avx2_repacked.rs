@@ -6,7 +6,7 @@
 //! per output, where `vec_dot` keeps eight partial lanes and adds them at the end. Which rows
 //! share a register does not change any output's value, so these kernels go row by row.
 
-use super::avx2::{bcast16, bytes_from_nibbles_32, h2f, hsum_i32, k4_scales_mins, loadu, q4k_quants};
+use super::avx2::{bytes_from_nibbles_32, h2f, hsum_i32, hsum_i32x4, k_chunk_lanes, loadu, q4k_quants};
 use crate::ggml_type::QK_K;
 use std::arch::x86_64::*;
 
@@ -95,31 +95,6 @@ unsafe fn q4_0_rows<const T: usize>(w: *const u8, a: [*const u8; T], n: usize) -
     out
 }
 
-/// Four Q4_0 weight rows against one activation row, each row's chain in its own float lane:
-/// the same chains as [`dot_q4_0_repacked`] (so the same bits), but four at once, so that decode
-/// is not held to one FMA latency per block (which is how ggml's kernel, with eight rows in the
-/// lanes, avoids it too).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_0_repacked_rows4(w: [*const u8; 4], a: *const u8, n: usize) -> [f32; 4] {
-    let mut acc = _mm_setzero_ps();
-    for i in 0..n / 32 {
-        let ab = a.add(i * 34);
-        let qy = loadu(ab.add(2));
-        let mut lanes = [_mm256_setzero_si256(); 4];
-        let mut dw = [0f32; 4];
-        for r in 0..4 {
-            let wb = w[r].add(i * 18);
-            lanes[r] = block_lanes(q4_0_values(wb), qy);
-            dw[r] = h2f(wb);
-        }
-        let d = _mm_mul_ps(_mm_loadu_ps(dw.as_ptr()), _mm_set1_ps(h2f(ab)));
-        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sums4(lanes)), d, acc);
-    }
-    let mut out = [0f32; 4];
-    _mm_storeu_ps(out.as_mut_ptr(), acc);
-    out
-}
-
 /// Four Q4_0 weight rows × four activation rows (`[token][row]`): each weight block unpacked
 /// once for the four tokens, each row's chain in a float lane (bitwise [`dot_q4_0_repacked`]).
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -159,34 +134,6 @@ pub(crate) unsafe fn dot4_q4_0_repacked(w: *const u8, a: [*const u8; 4], n: usiz
     q4_0_rows::<4>(w, a, n)
 }
 
-/// One Q4_K or Q5_K super-block (`quants(wb, c)`: chunk c's levels) against one Q8_K block,
-/// per 64-element chunk: eight i32 lanes summing to the exact `Σ scale·Σ level·q8` of its two
-/// sub-blocks, and (lane c) the exact `Σ min·(32-element activation sum)` of chunk c's two.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k_chunk_lanes(
-    wb: *const u8,
-    ab: *const u8,
-    quants: impl Fn(*const u8, usize) -> (__m256i, __m256i),
-) -> ([__m256i; 4], __m128i) {
-    let mins_and_scales = k4_scales_mins(wb.add(4));
-    let q8sums = loadu(ab.add(4 + QK_K));
-    // Pairs of 16-element sums make the eight 32-element ones the minimums go with.
-    let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1));
-    let mins = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
-    let sc128 = _mm256_castsi256_si128(mins_and_scales);
-    let scales = _mm256_set_m128i(sc128, sc128);
-    let q8 = ab.add(4);
-    let mut lanes = [_mm256_setzero_si256(); 4];
-    for (c, l) in lanes.iter_mut().enumerate() {
-        let (ql, qh) = quants(wb, c);
-        let p_l = _mm256_madd_epi16(bcast16(scales, 2 * c as i32), _mm256_maddubs_epi16(ql, loadu(q8.add(64 * c))));
-        let p_h = _mm256_madd_epi16(bcast16(scales, 2 * c as i32 + 1), _mm256_maddubs_epi16(qh, loadu(q8.add(64 * c + 32))));
-        *l = _mm256_add_epi32(p_l, p_h);
-    }
-    (lanes, mins)
-}
-
 /// [`k_chunk_lanes`] as exact sums per chunk.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -213,8 +160,7 @@ pub(super) unsafe fn k_block_sums(
 ) -> (i32, i32) {
     let (l, mins) = k_chunk_lanes(wb, ab, quants);
     let total = _mm256_add_epi32(_mm256_add_epi32(l[0], l[1]), _mm256_add_epi32(l[2], l[3]));
-    let m = _mm_add_epi32(mins, _mm_unpackhi_epi64(mins, mins));
-    (hsum_i32(total), _mm_cvtsi128_si32(_mm_add_epi32(m, _mm_shuffle_epi32(m, 1))))
+    (hsum_i32(total), hsum_i32x4(mins))
 }
 
 /// Q4_K as llama.cpp's repacked kernels sum it (see `scalar::q4_k_repacked`): per super-block

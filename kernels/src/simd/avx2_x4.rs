@@ -4,7 +4,7 @@
 //! from llamafile's tiled sgemm).
 
 use super::avx2::{
-    bcast16, bytes_from_bits_32, bytes_from_nibbles_32, h2f, h2f_pair, hsum, k4_scales_mins, loadu,
+    bcast16, bytes_from_bits_32, bytes_from_nibbles_32, h2f, h2f_pair, hsum, hsum_i32x4, k4_scales_mins, loadu,
     mul_sum_us8_pairs_float, q4k_quants, q5k_quants, side_sum, sum_i16_pairs_float,
 };
 use crate::ggml_type::QK_K;
@@ -258,9 +258,7 @@ unsafe fn dot_k_scale_min_x4(
             let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1));
             let prod = _mm_madd_epi16(mins, q8s);
             if scalar_mins {
-                let total = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
-                let total = _mm_cvtsi128_si32(_mm_add_epi32(total, _mm_shuffle_epi32(total, 1)));
-                summs[t] = dmin.mul_add(total as f32, summs[t]);
+                summs[t] = dmin.mul_add(hsum_i32x4(prod) as f32, summs[t]);
             } else {
                 acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[t]);
             }

@@ -94,8 +94,6 @@ pub(crate) type DotFn = fn(&[u8], &[u8], usize) -> f32;
 
 /// One weight row against four activation rows at once (prompt processing).
 pub(crate) type Dot4Fn = fn(&[u8], [&[u8]; 4], usize) -> [f32; 4];
-/// Four weight rows against one activation row.
-pub(crate) type Rows4Fn = fn([&[u8]; 4], &[u8], usize) -> [f32; 4];
 /// Four weight rows against four activation rows: `[token][row]`.
 pub(crate) type Rows4x4Fn = fn([&[u8]; 4], [&[u8]; 4], usize) -> [[f32; 4]; 4];
 /// Two weight rows against four activation rows: `[row][token]`.
@@ -111,10 +109,8 @@ pub(crate) struct Kernel {
     pub dot4: Option<Dot4Fn>,
     /// A two-row, four-token register tile where one exists (tried before `dot4`).
     pub dot2x4: Option<Dot2x4Fn>,
-    /// Four weight rows against one token, bitwise `dot` for each (decode, where a single
-    /// row's chain would wait on every FMA).
-    pub rows4: Option<Rows4Fn>,
-    /// Four weight rows × four tokens with the rows in lanes, bitwise `dot` (`[token][row]`).
+    /// Four weight rows × four tokens with the rows in lanes, bitwise `dot` for each
+    /// (`[token][row]`); a batch's leftover tokens go through `dot`.
     pub rows4x4: Option<Rows4x4Fn>,
     /// Where llama.cpp sums a token that comes in a group of four in another order than a
     /// token alone (its repacked GEMM against its GEMV): the kernel for the tokens of a batch's
@@ -221,14 +217,6 @@ mod wrap_repacked {
         unsafe { super::avx2_repacked::dot4_q4_0_repacked(w.as_ptr(), p, n) }
     }
 
-    pub(crate) fn rows4_q4_0(w: [&[u8]; 4], a: &[u8], n: usize) -> [f32; 4] {
-        for r in &w {
-            check(GgmlType::Q4_0, GgmlType::Q8_0, r, a, n);
-        }
-        let p = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
-        unsafe { super::avx2_repacked::dot_q4_0_repacked_rows4(p, a.as_ptr(), n) }
-    }
-
     pub(crate) fn rows4x4_q4_0(w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
         for r in &w {
             for t in &a {
@@ -303,21 +291,21 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
                 Q5_K => wrap::dot_q5_k_tiled,
                 _ => wrap::dot_q6_k_tiled,
             };
-            return Some(Kernel { act, dot, dot4: None, dot2x4: None, rows4: None, rows4x4: None, dot_in_fours: None });
+            return Some(Kernel { act, dot, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: None });
         }
         let dot: DotFn = match ty {
             Q4_K => scalar::dot_q4_k_tiled,
             Q5_K => scalar::dot_q5_k_tiled,
             _ => scalar::dot_q6_k_tiled,
         };
-        return Some(Kernel { act, dot, dot4: None, dot2x4: None, rows4: None, rows4x4: None, dot_in_fours: None });
+        return Some(Kernel { act, dot, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: None });
     }
     if order == DotOrder::Repacked && ty == Q4_K {
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx2() && cpu_has_avx2() {
-            return Some(Kernel { act, dot: wrap_repacked::dot_q4_k, dot4: None, dot2x4: None, rows4: None, rows4x4: None, dot_in_fours: Some(wrap_repacked::dot_q4_k_gemm) });
+            return Some(Kernel { act, dot: wrap_repacked::dot_q4_k, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: Some(wrap_repacked::dot_q4_k_gemm) });
         }
-        return Some(Kernel { act, dot: scalar::dot_q4_k_repacked, dot4: None, dot2x4: None, rows4: None, rows4x4: None, dot_in_fours: Some(scalar::dot_q4_k_repacked_gemm) });
+        return Some(Kernel { act, dot: scalar::dot_q4_k_repacked, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: Some(scalar::dot_q4_k_repacked_gemm) });
     }
     if order == DotOrder::Repacked && ty == Q4_0 {
         #[cfg(target_arch = "x86_64")]
@@ -327,12 +315,11 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
                 dot: wrap_repacked::dot_q4_0,
                 dot4: Some(wrap_repacked::dot4_q4_0),
                 dot2x4: None,
-                rows4: Some(wrap_repacked::rows4_q4_0),
                 rows4x4: Some(wrap_repacked::rows4x4_q4_0),
                 dot_in_fours: None,
             });
         }
-        return Some(Kernel { act, dot: scalar::dot_q4_0_repacked, dot4: None, dot2x4: None, rows4: None, rows4x4: None, dot_in_fours: None });
+        return Some(Kernel { act, dot: scalar::dot_q4_0_repacked, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: None });
     }
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() && cpu_has_avx2() {
@@ -370,7 +357,7 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
             Q5_0 => Some(wrap2x4::dot2x4_q5_0),
             _ => None,
         };
-        return Some(Kernel { act, dot, dot4, dot2x4, rows4: None, rows4x4: None, dot_in_fours: None });
+        return Some(Kernel { act, dot, dot4, dot2x4, rows4x4: None, dot_in_fours: None });
     }
     let _ = isa;
     let dot: DotFn = match ty {
@@ -388,7 +375,7 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
         Q5_K => scalar::dot_q5_k,
         _ => scalar::dot_q6_k,
     };
-    Some(Kernel { act, dot, dot4: None, dot2x4: None, rows4: None, rows4x4: None, dot_in_fours: None })
+    Some(Kernel { act, dot, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: None })
 }
 
 /// f32 dot of two slices on the best available path (shared with `ops`).
