@@ -111,14 +111,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         let device = crate::device::select(&args.model, loaded.model.config.n_layer)?;
         return crate::bench_draft::bench_draft(device, &loaded, &draft, args.n_gen, args.repetitions, matches!(args.output, Format::Json));
     }
-    // The CUDA backend takes adapters (uploaded by `CudaModel::load`) but nothing yet switches
-    // them between requests there, so run and chat stay on the CPU with adapters; bench goes
-    // to the GPU when asked, to measure what an adapter costs there.
-    let device = if crate::lora::cuda_asked(&args.model) {
-        crate::device::select(&args.model, loaded.model.config.n_layer)?
-    } else {
-        crate::lora::select_device(&args.model, loaded.model.config.n_layer, &args.lora)?
-    };
+    let device = crate::device::select(&args.model, loaded.model.config.n_layer)?;
     if !args.lora.is_empty() {
         crate::lora::apply(&mut loaded.model, &args.lora)?;
     }

@@ -9,10 +9,7 @@ use nexus_convert::bundle::{pack, PackInput};
 use nexus_runtime::bundle::{is_bundle, Bundle, Kind, Manifest};
 use nexus_runtime::tts::vits::Voice;
 
-use crate::args::ModelArgs;
-use crate::device::Device;
 use crate::load::Loaded;
-use crate::lora::{self, LoraArgs};
 
 #[derive(Args)]
 pub struct BundleArgs {
@@ -179,21 +176,6 @@ pub struct UseArgs {
     /// Load a bundle whose verify report says the contract failed (or that was never verified).
     #[arg(long = "allow-unverified")]
     pub allow_unverified: bool,
-}
-
-/// The device when a bundle's capability may attach an adapter, which runs on the CPU only.
-pub fn select_device(model_args: &ModelArgs, n_layer: usize, lora: &LoraArgs, use_args: &UseArgs) -> Result<Device> {
-    if use_args.capability.is_none() {
-        return lora::select_device(model_args, n_layer, lora);
-    }
-    let cuda = model_args.device.as_deref().is_some_and(|d| d.starts_with("cuda")) || model_args.n_gpu_layers.is_some_and(|n| n > 0);
-    if cuda {
-        bail!("--capability attaches a LoRA adapter, and adapters run on the CPU only for now: use --device cpu");
-    }
-    match model_args.device.as_deref() {
-        None | Some("cpu") => Ok(Device::Cpu),
-        Some(other) => bail!("--device {other:?}: expected cpu, cuda or cuda:N"),
-    }
 }
 
 /// After `load`: when the model file is a bundle, refuses it if its verify report failed

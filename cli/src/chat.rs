@@ -11,6 +11,7 @@ use nexus_runtime::chat_template;
 use nexus_runtime::generate::StopReason;
 
 use crate::args::{GenArgs, ModelArgs};
+use crate::device::Device;
 use crate::bundle;
 use crate::load;
 use crate::lora::{self, LoraArgs};
@@ -48,11 +49,10 @@ pub struct ChatArgs {
 
 pub fn chat(args: ChatArgs) -> Result<()> {
     let mut loaded = load::load(&args.model)?;
-    // Chat runs on the CPU; this refuses --device cuda with adapters rather than ignore it.
-    router::select_device(&loaded, &args.model, &args.lora, &args.bundle, &args.route)?;
+    let device = crate::device::select(&args.model, loaded.model.config.n_layer)?;
     let (bundle, mut routing) = router::attach(&mut loaded, &args.bundle, &args.route, &args.lora)?;
     let attached = lora::apply(&mut loaded.model, &args.lora)?;
-    let mut adapters = lora::ChatLora::new(attached, &args.model);
+    let mut adapters = lora::ChatLora::new(attached);
     let n_ctx = load::context_size(&loaded, args.gen.ctx_size)?;
     let n_layer = loaded.model.config.n_layer;
     let tokenizer = &loaded.tokenizer;
@@ -66,7 +66,14 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     )?;
     let params = args.gen.params();
     // The session borrows the model mutably: /lora changes its adapters between turns.
-    let mut session = ChatSession::new(&mut loaded.model, tokenizer, template, args.system_prompt.clone(), n_ctx);
+    let system = args.system_prompt.clone();
+    let mut session = match device {
+        Device::Cpu => ChatSession::new(&mut loaded.model, tokenizer, template, system, n_ctx),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(n) => ChatSession::on_cuda(&mut loaded.model, tokenizer, template, system, n_ctx, n)?,
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => anyhow::bail!("this nexus-cli was built without CUDA"),
+    };
     let mut speaker = match args.speak {
         true => Some(match bundle::voice(bundle.as_ref(), args.voice.voice.as_deref())? {
             Some(voice) => speak::open_speaker_with(voice, &args.voice, args.speak_out.as_deref(), params.sampling.seed)?,

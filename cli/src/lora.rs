@@ -9,8 +9,6 @@ use nexus_runtime::adapter::LoraAdapter;
 use nexus_runtime::chat::ChatSession;
 use nexus_runtime::model::Model;
 
-use crate::args::ModelArgs;
-use crate::device::{self, Device};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct LoraArgs {
@@ -40,28 +38,6 @@ impl LoraArgs {
             out.push((PathBuf::from(file), s));
         }
         Ok(out)
-    }
-}
-
-const CPU_ONLY: &str = "LoRA adapters run on the CPU only for now";
-
-/// Whether the user asked for a GPU explicitly (`--device cuda[:N]` or `-ngl N > 0`).
-pub(crate) fn cuda_asked(model_args: &ModelArgs) -> bool {
-    model_args.device.as_deref().is_some_and(|d| d.starts_with("cuda")) || model_args.n_gpu_layers.is_some_and(|n| n > 0)
-}
-
-/// The device for a command that may carry adapters: they run on the CPU only for now, so a
-/// GPU asked for explicitly is refused and the default becomes the CPU.
-pub fn select_device(model_args: &ModelArgs, n_layer: usize, lora: &LoraArgs) -> Result<Device> {
-    if lora.is_empty() {
-        return device::select(model_args, n_layer);
-    }
-    if cuda_asked(model_args) {
-        bail!("{CPU_ONLY}: use --device cpu (or leave --device and -ngl out)");
-    }
-    match model_args.device.as_deref() {
-        None | Some("cpu") => Ok(Device::Cpu),
-        Some(other) => bail!("--device {other:?}: expected cpu, cuda or cuda:N"),
     }
 }
 
@@ -111,22 +87,17 @@ const USAGE: &str = "/lora load FILE [SCALE], /lora off or /lora list";
 /// Chat's `/lora` commands: the adapters attached to the session's model, changed between turns.
 pub struct ChatLora {
     attached: Vec<Attached>,
-    /// Set when the chat was asked to run on a GPU, where adapters are refused for now.
-    refuse: bool,
 }
 
 impl ChatLora {
     /// `attached`: what `--lora`/`--lora-scaled` attached at start.
-    pub fn new(attached: Vec<Attached>, model_args: &ModelArgs) -> Self {
-        ChatLora { attached, refuse: cuda_asked(model_args) }
+    pub fn new(attached: Vec<Attached>) -> Self {
+        ChatLora { attached }
     }
 
     /// Runs `/lora ARGS` (`args` is what follows `/lora`) and returns what to tell the user.
     /// An error changes nothing: the adapters, the model and the history stay as they were.
     pub fn command(&mut self, args: &str, session: &mut ChatSession) -> Result<String> {
-        if self.refuse {
-            bail!("{CPU_ONLY}: restart the chat with --device cpu to use /lora");
-        }
         let args = args.trim();
         let (sub, rest) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
         let rest = rest.trim();
@@ -135,7 +106,7 @@ impl ChatLora {
             "off" | "list" if !rest.is_empty() => bail!("/lora {sub} takes no argument (got {rest:?})"),
             "off" => {
                 let n = self.attached.len();
-                session.clear_lora();
+                session.clear_lora().context("/lora off")?;
                 self.attached.clear();
                 Ok(match n {
                     0 => "LoRA: no adapter was attached; the model is the base".into(),

@@ -15,9 +15,7 @@ use nexus_runtime::model::Model;
 use nexus_runtime::router::{check_capability_name, Capabilities, Choice, Router};
 use nexus_runtime::tokenizer::Tokenizer;
 
-use crate::args::ModelArgs;
 use crate::bundle::{self, UseArgs};
-use crate::device::Device;
 use crate::load::Loaded;
 use crate::lora::LoraArgs;
 
@@ -54,23 +52,6 @@ fn bundle_router(file: &std::sync::Arc<GgufFile>) -> Result<bool> {
 /// Whether `--capability` leaves the choice to a router.
 fn routed(use_args: &UseArgs) -> bool {
     matches!(use_args.capability.as_deref(), None | Some("auto") | Some("none"))
-}
-
-/// The device: routing attaches adapters, which run on the CPU only for now.
-pub fn select_device(loaded: &Loaded, model_args: &ModelArgs, lora: &LoraArgs, use_args: &UseArgs, args: &RouterArgs) -> Result<Device> {
-    let n_layer = loaded.model.config.n_layer;
-    let routes = !args.is_empty() || (routed(use_args) && bundle_router(loaded.model.file())?);
-    if !routes {
-        return bundle::select_device(model_args, n_layer, lora, use_args);
-    }
-    let cuda = model_args.device.as_deref().is_some_and(|d| d.starts_with("cuda")) || model_args.n_gpu_layers.is_some_and(|n| n > 0);
-    if cuda {
-        bail!("routing attaches LoRA adapters, and adapters run on the CPU only for now: use --device cpu (or --capability NAME with a bundle)");
-    }
-    match model_args.device.as_deref() {
-        None | Some("cpu") => Ok(Device::Cpu),
-        Some(other) => bail!("--device {other:?}: expected cpu, cuda or cuda:N"),
-    }
 }
 
 /// After `load`, in place of `bundle::attach`: a bundle's gate and `--capability`, and, when
@@ -166,11 +147,12 @@ impl Routing {
         if choice.capability == self.current {
             return Ok(());
         }
-        session.clear_lora();
-        self.current = None;
-        if let Some(name) = &choice.capability {
-            let adapter = self.capabilities.adapter(name).context("the chosen capability has no adapter")?;
-            session.apply_lora(&[(adapter, 1.0)]).with_context(|| format!("attaching capability {name}"))?;
+        match &choice.capability {
+            None => session.clear_lora().context("removing the adapter of the last capability")?,
+            Some(name) => {
+                let adapter = self.capabilities.adapter(name).context("the chosen capability has no adapter")?;
+                session.replace_lora(&[(adapter, 1.0)]).with_context(|| format!("attaching capability {name}"))?;
+            }
         }
         self.current = choice.capability;
         Ok(())

@@ -39,7 +39,7 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let mut loaded = load::load(&args.model)?;
-    let device = router::select_device(&loaded, &args.model, &args.lora, &args.bundle, &args.route)?;
+    let device = crate::device::select(&args.model, loaded.model.config.n_layer)?;
     let (_, routing) = router::attach(&mut loaded, &args.bundle, &args.route, &args.lora)?;
     lora::apply(&mut loaded.model, &args.lora)?;
     if let Some(routing) = &routing {

@@ -2,15 +2,17 @@
 //! KV cache for the part of the prompt that did not change, and drops the oldest turns when
 //! the conversation no longer fits the context. The session holds the model mutably so that
 //! adapters can be attached and removed between turns ([`ChatSession::apply_lora`],
-//! [`ChatSession::clear_lora`]) without reloading it; either forgets the cached keys and
-//! values, which the old weights computed.
+//! [`ChatSession::replace_lora`], [`ChatSession::clear_lora`]) without reloading it from its
+//! file; each forgets the cached keys and values, which the old weights computed. Forward
+//! passes run on the CPU ([`ChatSession::new`]) or on a GPU ([`ChatSession::on_cuda`]), whose
+//! copy of the model bakes the adapters in and is uploaded again when they change.
 
 use std::sync::atomic::AtomicBool;
 
 use crate::adapter::LoraAdapter;
 use crate::chat_template::{ChatTemplate, Message};
 use crate::generate::{generate, GenerateParams, Generation};
-use crate::decoder::CpuDecoder;
+use crate::decoder::{CpuDecoder, Decoder};
 use crate::kv_cache::KvCache;
 use crate::model::{Model, ModelError};
 use crate::tokenizer::Tokenizer;
@@ -31,14 +33,24 @@ pub struct ChatReply {
     pub dropped_turns: usize,
 }
 
+/// Where a session's forward passes run.
+enum Backend {
+    /// The host model, with this cache.
+    Cpu(KvCache),
+    /// A copy of the model (adapters included) on GPU `ordinal`, with `n_ctx` positions; `None`
+    /// after an upload failed, tried again at the next turn.
+    #[cfg(feature = "cuda")]
+    Cuda { ordinal: usize, n_ctx: usize, model: Option<Box<crate::model::CudaModel>> },
+}
+
 pub struct ChatSession<'m> {
     model: &'m mut Model,
     tokenizer: &'m Tokenizer,
     template: ChatTemplate,
     system: Option<String>,
     turns: Vec<Message>,
-    cache: KvCache,
-    /// The tokens whose keys and values the cache holds, position by position.
+    backend: Backend,
+    /// The tokens whose keys and values the backend's cache holds, position by position.
     cached: Vec<u32>,
 }
 
@@ -51,7 +63,23 @@ impl<'m> ChatSession<'m> {
         n_ctx: usize,
     ) -> Self {
         let cache = model.new_cache(n_ctx);
-        ChatSession { model, tokenizer, template, system, turns: Vec::new(), cache, cached: Vec::new() }
+        ChatSession { model, tokenizer, template, system, turns: Vec::new(), backend: Backend::Cpu(cache), cached: Vec::new() }
+    }
+
+    /// A session whose forward passes run on CUDA device `ordinal` (the model, with the
+    /// adapters attached now, is uploaded here).
+    #[cfg(feature = "cuda")]
+    pub fn on_cuda(
+        model: &'m mut Model,
+        tokenizer: &'m Tokenizer,
+        template: ChatTemplate,
+        system: Option<String>,
+        n_ctx: usize,
+        ordinal: usize,
+    ) -> Result<Self, ModelError> {
+        let gpu = crate::model::CudaModel::load(model, n_ctx, ordinal)?;
+        let backend = Backend::Cuda { ordinal, n_ctx, model: Some(Box::new(gpu)) };
+        Ok(ChatSession { model, tokenizer, template, system, turns: Vec::new(), backend, cached: Vec::new() })
     }
 
     pub fn reset(&mut self) {
@@ -67,15 +95,54 @@ impl<'m> ChatSession<'m> {
     /// history stays, and the next turn recomputes all of it with the new weights. On error
     /// nothing changed, and the cache is kept.
     pub fn apply_lora(&mut self, adapters: &[(&LoraAdapter, f32)]) -> Result<(), ModelError> {
-        self.model.apply_lora(adapters)?;
-        self.forget_cache();
-        Ok(())
+        self.change_lora(|m| m.apply_lora(adapters))
+    }
+
+    /// Replaces every attached adapter by `adapters` (none: the base model) in one step, so a
+    /// GPU session uploads the model once. On error nothing changed.
+    pub fn replace_lora(&mut self, adapters: &[(&LoraAdapter, f32)]) -> Result<(), ModelError> {
+        self.change_lora(|m| {
+            // Checked before anything is removed, so a bad adapter leaves the old ones on.
+            m.check_lora(adapters)?;
+            m.clear_lora();
+            m.apply_lora(adapters)
+        })
     }
 
     /// Removes every adapter ([`Model::clear_lora`]); the next turn recomputes the history.
-    pub fn clear_lora(&mut self) {
-        self.model.clear_lora();
+    /// Fails only on a GPU, when the base model cannot be uploaded again.
+    pub fn clear_lora(&mut self) -> Result<(), ModelError> {
+        self.replace_lora(&[])
+    }
+
+    /// Runs `change` on the model's adapters, then makes the backend follow; when the backend
+    /// cannot (a GPU refusing an adapter), the adapters are put back as they were.
+    fn change_lora(&mut self, change: impl FnOnce(&mut Model) -> Result<(), ModelError>) -> Result<(), ModelError> {
+        let before = self.model.lora_snapshot();
+        change(self.model)?;
+        if let Err(e) = self.weights_changed() {
+            self.model.restore_lora(before);
+            // The old weights were on the device a moment ago; if they no longer fit, the next
+            // turn says so.
+            let _ = self.weights_changed();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The model's weights changed: forget the cache, and upload a GPU copy again.
+    fn weights_changed(&mut self) -> Result<(), ModelError> {
         self.forget_cache();
+        match &mut self.backend {
+            Backend::Cpu(_) => Ok(()),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda { ordinal, n_ctx, model } => {
+                // The old copy goes first: both at once might not fit.
+                *model = None;
+                *model = Some(Box::new(crate::model::CudaModel::load(self.model, *n_ctx, *ordinal)?));
+                Ok(())
+            }
+        }
     }
 
     /// How many tokens of the history the KV cache holds, ready to be reused by the next turn.
@@ -85,8 +152,25 @@ impl<'m> ChatSession<'m> {
 
     /// Drops every cached key and value: they are only valid for the weights that computed them.
     fn forget_cache(&mut self) {
-        self.cache.clear();
+        match &mut self.backend {
+            Backend::Cpu(cache) => cache.clear(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda { model, .. } => {
+                if let Some(m) = model {
+                    m.truncate(0);
+                }
+            }
+        }
         self.cached.clear();
+    }
+
+    /// The positions the backend's cache holds.
+    fn capacity(&self) -> usize {
+        match &self.backend {
+            Backend::Cpu(cache) => cache.capacity(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda { n_ctx, .. } => *n_ctx,
+        }
     }
 
     pub fn turns(&self) -> &[Message] {
@@ -138,7 +222,7 @@ impl<'m> ChatSession<'m> {
         cancel: &AtomicBool,
         on_text: impl FnMut(&str),
     ) -> Result<ChatReply, ChatError> {
-        let capacity = self.cache.capacity();
+        let capacity = self.capacity();
         // Leave room for an answer: the requested length, at most a quarter of the context.
         let reserve = params.max_tokens.unwrap_or(usize::MAX).min(capacity / 4).max(1);
         let mut dropped_turns = 0;
@@ -159,21 +243,30 @@ impl<'m> ChatSession<'m> {
         let common = self.cached.iter().zip(&prompt).take_while(|(a, b)| a == b).count();
         // At least one prompt token must be fed to get logits for the first answer token.
         let keep = common.min(prompt.len() - 1);
-        self.cache.truncate(keep);
         self.cached.truncate(keep);
-        let mut decoder = CpuDecoder { model: &*self.model, cache: &mut self.cache };
-        let generation = generate(&mut decoder, self.tokenizer, &prompt[keep..], params, cancel, on_text);
-        let generation = match generation {
+        let model = &*self.model;
+        let decoder: &mut dyn Decoder = match &mut self.backend {
+            Backend::Cpu(cache) => &mut CpuDecoder { model, cache },
+            #[cfg(feature = "cuda")]
+            Backend::Cuda { ordinal, n_ctx, model: gpu } => {
+                if gpu.is_none() {
+                    *gpu = Some(Box::new(crate::model::CudaModel::load(model, *n_ctx, *ordinal)?));
+                }
+                gpu.as_deref_mut().expect("loaded above")
+            }
+        };
+        decoder.truncate(keep);
+        let generation = match generate(decoder, self.tokenizer, &prompt[keep..], params, cancel, on_text) {
             Ok(g) => g,
             Err(e) => {
                 // The cache may hold part of the failed prompt: forget what we cannot vouch for.
-                self.cache.truncate(keep);
+                decoder.truncate(keep);
                 return Err(e.into());
             }
         };
         self.cached.extend_from_slice(&prompt[keep..]);
         self.cached.extend_from_slice(&generation.tokens);
-        self.cached.truncate(self.cache.len());
+        self.cached.truncate(decoder.len());
         Ok(ChatReply { generation, dropped_turns })
     }
 }

@@ -46,3 +46,32 @@ if [[ $STAGE == *lora* ]]; then
     done
   done
 fi
+# The CLI on the GPU with adapters: `run --lora` and chat's `/lora` switches against the merged
+# models there (cli/tests/lora.rs, chat_lora.rs). Those test binaries start nexus-cli by the
+# absolute path of the checkout that built them (.carry/cuda/checkout.txt): recreate it here.
+if [[ $STAGE == *cli* ]]; then
+  co=$(cat $B/checkout.txt)
+  if [ ! -e "$co" ]; then mkdir -p "$(dirname "$co")" && ln -s "$PWD" "$co"; fi
+  mkdir -p target/release && cp $B/nexus-cli target/release/nexus-cli
+  log "CLI adapters on CUDA"
+  $B/cli_lora --test-threads=1 adapters_run_on_cuda run_with_two_adapters > "$OUT/cli_lora.log" 2>&1; log "rc=$?"
+  $B/cli_chat_lora --test-threads=1 answers_after_a_switch > "$OUT/cli_chat_lora.log" 2>&1; log "rc=$?"
+  grep -E "^test |panicked|left:|right:" "$OUT/cli_lora.log" "$OUT/cli_chat_lora.log" | head -20 | tee -a "$OUT/summary.txt"
+fi
+# Speculative decoding on the GPU with a real model (the committed student; SmolLM2 itself is
+# too big to carry): the target is the student, the draft the student requantized to Q4_0,
+# close but not equal, so drafts are both accepted and rejected. At --temp 0 the text must
+# equal the target's alone; bench reports acceptance and speedup.
+if [[ $STAGE == *spec* ]]; then
+  S=models/smollm2-student.q8_0.gguf; D=$M/student-q4_0.gguf
+  [ -f "$D" ] || $B/nexus-cli quantize "$S" "$D" q4_0 > "$OUT/spec_quantize.log" 2>&1
+  P="The three most important things to know about the ocean are"
+  log "speculative on CUDA"
+  $B/nexus-cli run -m "$S" -p "$P" -n 96 --temp 0 --device cuda > "$OUT/spec_alone.txt" 2> "$OUT/spec.err"
+  for dm in 4 8 16; do
+    $B/nexus-cli run -m "$S" --model-draft "$D" --draft-max $dm -p "$P" -n 96 --temp 0 --device cuda > "$OUT/spec_$dm.txt" 2>> "$OUT/spec.err"
+    if cmp -s "$OUT/spec_alone.txt" "$OUT/spec_$dm.txt"; then log "draft-max $dm: same text"; else log "draft-max $dm: TEXT DIFFERS"; fi
+  done
+  grep -E "accept|draft" "$OUT/spec.err" | tail -4 | tee -a "$OUT/summary.txt"
+  $B/nexus-cli bench -m "$S" --model-draft "$D" --device cuda -n 128 -r 3 2>> "$OUT/spec.err" | tee "$OUT/spec_bench.md" | tee -a "$OUT/summary.txt"
+fi

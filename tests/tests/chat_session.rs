@@ -64,7 +64,7 @@ fn an_adapter_change_makes_the_next_turn_recompute_the_history() {
     // after the change feeds the whole history instead of what follows the cached prefix.
     let on_off = turns(&base, &users, 1, &|s| {
         s.apply_lora(&[(&adapter, 1.0)]).unwrap();
-        s.clear_lora();
+        s.clear_lora().unwrap();
     });
     let texts = |t: &[(usize, String)]| t.iter().map(|(_, a)| a.clone()).collect::<Vec<_>>();
     assert_eq!(texts(&on_off), texts(&unchanged));
@@ -90,7 +90,7 @@ fn an_adapter_change_makes_the_next_turn_recompute_the_history() {
     session.apply_lora(&[(&adapter, 1.0)]).unwrap();
     session.respond("and then?", &greedy(6), &AtomicBool::new(false), |_| {}).unwrap();
     assert!(session.cached_tokens() > 0);
-    session.clear_lora();
+    session.clear_lora().unwrap();
     assert_eq!(session.cached_tokens(), 0);
     assert!(!session.model().has_lora());
 }

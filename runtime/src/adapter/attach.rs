@@ -85,6 +85,19 @@ impl Model {
         }
     }
 
+    /// Every projection's attached adapters, for [`Model::restore_lora`] (a caller that must
+    /// undo an attachment a later step refused, such as a GPU copy that cannot take it).
+    pub(crate) fn lora_snapshot(&self) -> Vec<Vec<LoraDelta>> {
+        self.lora_targets().iter().map(|l| l.lora().to_vec()).collect()
+    }
+
+    /// Puts back what [`Model::lora_snapshot`] took.
+    pub(crate) fn restore_lora(&mut self, snapshot: Vec<Vec<LoraDelta>>) {
+        for (l, deltas) in self.lora_targets_mut().into_iter().zip(snapshot) {
+            *l.lora_mut() = deltas;
+        }
+    }
+
     /// Whether any adapter is attached.
     pub fn has_lora(&self) -> bool {
         self.lora_targets().iter().any(|l| !l.lora().is_empty())
