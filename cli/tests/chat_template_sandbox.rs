@@ -110,7 +110,9 @@ fn chat_reports_the_limit_and_goes_on() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the chat must survive the template's failure: {err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert!(err.contains("more memory than the renderer's 2048 MiB"), "{err}");
+    // Doubling reaches the 2 GiB cap within about a second: either limit may come first.
+    let limited = err.contains("more memory than the renderer's 2048 MiB") || err.contains("rendering took longer than 1000 ms");
+    assert!(limited, "{err}");
     assert_eq!(err.matches("error:").count(), 1, "only the growing message fails: {err}");
 }
 

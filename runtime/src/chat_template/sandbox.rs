@@ -35,9 +35,11 @@ pub const CHILD_ARG: &str = "__render-chat-template";
 /// arenas, and about 1.5 GiB for values. Real templates need a few MiB.
 pub const CHILD_ADDRESS_SPACE: u64 = 2 << 30;
 
-/// How long one render may take in the child. Real templates take milliseconds; the fuel
-/// stops loops, but not a few thousand instructions that each copy a string of hundreds of MiB.
-pub const RENDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one render may take in the child: the definition of a hang. Real
+/// templates take milliseconds even over a full context of turns; the fuel stops loops, but
+/// not a few thousand instructions that each copy a string of hundreds of MiB (fuzzing found
+/// templates that render for 0.5–1 s within the fuel).
+pub const RENDER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Requests are the parent's own data (the conversation), but a length prefix read from a
 /// broken stream must not turn into a huge allocation.
