@@ -19,6 +19,7 @@ cp "$l" .carry/cuda/cuda_lora
 cp "$cl" .carry/cuda/cli_lora
 cp "$cc" .carry/cuda/cli_chat_lora
 cp target/release/nexus-cli .carry/cuda/nexus-cli
+rm -f .carry/cuda/checkout.txt
 strip .carry/cuda/*
 pwd > .carry/cuda/checkout.txt
 ls -la .carry/cuda

@@ -20,8 +20,10 @@ if [[ $STAGE == *check* ]]; then
   grep -E "adapters move|FAILED|panicked" "$OUT/lora.log" | head -20 | tee -a "$OUT/summary.txt"
   log "memcheck (LoRA kernels)"; compute-sanitizer --tool memcheck --error-exitcode 9 $B/cuda_lora --test-threads=1 lora_matvec > "$OUT/memcheck_lora.log" 2>&1; log "rc=$?"
   tail -3 "$OUT/memcheck_lora.log" | tee -a "$OUT/summary.txt"
-  log "memcheck (kernels)"; compute-sanitizer --tool memcheck --error-exitcode 9 $B/cuda_kernels --test-threads=1 > "$OUT/memcheck.log" 2>&1; log "rc=$?"
-  tail -3 "$OUT/memcheck.log" | tee -a "$OUT/summary.txt"
+  if [ "${MEMCHECK_ALL:-1}" = 1 ]; then
+    log "memcheck (kernels)"; compute-sanitizer --tool memcheck --error-exitcode 9 $B/cuda_kernels --test-threads=1 > "$OUT/memcheck.log" 2>&1; log "rc=$?"
+    tail -3 "$OUT/memcheck.log" | tee -a "$OUT/summary.txt"
+  fi
 fi
 if [[ $STAGE == *bench* ]]; then
   for spec in ${BENCH:-smollm2-135m:q4_1 smollm2-135m:q8_0 smollm2-135m:q4_k_m llama-3.2-1b:f16 llama-3.2-1b:q8_0 llama-3.2-1b:q4_0 llama-3.2-1b:q4_k_m llama-3.1-8b:q4_k_m}; do
@@ -74,4 +76,16 @@ if [[ $STAGE == *spec* ]]; then
   done
   grep -E "accept|draft" "$OUT/spec.err" | tail -4 | tee -a "$OUT/summary.txt"
   $B/nexus-cli bench -m "$S" --model-draft "$D" --device cuda -n 128 -r 3 2>> "$OUT/spec.err" | tee "$OUT/spec_bench.md" | tee -a "$OUT/summary.txt"
+fi
+# F16 decode A/B (docs/CUDA.md's NEXUS_CUDA_F16_PASS switch): the mat-vec kernels' parity with
+# four items per pass, then Llama-3.2-1B F16 tg with two and four, alternated.
+if [[ $STAGE == *f16ab* ]]; then
+  log "kernel parity, F16 four items per pass"
+  NEXUS_CUDA_F16_PASS=4 $B/cuda_kernels --test-threads=1 matvec fused > "$OUT/kernels_f16pass4.log" 2>&1; log "rc=$?"
+  f=$M/llama-3.2-1b-f16.gguf
+  [ -f "$f" ] || $B/nexus-cli synth --config llama-3.2-1b --type f16 -o "$f" 2>> "$OUT/synth.log"
+  for round in 1 2; do for v in 2 4; do
+    log "1B F16 pass $v (round $round)"
+    NEXUS_CUDA_F16_PASS=$v $B/nexus-cli bench -m "$f" --device cuda -p 0 -n 128 -r 3 2>> "$OUT/f16ab.err" | grep -E "tg" | tee -a "$OUT/summary.txt"
+  done; done
 fi

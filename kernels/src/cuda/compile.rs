@@ -12,7 +12,12 @@ const SOURCES: [&str; 4] =
     [include_str!("cu/common.cuh"), include_str!("cu/matvec.cu"), include_str!("cu/ops.cu"), include_str!("cu/prefill.cu")];
 
 pub fn source() -> String {
-    SOURCES.join("\n")
+    // Measuring switch (docs/CUDA.md): NEXUS_CUDA_F16_PASS=4 compiles the F16/BF16 mat-vec with
+    // four items per row per pass instead of two. The cache key covers the whole source.
+    let pass4 = std::env::var("NEXUS_CUDA_F16_PASS").is_ok_and(|v| v == "4");
+    let mut src = String::from(if pass4 { "#define NEXUS_F16_PASS4 1\n" } else { "" });
+    src.push_str(&SOURCES.join("\n"));
+    src
 }
 
 /// A CUBIN for `arch` (e.g. `sm_90`): from the cache when the same source was compiled by the
@@ -148,5 +153,11 @@ mod tests {
         let src = super::source();
         let cubin = super::compile(&src, "sm_90", &super::include_dir().unwrap()).unwrap_or_else(|e| panic!("{e}"));
         assert!(cubin.starts_with(b"\x7fELF"), "NVRTC output is not an ELF cubin");
+        // Opening a GPU looks up every kernel by name: a name the sources lost would fail
+        // every open, which only a GPU machine would see otherwise.
+        for name in super::super::device::KERNELS {
+            let symbol = [name.as_bytes(), b"\0"].concat();
+            assert!(cubin.windows(symbol.len()).any(|w| w == symbol), "the CUBIN has no kernel {name}");
+        }
     }
 }
