@@ -29,14 +29,13 @@ if [ "${SPM:-1}" = 1 ]; then
 fi
 mkdir -p $R/spm
 export B=$P/cuda
-# STAGES: which of check, bench, lora, cli (cli+spec) and f16ab run, in the order given.
+# STAGES: which of check, bench, lora and cli (cli+spec) run, in the order given.
 for st in ${STAGES:-check bench lora cli}; do
   case $st in
     check) STAGE=check OUT=$R/dc timeout ${TCHECK:-260} taskset -c 0-2 bash scripts/cuda/device_check.sh ;;
     bench) BENCH=${BENCH:-"smollm2-135m:q4_1 llama-3.2-1b:f16 llama-3.2-1b:q4_0"} REPS=3 STAGE=bench OUT=$R/dc timeout ${TBENCH:-120} taskset -c 0-2 bash scripts/cuda/device_check.sh ;;
     lora) LORA_BENCH=${LORA_BENCH:-"smollm2-135m:q4_1 llama-3.2-1b:q8_0"} REPS=3 STAGE=lora OUT=$R/dc timeout ${TLORA:-120} taskset -c 0-2 bash scripts/cuda/device_check.sh ;;
     cli) STAGE=cli,spec OUT=$R/dc timeout ${TCLI:-150} taskset -c 0-2 bash scripts/cuda/device_check.sh ;;
-    f16ab) STAGE=f16ab OUT=$R/dc timeout ${TF16:-100} taskset -c 0-2 bash scripts/cuda/device_check.sh ;;
   esac
   echo "$st rc=$?" >> $R/t.txt
 done

@@ -77,15 +77,3 @@ if [[ $STAGE == *spec* ]]; then
   grep -E "accept|draft" "$OUT/spec.err" | tail -4 | tee -a "$OUT/summary.txt"
   $B/nexus-cli bench -m "$S" --model-draft "$D" --device cuda -n 128 -r 3 2>> "$OUT/spec.err" | tee "$OUT/spec_bench.md" | tee -a "$OUT/summary.txt"
 fi
-# F16 decode A/B (docs/CUDA.md's NEXUS_CUDA_F16_PASS switch): the mat-vec kernels' parity with
-# four items per pass, then Llama-3.2-1B F16 tg with two and four, alternated.
-if [[ $STAGE == *f16ab* ]]; then
-  log "kernel parity, F16 four items per pass"
-  NEXUS_CUDA_F16_PASS=4 $B/cuda_kernels --test-threads=1 matvec fused > "$OUT/kernels_f16pass4.log" 2>&1; log "rc=$?"
-  f=$M/llama-3.2-1b-f16.gguf
-  [ -f "$f" ] || $B/nexus-cli synth --config llama-3.2-1b --type f16 -o "$f" 2>> "$OUT/synth.log"
-  for round in 1 2; do for v in 2 4; do
-    log "1B F16 pass $v (round $round)"
-    NEXUS_CUDA_F16_PASS=$v $B/nexus-cli bench -m "$f" --device cuda -p 0 -n 128 -r 3 2>> "$OUT/f16ab.err" | grep -E "tg" | tee -a "$OUT/summary.txt"
-  done; done
-fi

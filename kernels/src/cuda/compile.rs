@@ -12,12 +12,7 @@ const SOURCES: [&str; 4] =
     [include_str!("cu/common.cuh"), include_str!("cu/matvec.cu"), include_str!("cu/ops.cu"), include_str!("cu/prefill.cu")];
 
 pub fn source() -> String {
-    // Measuring switch (docs/CUDA.md): NEXUS_CUDA_F16_PASS=4 compiles the F16/BF16 mat-vec with
-    // four items per row per pass instead of two. The cache key covers the whole source.
-    let pass4 = std::env::var("NEXUS_CUDA_F16_PASS").is_ok_and(|v| v == "4");
-    let mut src = String::from(if pass4 { "#define NEXUS_F16_PASS4 1\n" } else { "" });
-    src.push_str(&SOURCES.join("\n"));
-    src
+    SOURCES.join("\n")
 }
 
 /// A CUBIN for `arch` (e.g. `sm_90`): from the cache when the same source was compiled by the

@@ -121,21 +121,14 @@ pub struct DeviceLora {
     a: GpuBuffer<half::f16>,
     /// f16 `[rows][rank]`.
     b: GpuBuffer<half::f16>,
-    /// f32 `[rank]`: `s·A·x` of the current decode step, written by the mat-vec launch itself.
+    /// f32 `[rank]`: `s·A·x` of the current decode step (written by `lora_down`).
     u: GpuBuffer<f32>,
-    /// u32 `[2]`, zero between launches: the counters the `*_lora` mat-vec's blocks wait on
-    /// (matvec.cu's `LoraArgs`). A job uses its first adapter's.
-    sync: GpuBuffer<u32>,
 }
 
 impl DeviceLora {
     /// (A, B, u) addresses.
     pub fn ptrs(&self) -> (u64, u64, u64) {
         (self.a.ptr(), self.b.ptr(), self.u.ptr())
-    }
-
-    pub(crate) fn sync_ptr(&self) -> u64 {
-        self.sync.ptr()
     }
 
     pub fn bytes(&self) -> usize {
@@ -178,7 +171,7 @@ impl DeviceWeight {
             }
         };
         let (a16, b16) = (to_f16(a, "A (scaled)")?, to_f16(b, "B")?);
-        self.lora = Some(DeviceLora { rank, a: gpu.upload(&a16)?, b: gpu.upload(&b16)?, u: gpu.alloc::<f32>(rank)?, sync: gpu.alloc::<u32>(2)? });
+        self.lora = Some(DeviceLora { rank, a: gpu.upload(&a16)?, b: gpu.upload(&b16)?, u: gpu.alloc::<f32>(rank)? });
         Ok(self)
     }
 

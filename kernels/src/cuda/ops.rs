@@ -42,18 +42,30 @@ struct MatvecArgs {
 #[repr(C)]
 #[derive(Default)]
 struct LoraArgs {
-    a: [u64; 3],
     b: [u64; 3],
     u: [u64; 3],
-    sync: u64,
     rank: [i32; 3],
-    total_rank: i32,
+    pad: i32,
 }
 
 #[repr(C)]
 struct MatvecLoraArgs {
     m: MatvecArgs,
     l: LoraArgs,
+}
+
+#[repr(C)]
+struct LoraDownArgs {
+    a: [u64; 3],
+    u: [u64; 3],
+    x: u64,
+    norm: u64,
+    eps: f32,
+    cols: i32,
+    n_mats: i32,
+    total_rank: i32,
+    rank: [i32; 3],
+    pad: i32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -254,20 +266,42 @@ impl Gpu {
         if !with_lora {
             return unsafe { self.launch(kernel, grid, (warps * 32) as u32, smem as u32, &args) };
         }
-        // One launch computes both sides of every adapter; its blocks wait for each other
-        // (matvec.cu's LoraArgs), which the one-wave grid above makes safe.
         let mut l = LoraArgs::default();
         for (i, (w, _)) in job.mats.iter().enumerate() {
             if let Some(d) = &w.lora {
-                let (a, b, u) = d.ptrs();
-                (l.a[i], l.b[i], l.u[i], l.rank[i]) = (a, b, u, d.rank as i32);
-                l.total_rank += d.rank as i32;
-                if l.sync == 0 {
-                    l.sync = d.sync_ptr();
-                }
+                let (_, b, u) = d.ptrs();
+                (l.b[i], l.u[i], l.rank[i]) = (b, u, d.rank as i32);
             }
         }
+        self.lora_down(job)?;
         unsafe { self.launch(kernel, grid, (warps * 32) as u32, smem as u32, &MatvecLoraArgs { m: args, l }) }
+    }
+
+    /// `u = s·A·x` (x normalized as the job's mat-vec normalizes it) for every matrix of `job`
+    /// with an adapter, into the adapter's own `u`, which the `*_lora` mat-vec then reads.
+    fn lora_down(&self, job: &MatvecJob) -> Result<(), CudaError> {
+        let cols = job.mats[0].0.cols;
+        let mut args = LoraDownArgs {
+            a: [0; 3],
+            u: [0; 3],
+            x: job.x,
+            norm: job.norm.unwrap_or(0),
+            eps: job.eps,
+            cols: cols as i32,
+            n_mats: 0,
+            total_rank: 0,
+            rank: [0; 3],
+            pad: 0,
+        };
+        for d in job.mats.iter().filter_map(|(w, _)| w.lora.as_ref()) {
+            let i = args.n_mats as usize;
+            let (a, _, u) = d.ptrs();
+            (args.a[i], args.u[i], args.rank[i]) = (a, u, d.rank as i32);
+            args.n_mats += 1;
+            args.total_rank += d.rank as i32;
+        }
+        // One block of 128 threads (`__launch_bounds__` in matvec.cu) per row of A.
+        unsafe { self.launch("lora_down", (args.total_rank as u32, 1, 1), 128, 0, &args) }
     }
 
     /// x = row `state[0]` of `w` (the token embedding), as f32.

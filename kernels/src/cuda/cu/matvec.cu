@@ -16,18 +16,13 @@ struct MatvecArgs {
     float freq_scale;
     int hd, rope_dim, kv_dim;
 };
-// The *_lora kernels' second half of the argument: each matrix's low-rank update. The same
-// launch computes both sides: warps first write u = s·A·x (one row of A each, spread over the
-// grid), then every row adds B[r]·u to its product once all of u is there. `sync` counts the
-// rows of u written and the blocks finished; the last block sets both back to 0 for the next
-// launch. Waiting on other blocks is safe only because the grid is at most one wave (every
-// block resident at once: ops.rs caps it by the occupancy the driver reports).
+// The *_lora kernels' second half of the argument: each matrix's low-rank update, whose
+// A-side (u = s·A·x) an earlier lora_down launch computed; each output row adds B[r]·u inside
+// the same warp reduction as its product, so B costs only its own bytes.
 struct LoraArgs {
-    u64 a[3];  // f16 [rank][cols], the adapter scale folded in; 0 for a matrix without one
-    u64 b[3];  // f16 [rows][rank]
+    u64 b[3];  // f16 [rows][rank], 0 for a matrix without an adapter
     u64 u[3];  // f32 [rank]
-    u64 sync;  // u32 [2]
-    int rank[3], total_rank;
+    int rank[3], pad;
 };
 struct MatvecLoraArgs {
     MatvecArgs m;
@@ -221,21 +216,6 @@ __device__ __forceinline__ float2 rows_dot2(const Mat& w0, int r0, const Mat& w1
     // cost Q4_0 and the K-quants 2-6% (more registers per lane), so they keep one per pass.
     // F16/BF16 items are 16 bytes, the least in flight of all types: two per pass as well.
     int it = lane;
-#ifdef NEXUS_F16_PASS4
-    // Measuring switch NEXUS_CUDA_F16_PASS=4 (compile.rs): four F16/BF16 items per row per
-    // pass, as many bytes in flight per lane as Q8_0's two.
-    if (TY == T_F16 || TY == T_BF16)
-    for (; it + 3 * WARP < n; it += 4 * WARP) {
-        float p[4], q[4];
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            p[k] = item_dot<TY>(w0, r0, it + k * WARP, cols, xq, xds, xf);
-            q[k] = two ? item_dot<TY>(w1, r1, it + k * WARP, cols, xq, xds, xf) : 0.f;
-        }
-        a0 += (p[0] + p[1]) + (p[2] + p[3]);
-        a1 += (q[0] + q[1]) + (q[2] + q[3]);
-    }
-#endif
     if (TY == T_Q8_0 || TY == T_F16 || TY == T_BF16)
     for (; it + WARP < n; it += 2 * WARP) {
         float p0 = item_dot<TY>(w0, r0, it, cols, xq, xds, xf);
@@ -260,77 +240,8 @@ __device__ __forceinline__ float lora_part(const LoraArgs& L, int mi, int r, int
     const int rank = L.rank[mi];
     const u16* b = (const u16*)L.b[mi] + (u64)r * rank;
     const float* u = (const float*)L.u[mi];
-    // u was written by other blocks during this launch: read it from L2, not a stale L1 line.
-    for (int k = lane; k < rank; k += WARP) s = fmaf(h2f(b[k]), __ldcg(u + k), s);
+    for (int k = lane; k < rank; k += WARP) s = fmaf(h2f(b[k]), u[k], s);
     return s;
-}
-
-// The A side, u = s·A·x, on the mat-vec's own input (x·RMS factor·norm weights when the
-// launch normalizes): global warp g writes rows g, g + (warps in the grid), … of the
-// concatenated A's, each a warp-wide dot over the columns, then counts them in sync[0].
-__device__ void lora_produce(const MatvecArgs& A, const LoraArgs& L, float rs, int lane, int gw, int n_warps) {
-    const int cols = A.cols;
-    const float* x = (const float*)A.x;
-    const float* nrm = (const float*)A.norm;
-    int done = 0;
-    for (int j = gw; j < L.total_rank; j += n_warps) {
-        int mi = 0, jj = j;
-        while (mi < 2 && jj >= L.rank[mi]) {
-            jj -= L.rank[mi];
-            mi++;
-        }
-        const u16* a = (const u16*)L.a[mi] + (u64)jj * cols;
-        float dot = 0.f;
-        if ((cols & 7) == 0) {
-            for (int i = lane * 8; i < cols; i += WARP * 8) {
-                uint4 w = *(const uint4*)(a + i);
-                u32 ww[4] = {w.x, w.y, w.z, w.w};
-                const float4* xv = (const float4*)(x + i);
-                float4 xa = xv[0], xb = xv[1];
-                float xs[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    float v = nrm ? xs[k] * nrm[i + k] : xs[k];
-                    dot = fmaf(h2f((u16)(k & 1 ? ww[k / 2] >> 16 : ww[k / 2] & 0xFFFF)), v, dot);
-                }
-            }
-        } else {
-            for (int i = lane; i < cols; i += WARP) dot = fmaf(h2f(a[i]), nrm ? x[i] * nrm[i] : x[i], dot);
-        }
-        dot = warp_sum(dot);
-        if (lane == 0) ((float*)L.u[mi])[jj] = dot * rs;
-        done++;
-    }
-    if (done && lane == 0) {
-        __threadfence();
-        atomicAdd((u32*)L.sync, (u32)done);
-    }
-}
-
-// Blocks until every row of u is written (once per warp; the caller keeps `ready`).
-__device__ __forceinline__ void lora_wait(const LoraArgs& L, bool* ready, int lane) {
-    if (*ready) return;
-    if (lane == 0) {
-        const volatile u32* n = (const volatile u32*)L.sync;
-        while (*n < (u32)L.total_rank) __nanosleep(64);
-    }
-    __syncwarp();
-    __threadfence();
-    *ready = true;
-}
-
-// After every warp of the block is done: the grid's last block resets the counters.
-__device__ __forceinline__ void lora_finish(const LoraArgs& L) {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        u32* sync = (u32*)L.sync;
-        __threadfence();
-        if (atomicAdd(sync + 1, 1u) == gridDim.x - 1) {
-            sync[0] = 0;
-            sync[1] = 0;
-            __threadfence();
-        }
-    }
 }
 
 // Which matrix flat row R of a fused launch belongs to, and its row there.
@@ -462,8 +373,6 @@ __device__ void matvec_impl(const MatvecArgs& A, const LoraArgs& L) {
     // Everything above read only weights; x is the previous kernel's output.
     griddep_wait();
     griddep_launch();
-    // The RMS factor, for the adapters' A side (which reads x itself).
-    float rs_x = 1.f;
     if (one_block) {
         const int b = threadIdx.x;
         float v[32];
@@ -491,7 +400,6 @@ __device__ void matvec_impl(const MatvecArgs& A, const LoraArgs& L) {
         // The 8-bit values do not depend on the RMS factor, only the block's scale does.
         float rs = 1.f;
         if (nrm) rs = 1.f / sqrtf(block_sum(ss, scratch) / (float)cols + A.eps);
-        rs_x = rs;
         if (b < nb) quantize_block(v, amax, rs, xq + b * 32, xds + b);
     } else {
         float rs = 1.f;
@@ -501,7 +409,6 @@ __device__ void matvec_impl(const MatvecArgs& A, const LoraArgs& L) {
             ss = block_sum(ss, scratch);
             rs = 1.f / sqrtf(ss / (float)cols + A.eps);
         }
-        rs_x = rs;
         if (is_float) {
             for (int i = threadIdx.x; i < cols; i += blockDim.x) xf[i] = nrm ? x[i] * rs * nrm[i] : x[i];
         } else {
@@ -529,42 +436,31 @@ __device__ void matvec_impl(const MatvecArgs& A, const LoraArgs& L) {
     }
     __syncthreads();
     const int step = gridDim.x * nw;
-    if (LORA) lora_produce(A, L, rs_x, lane, blockIdx.x * nw + warp, step);
-    bool ready = false;
     if (A.mode == MODE_SWIGLU) {
         for (int R = blockIdx.x * nw + warp; R < A.total_rows; R += step) {
-            float2 gu = rows_dot2<TY>(A.m[0], R, A.m[1], R, true, cols, xq, xds, xf, lane, make_float2(0.f, 0.f));
-            if (LORA) {
-                lora_wait(L, &ready, lane);
-                gu.x += warp_sum(lora_part<LORA>(L, 0, R, lane));
-                gu.y += warp_sum(lora_part<LORA>(L, 1, R, lane));
-            }
+            float2 lr = make_float2(lora_part<LORA>(L, 0, R, lane), lora_part<LORA>(L, 1, R, lane));
+            float2 gu = rows_dot2<TY>(A.m[0], R, A.m[1], R, true, cols, xq, xds, xf, lane, lr);
             if (lane == 0) ((float*)A.m[0].y)[R] = gu.x / (1.f + expf(-gu.x)) * gu.y;
         }
-    } else {
-        for (int R = 2 * (blockIdx.x * nw + warp); R < A.total_rows; R += 2 * step) {
-            int r0, r1;
-            int m0 = locate(A, R, &r0);
-            bool two = R + 1 < A.total_rows;
-            int m1 = two ? locate(A, R + 1, &r1) : m0;
-            if (!two) r1 = r0;
-            float2 acc = rows_dot2<TY>(A.m[m0], r0, A.m[m1], r1, two, cols, xq, xds, xf, lane, make_float2(0.f, 0.f));
-            if (LORA) {
-                lora_wait(L, &ready, lane);
-                acc.x += warp_sum(lora_part<LORA>(L, m0, r0, lane));
-                if (two) acc.y += warp_sum(lora_part<LORA>(L, m1, r1, lane));
-            }
-            if (lane == 0) {
-                // Rows come in pairs of one matrix here: the host checks every matrix has even rows.
-                if (A.mode == MODE_QKV_ROPE) store_qkv_pair(A, A.m[m0], r0, acc.x, acc.y);
-                else {
-                    store_row(A, A.m[m0], r0, acc.x);
-                    if (two) store_row(A, A.m[m1], r1, acc.y);
-                }
+        return;
+    }
+    for (int R = 2 * (blockIdx.x * nw + warp); R < A.total_rows; R += 2 * step) {
+        int r0, r1;
+        int m0 = locate(A, R, &r0);
+        bool two = R + 1 < A.total_rows;
+        int m1 = two ? locate(A, R + 1, &r1) : m0;
+        if (!two) r1 = r0;
+        float2 lr = make_float2(lora_part<LORA>(L, m0, r0, lane), two ? lora_part<LORA>(L, m1, r1, lane) : 0.f);
+        float2 acc = rows_dot2<TY>(A.m[m0], r0, A.m[m1], r1, two, cols, xq, xds, xf, lane, lr);
+        if (lane == 0) {
+            // Rows come in pairs of one matrix here: the host checks every matrix has even rows.
+            if (A.mode == MODE_QKV_ROPE) store_qkv_pair(A, A.m[m0], r0, acc.x, acc.y);
+            else {
+                store_row(A, A.m[m0], r0, acc.x);
+                if (two) store_row(A, A.m[m1], r1, acc.y);
             }
         }
     }
-    if (LORA) lora_finish(L);
 }
 
 // Each type twice: the base kernel, compiled exactly as without adapters (LORA = false removes
@@ -587,3 +483,60 @@ MATVEC(matvec_q5_0, T_Q5_0)
 MATVEC(matvec_q4_k, T_Q4_K)
 MATVEC(matvec_q5_k, T_Q5_K)
 MATVEC(matvec_q6_k, T_Q6_K)
+
+// u = s·A·x for the adapters of up to three matrices that read one x (RMS-normalized and
+// scaled by `norm` when set, as the mat-vec's input is). One block per row of A, its threads
+// splitting the columns, so even an 8192-wide row (ffn_down) is a few loads per thread; each
+// block sums x² itself, so no step spans blocks. A is f16 [rank][cols] with the adapter's
+// scale folded in; u is f32. Launched just before the *_lora mat-vec that reads u.
+struct LoraDownArgs {
+    u64 a[3], u[3];
+    u64 x, norm;
+    float eps;
+    int cols, n_mats, total_rank;
+    int rank[3], pad;
+};
+
+extern "C" __global__ void __launch_bounds__(128) lora_down(const LoraDownArgs L) {
+    __shared__ float scratch[32];
+    int mi = 0, j = blockIdx.x;
+    while (mi + 1 < L.n_mats && j >= L.rank[mi]) {
+        j -= L.rank[mi];
+        mi++;
+    }
+    const u16* a = (const u16*)L.a[mi] + (u64)j * L.cols;
+    for (int off = threadIdx.x * 64; off < L.cols; off += blockDim.x * 64)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(a + off));
+    // A is a weight; x is the previous kernel's output.
+    griddep_wait();
+    griddep_launch();
+    const float* x = (const float*)L.x;
+    const float* nrm = (const float*)L.norm;
+    float ss = 0.f, dot = 0.f;
+    if ((L.cols & 7) == 0) {
+        for (int i = threadIdx.x * 8; i < L.cols; i += blockDim.x * 8) {
+            uint4 w = *(const uint4*)(a + i);
+            u32 ww[4] = {w.x, w.y, w.z, w.w};
+            const float4* xv = (const float4*)(x + i);
+            float4 xa = xv[0], xb = xv[1];
+            float xs[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                float v = xs[k];
+                ss = fmaf(v, v, ss);
+                if (nrm) v *= nrm[i + k];
+                dot = fmaf(h2f((u16)(k & 1 ? ww[k / 2] >> 16 : ww[k / 2] & 0xFFFF)), v, dot);
+            }
+        }
+    } else {
+        for (int i = threadIdx.x; i < L.cols; i += blockDim.x) {
+            float v = x[i];
+            ss = fmaf(v, v, ss);
+            if (nrm) v *= nrm[i];
+            dot = fmaf(h2f(a[i]), v, dot);
+        }
+    }
+    dot = block_sum(dot, scratch);
+    if (nrm) dot *= 1.f / sqrtf(block_sum(ss, scratch) / (float)L.cols + L.eps);
+    if (threadIdx.x == 0) ((float*)L.u[mi])[j] = dot;
+}

@@ -1,7 +1,7 @@
 //! LoRA adapters on the device. Each adapted projection's deltas become one f16 pair on its
-//! [`DeviceWeight`] (see `DeviceLora`), which the launchers pick up by themselves: decode runs
-//! the projection's `*_lora` mat-vec, which computes `u = s·A·x` and adds `B·u` to each row in
-//! the same launch; prompts add two small GEMMs after the projection's own. The forward
+//! [`DeviceWeight`] (see `DeviceLora`), which the launchers pick up by themselves: decode runs a
+//! small `lora_down` launch (`u = s·A·x`) before the projection's mat-vec, whose epilogue adds
+//! `B·u` to each row; prompts add two small GEMMs after the projection's own. The forward
 //! functions hold no adapter code, as on the CPU.
 
 use nexus_kernels::cuda::{DeviceWeight, Gpu};
