@@ -94,3 +94,40 @@ fn an_adapter_change_makes_the_next_turn_recompute_the_history() {
     assert_eq!(session.cached_tokens(), 0);
     assert!(!session.model().has_lora());
 }
+
+/// `replace_lora` swaps adapters in one step (one upload on a GPU): the session then answers
+/// like one that only ever had the new adapter, and a replacement that does not fit the model
+/// leaves the old adapter, and the cache, as they were.
+#[test]
+fn replace_lora_swaps_in_one_step_and_a_bad_replacement_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = TinyModel { n_ctx: 512, ..Default::default() };
+    let base = dir.path().join("base.gguf");
+    m.write(&base);
+    let write = |name: &str, targets: &[&str], seed: u64, model: &TinyModel| {
+        let p = dir.path().join(name);
+        LoraSpec::for_model(model, targets, 4, 8.0, seed).write(&p);
+        LoraAdapter::load(&p).unwrap()
+    };
+    let a = write("a.lora.gguf", &TARGETS, 5, &m);
+    let b = write("b.lora.gguf", &TARGETS[1..], 9, &m);
+    let bad = write("bad.lora.gguf", &TARGETS, 6, &TinyModel { n_embd: 32, n_ff: 48, ..m.clone() });
+    let users = ["hello there", "and then?", "why"];
+
+    let only_b = turns(&base, &users, 1, &|s| s.apply_lora(&[(&b, 1.0)]).unwrap());
+    let a_then_b = turns(&base, &users, 1, &|s| {
+        s.apply_lora(&[(&a, 1.0)]).unwrap();
+        s.replace_lora(&[(&b, 1.0)]).unwrap();
+    });
+    assert_eq!(a_then_b, only_b);
+
+    let only_a = turns(&base, &users, 1, &|s| s.apply_lora(&[(&a, 1.0)]).unwrap());
+    let refused = turns(&base, &users, 1, &|s| {
+        s.apply_lora(&[(&a, 1.0)]).unwrap();
+        let err = s.replace_lora(&[(&bad, 1.0)]).unwrap_err().to_string();
+        assert!(err.contains("shape mismatch"), "{err}");
+        assert!(s.model().has_lora());
+    });
+    assert_eq!(refused, only_a);
+    assert_ne!(only_a, only_b, "the two adapters answer alike, so the test sees nothing");
+}
