@@ -103,7 +103,7 @@ fn answers_after_a_switch_are_the_merged_or_base_models_with_the_same_history() 
 fn answers_after_a_switch_on_cuda_are_the_merged_models_there() {
     let f = files();
     let o = Command::new(env!("CARGO_BIN_EXE_nexus-cli"))
-        .args(["chat", "-m", f.base.to_str().unwrap(), "-n", "1", "--device", "cuda"])
+        .args(["chat", "-m", f.base.to_str().unwrap(), "--chat-template", "chatml", "-n", "1", "--device", "cuda"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
