@@ -56,7 +56,7 @@ if [[ $STAGE == *cli* ]]; then
   if [ ! -e "$co" ]; then mkdir -p "$(dirname "$co")" && ln -s "$PWD" "$co"; fi
   mkdir -p target/release && cp $B/nexus-cli target/release/nexus-cli
   log "CLI adapters on CUDA"
-  $B/cli_lora --test-threads=1 adapters_run_on_cuda run_with_two_adapters > "$OUT/cli_lora.log" 2>&1; log "rc=$?"
+  $B/cli_lora --test-threads=1 adapters_run_on_cuda > "$OUT/cli_lora.log" 2>&1; log "rc=$?"
   $B/cli_chat_lora --test-threads=1 answers_after_a_switch > "$OUT/cli_chat_lora.log" 2>&1; log "rc=$?"
   grep -E "^test |panicked|left:|right:" "$OUT/cli_lora.log" "$OUT/cli_chat_lora.log" | head -20 | tee -a "$OUT/summary.txt"
 fi
