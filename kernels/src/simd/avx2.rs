@@ -240,10 +240,50 @@ pub(super) unsafe fn k_chunk_lanes(
     (lanes, mins)
 }
 
+/// The minimum terms `Σ dmin·(Σ min·bsum)` of a Q4_K or Q5_K dot product, summed as ggml sums
+/// them: for Q4_K in four float lanes (one FMA each per super-block, reduced at the end), for
+/// Q5_K in one scalar (`summs += dmin·Σ`, which GCC fuses). Either total is added after the
+/// main lanes' sum.
+#[derive(Clone, Copy)]
+pub(super) struct MinTerms {
+    in_scalar: bool,
+    lanes: __m128,
+    scalar: f32,
+}
+
+impl MinTerms {
+    /// `in_scalar`: Q5_K's order (one scalar); Q4_K's otherwise.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn new(in_scalar: bool) -> Self {
+        MinTerms { in_scalar, lanes: _mm_setzero_ps(), scalar: 0.0 }
+    }
+
+    /// One super-block: `dmin` (already negated and times the activation scale) by the four
+    /// exact `Σ min·bsum` lanes of `prod`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn add(&mut self, dmin: f32, prod: __m128i) {
+        if self.in_scalar {
+            self.scalar = dmin.mul_add(hsum_i32x4(prod) as f32, self.scalar);
+        } else {
+            self.lanes = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), self.lanes);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn total(self) -> f32 {
+        if self.in_scalar {
+            return self.scalar;
+        }
+        let m = _mm_add_ps(self.lanes, _mm_movehl_ps(self.lanes, self.lanes));
+        _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
+    }
+}
+
 /// Q4_K and Q5_K against Q8_K; `quants(c)` yields the 64 unsigned levels of chunk `c` as
-/// (first 32, second 32). ggml sums the minimum terms differently for the two: Q4_K in four
-/// float lanes (one FMA each per super-block, reduced at the end), Q5_K in one scalar
-/// (`summs += dmin·Σ`, which GCC fuses), added after the main lanes (`scalar_mins`).
+/// (first 32, second 32); `scalar_mins` picks Q5_K's order of the minimum terms ([`MinTerms`]).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_k_scale_min(
@@ -254,9 +294,8 @@ unsafe fn dot_k_scale_min(
     scalar_mins: bool,
     quants: impl Fn(*const u8, usize) -> (__m256i, __m256i),
 ) -> f32 {
-    let mut summs = 0f32;
     let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
+    let mut mins = MinTerms::new(scalar_mins);
     for i in 0..n / QK_K {
         let (wb, ab) = (w.add(i * wsz), a.add(i * 292));
         let d8 = (ab as *const f32).read_unaligned();
@@ -264,21 +303,12 @@ unsafe fn dot_k_scale_min(
         let d = d8 * _mm_cvtss_f32(dm);
         let dmin = -d8 * _mm_cvtss_f32(_mm_movehdup_ps(dm));
         let (l, prod) = k_chunk_lanes(wb, ab, &quants);
-        if scalar_mins {
-            summs = dmin.mul_add(hsum_i32x4(prod) as f32, summs);
-        } else {
-            acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
-        }
+        mins.add(dmin, prod);
         // Integer lanes: any order of these adds gives ggml's lanes exactly.
         let sumi = _mm256_add_epi32(_mm256_add_epi32(l[0], l[1]), _mm256_add_epi32(l[2], l[3]));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    if scalar_mins {
-        return hsum(acc) + summs;
-    }
-    let mut m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    hsum(acc) + _mm_cvtss_f32(m)
+    hsum(acc) + mins.total()
 }
 
 /// Chunk `c` (64 weights) of a Q4_K superblock as two vectors of 4-bit values.

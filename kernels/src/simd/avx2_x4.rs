@@ -4,7 +4,7 @@
 //! from llamafile's tiled sgemm).
 
 use super::avx2::{
-    bcast16, bytes_from_bits_32, bytes_from_nibbles_32, h2f, h2f_pair, hsum, hsum_i32x4, k4_scales_mins, loadu,
+    bcast16, bytes_from_bits_32, bytes_from_nibbles_32, h2f, h2f_pair, hsum, k4_scales_mins, loadu, MinTerms,
     mul_sum_us8_pairs_float, q4k_quants, q5k_quants, side_sum, sum_i16_pairs_float,
 };
 use crate::ggml_type::QK_K;
@@ -229,8 +229,7 @@ unsafe fn dot_k_scale_min_x4(
 ) -> [f32; 4] {
     const ASZ: usize = 4 + QK_K + 2 * QK_K / 16; // Q8_K block: d, quants, bsums
     let mut acc = [_mm256_setzero_ps(); 4];
-    let mut acc_m = [_mm_setzero_ps(); 4];
-    let mut summs = [0f32; 4];
+    let mut mins_acc = [MinTerms::new(scalar_mins); 4];
     for i in 0..n / QK_K {
         let wb = w.add(i * wsz);
         let dm = h2f_pair(wb);
@@ -256,24 +255,13 @@ unsafe fn dot_k_scale_min_x4(
             let dmin = -d8 * _mm_cvtss_f32(_mm_movehdup_ps(dm));
             let q8sums = loadu(ab.add(4 + QK_K));
             let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1));
-            let prod = _mm_madd_epi16(mins, q8s);
-            if scalar_mins {
-                summs[t] = dmin.mul_add(hsum_i32x4(prod) as f32, summs[t]);
-            } else {
-                acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[t]);
-            }
+            mins_acc[t].add(dmin, _mm_madd_epi16(mins, q8s));
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
         }
     }
     let mut out = [0f32; 4];
     for t in 0..4 {
-        if scalar_mins {
-            out[t] = hsum(acc[t]) + summs[t];
-            continue;
-        }
-        let mut m = _mm_add_ps(acc_m[t], _mm_movehl_ps(acc_m[t], acc_m[t]));
-        m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        out[t] = hsum(acc[t]) + _mm_cvtss_f32(m);
+        out[t] = hsum(acc[t]) + mins_acc[t].total();
     }
     out
 }

@@ -118,6 +118,13 @@ pub(crate) struct Kernel {
     pub dot_in_fours: Option<DotFn>,
 }
 
+impl Kernel {
+    /// `dot` alone: no multi-token kernel, and the same order for every token of a batch.
+    fn single(act: GgmlType, dot: DotFn) -> Self {
+        Kernel { act, dot, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: None }
+    }
+}
+
 macro_rules! avx2_wrappers {
     ($($name:ident: $wty:ident x $aty:ident;)*) => {
         #[cfg(target_arch = "x86_64")]
@@ -291,35 +298,34 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
                 Q5_K => wrap::dot_q5_k_tiled,
                 _ => wrap::dot_q6_k_tiled,
             };
-            return Some(Kernel { act, dot, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: None });
+            return Some(Kernel::single(act, dot));
         }
         let dot: DotFn = match ty {
             Q4_K => scalar::dot_q4_k_tiled,
             Q5_K => scalar::dot_q5_k_tiled,
             _ => scalar::dot_q6_k_tiled,
         };
-        return Some(Kernel { act, dot, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: None });
+        return Some(Kernel::single(act, dot));
     }
     if order == DotOrder::Repacked && ty == Q4_K {
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx2() && cpu_has_avx2() {
-            return Some(Kernel { act, dot: wrap_repacked::dot_q4_k, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: Some(wrap_repacked::dot_q4_k_gemm) });
+            let dot_in_fours = Some(wrap_repacked::dot_q4_k_gemm as DotFn);
+            return Some(Kernel { dot_in_fours, ..Kernel::single(act, wrap_repacked::dot_q4_k) });
         }
-        return Some(Kernel { act, dot: scalar::dot_q4_k_repacked, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: Some(scalar::dot_q4_k_repacked_gemm) });
+        let dot_in_fours = Some(scalar::dot_q4_k_repacked_gemm as DotFn);
+        return Some(Kernel { dot_in_fours, ..Kernel::single(act, scalar::dot_q4_k_repacked) });
     }
     if order == DotOrder::Repacked && ty == Q4_0 {
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx2() && cpu_has_avx2() {
             return Some(Kernel {
-                act,
-                dot: wrap_repacked::dot_q4_0,
                 dot4: Some(wrap_repacked::dot4_q4_0),
-                dot2x4: None,
                 rows4x4: Some(wrap_repacked::rows4x4_q4_0),
-                dot_in_fours: None,
+                ..Kernel::single(act, wrap_repacked::dot_q4_0)
             });
         }
-        return Some(Kernel { act, dot: scalar::dot_q4_0_repacked, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: None });
+        return Some(Kernel::single(act, scalar::dot_q4_0_repacked));
     }
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() && cpu_has_avx2() {
@@ -357,7 +363,7 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
             Q5_0 => Some(wrap2x4::dot2x4_q5_0),
             _ => None,
         };
-        return Some(Kernel { act, dot, dot4, dot2x4, rows4x4: None, dot_in_fours: None });
+        return Some(Kernel { dot4, dot2x4, ..Kernel::single(act, dot) });
     }
     let _ = isa;
     let dot: DotFn = match ty {
@@ -375,7 +381,7 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
         Q5_K => scalar::dot_q5_k,
         _ => scalar::dot_q6_k,
     };
-    Some(Kernel { act, dot, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: None })
+    Some(Kernel::single(act, dot))
 }
 
 /// f32 dot of two slices on the best available path (shared with `ops`).
