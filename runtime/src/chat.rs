@@ -98,15 +98,10 @@ impl<'m> ChatSession<'m> {
         self.change_lora(|m| m.apply_lora(adapters))
     }
 
-    /// Replaces every attached adapter by `adapters` (none: the base model) in one step, so a
-    /// GPU session uploads the model once. On error nothing changed.
+    /// Replaces every attached adapter by `adapters` ([`Model::replace_lora`]; none: the base
+    /// model) in one step, so a GPU session uploads the model once. On error nothing changed.
     pub fn replace_lora(&mut self, adapters: &[(&LoraAdapter, f32)]) -> Result<(), ModelError> {
-        self.change_lora(|m| {
-            // Checked before anything is removed, so a bad adapter leaves the old ones on.
-            m.check_lora(adapters)?;
-            m.clear_lora();
-            m.apply_lora(adapters)
-        })
+        self.change_lora(|m| m.replace_lora(adapters))
     }
 
     /// Removes every adapter ([`Model::clear_lora`]); the next turn recomputes the history.

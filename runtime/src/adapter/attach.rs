@@ -78,6 +78,14 @@ impl Model {
         Ok(plan)
     }
 
+    /// Replaces every attached adapter by `adapters` (none: the base model). They are checked
+    /// first, so on error the adapters attached before stay.
+    pub fn replace_lora(&mut self, adapters: &[(&LoraAdapter, f32)]) -> Result<(), ModelError> {
+        self.check_lora(adapters)?;
+        self.clear_lora();
+        self.apply_lora(adapters)
+    }
+
     /// Removes every attached adapter: the model is the base model again.
     pub fn clear_lora(&mut self) {
         for l in self.lora_targets_mut() {

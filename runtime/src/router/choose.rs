@@ -140,14 +140,15 @@ impl Capabilities {
         Ok(Choice { capability, source, confidence: Some(conf), best: Some(best_name) })
     }
 
-    /// Makes `model` run `choice`: every adapter removed, then the chosen one attached at scale 1.
+    /// Makes `model` run `choice`: its adapters replaced by the chosen one at scale 1, or by
+    /// none ([`Model::replace_lora`]).
     pub fn apply(&self, model: &mut Model, choice: &Choice) -> Result<(), RouterError> {
-        model.clear_lora();
-        if let Some(name) = &choice.capability {
-            let adapter = self.adapter(name).ok_or_else(|| RouterError::UnknownCapability { name: name.clone(), known: self.names().join(", ") })?;
-            model.apply_lora(&[(adapter, 1.0)])?;
-        }
-        Ok(())
+        let adapter = match &choice.capability {
+            Some(name) => Some(self.adapter(name).ok_or_else(|| RouterError::UnknownCapability { name: name.clone(), known: self.names().join(", ") })?),
+            None => None,
+        };
+        let adapters: Vec<(&LoraAdapter, f32)> = adapter.into_iter().map(|a| (a, 1.0)).collect();
+        Ok(model.replace_lora(&adapters)?)
     }
 }
 
