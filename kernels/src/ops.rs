@@ -72,3 +72,58 @@ pub fn scale_inplace(x: &mut [f32], s: f32) {
         *v *= s;
     }
 }
+
+/// Logits per slice of [`slice_top_k`] (`TOPK_SLICE` of the CUDA kernel `topk_slices`).
+pub const TOP_K_SLICE: usize = 1024;
+
+/// The `k` largest logits of each slice of [`TOP_K_SLICE`], as (id, value) pairs, the slice's
+/// best first in the sampler's order: larger value first, lower id first on ties, NaN counted
+/// (and given) as −∞, +∞ level with `f32::MAX`. A slice with fewer than `k` logits gives all of them. The `k` largest overall are
+/// among these, so a sampler that keeps only the top `k` can choose from them instead of the
+/// whole vocabulary. The CPU reference of the CUDA kernel, which pads short slices with id −1.
+pub fn slice_top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut out = Vec::new();
+    for (s, slice) in logits.chunks(TOP_K_SLICE).enumerate() {
+        let base = s * TOP_K_SLICE;
+        let mut c: Vec<(u32, f32)> =
+            slice.iter().enumerate().map(|(i, &v)| ((base + i) as u32, if v.is_nan() { f32::NEG_INFINITY } else { v })).collect();
+        let key = |v: f32| v.min(f32::MAX);
+        c.sort_by(|a, b| key(b.1).total_cmp(&key(a.1)).then(a.0.cmp(&b.0)));
+        c.truncate(k);
+        out.extend(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_top_k_holds_the_overall_top_k_in_order() {
+        // Logits with ties across slices and NaN; the overall top k by (value desc, id asc).
+        let n = 3 * TOP_K_SLICE + 77;
+        let logits: Vec<f32> = (0..n).map(|i| if i % 101 == 0 { f32::NAN } else { ((i * 7919) % 503) as f32 / 10.0 }).collect();
+        for k in [1, 5, 40, 600] {
+            let cands = slice_top_k(&logits, k);
+            assert_eq!(cands.len(), 3 * k + k.min(77));
+            let mut all: Vec<(u32, f32)> = (0..n as u32).map(|i| (i, sanitize(logits[i as usize]))).collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut got = cands.clone();
+            got.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            assert_eq!(&got[..k], &all[..k], "k = {k}");
+            // Each slice's part is in the sampler's order already.
+            for part in cands.chunks(k) {
+                assert!(part.windows(2).all(|w| w[0].1 > w[1].1 || (w[0].1 == w[1].1 && w[0].0 < w[1].0)));
+            }
+        }
+    }
+
+    fn sanitize(v: f32) -> f32 {
+        if v.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            v
+        }
+    }
+}

@@ -501,3 +501,36 @@ fn argmax_picks_first_maximum() {
         assert_eq!(gpu.read(&state, 2).unwrap()[0], hi as i32, "n = {n}");
     }
 }
+
+#[test]
+fn top_k_slices_match_the_cpu_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    for (n, k) in [(1usize, 1usize), (700, 40), (1024, 1024), (3000, 128), (49152, 40), (128256, 64), (5000, 1)] {
+        let mut v = random(&mut rng, n, 4.0);
+        // Ties (which the lower id wins), NaN (counted as −∞) and −∞ itself.
+        for i in (0..n).step_by(97) {
+            v[i] = 3.5;
+        }
+        for i in (5..n).step_by(331) {
+            v[i] = f32::NAN;
+        }
+        for i in (9..n).step_by(211) {
+            v[i] = f32::NEG_INFINITY;
+        }
+        let b = gpu.upload(&v).unwrap();
+        let len = nexus_kernels::cuda::top_k_len(n, k);
+        let vals = gpu.alloc::<f32>(len).unwrap();
+        let ids = gpu.alloc::<i32>(len).unwrap();
+        gpu.top_k(b.ptr(), n, k, vals.ptr(), ids.ptr()).unwrap();
+        gpu.sync().unwrap();
+        let (gv, gi) = (gpu.read(&vals, len).unwrap(), gpu.read(&ids, len).unwrap());
+        let got: Vec<(u32, f32)> = gi.iter().zip(&gv).filter(|(&i, _)| i >= 0).map(|(&i, &v)| (i as u32, v)).collect();
+        let want = nexus_kernels::ops::slice_top_k(&v, k);
+        assert_eq!(got.len(), want.len(), "n = {n}, k = {k}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(g.0 == w.0 && g.1.to_bits() == w.1.to_bits(), "n = {n}, k = {k}: {g:?} vs {w:?}");
+        }
+        assert!(gi.iter().zip(&gv).filter(|(&i, _)| i < 0).all(|(_, v)| *v == f32::NEG_INFINITY));
+    }
+}

@@ -19,9 +19,9 @@ pub trait Decoder {
     /// Forgets the positions from `len` on (speculative decoding drops rejected drafts).
     fn truncate(&mut self, len: usize);
     /// Runs `tokens` and gives every row's logits, for checking drafted tokens in one batch.
-    /// The CPU gives each row bitwise as decoding the tokens one at a time would
-    /// ([`Model::forward_rowwise`]); the default is [`Decoder::forward`] with every row, whose
-    /// batched path may round differently from single steps (the CUDA backend's does).
+    /// The CPU and CUDA backends give each row bitwise as decoding the tokens one at a time
+    /// would ([`Model::forward_rowwise`], `CudaModel::forward_rowwise`); the default is
+    /// [`Decoder::forward`] with every row, whose batched path may round differently.
     fn forward_verify(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
         self.forward(tokens, Logits::All)
     }
@@ -30,6 +30,13 @@ pub trait Decoder {
     /// pick it where the logits are (the GPU reads back one id instead of the vocabulary);
     /// `None` when the backend cannot, and the caller uses [`Decoder::forward`].
     fn forward_argmax(&mut self, _token: u32) -> Option<Result<u32, ModelError>> {
+        None
+    }
+    /// Runs one token and returns (id, logit) candidates that include the `k` most likely next
+    /// tokens, for a sampler that keeps only those ([`crate::sampling::Sampler::top_k_only`]);
+    /// `None` when the backend does not pick them itself (the GPU does, for `k` up to
+    /// [`crate::model::DEVICE_TOP_K_MAX`]), and the caller uses [`Decoder::forward`].
+    fn forward_top_k(&mut self, _token: u32, _k: usize) -> Option<Result<Vec<(u32, f32)>, ModelError>> {
         None
     }
 }
@@ -75,5 +82,11 @@ impl Decoder for crate::model::CudaModel {
     }
     fn forward_argmax(&mut self, token: u32) -> Option<Result<u32, ModelError>> {
         Some(self.step_greedy(token))
+    }
+    fn forward_top_k(&mut self, token: u32, k: usize) -> Option<Result<Vec<(u32, f32)>, ModelError>> {
+        (k <= crate::model::DEVICE_TOP_K_MAX).then(|| self.step_top_k(token, k))
+    }
+    fn forward_verify(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.forward_rowwise(tokens)
     }
 }

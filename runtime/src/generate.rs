@@ -66,8 +66,10 @@ pub fn generate(
     let mut output = Output::new(tokenizer, params, on_text);
     let mut recent: Vec<u32> = prompt.to_vec();
 
-    // Plain greedy needs only the argmax, which a backend may pick where the logits are.
+    // Plain greedy needs only the argmax, and top-k sampling only the k most likely tokens,
+    // which a backend may pick where the logits are.
     let argmax_only = sampler.is_plain_greedy();
+    let top_k_only = sampler.top_k_only();
     let start = Instant::now();
     let mut logits = if prompt.is_empty() { Vec::new() } else { backend.forward(prompt, Logits::Last)? };
     let prompt_secs = start.elapsed().as_secs_f64();
@@ -98,6 +100,12 @@ pub fn generate(
         if argmax_only {
             if let Some(next) = backend.forward_argmax(id) {
                 picked = Some(next?);
+                continue;
+            }
+        }
+        if let Some(k) = top_k_only {
+            if let Some(cands) = backend.forward_top_k(id, k) {
+                picked = Some(sampler.sample_candidates(&cands?));
                 continue;
             }
         }

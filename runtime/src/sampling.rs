@@ -85,6 +85,43 @@ impl Sampler {
         (p.temperature <= 0.0 || p.temperature.is_nan()) && (p.repeat_penalty == 1.0 || p.repeat_last_n == 0)
     }
 
+    /// When [`Self::sample`] depends only on the `k` most likely logits (a temperature, top-k
+    /// on, no repetition penalty to reorder them), that `k`: a backend may then hand over a few
+    /// candidates holding those `k` instead of the whole vocabulary
+    /// ([`Self::sample_candidates`]; the GPU picks them where the logits are).
+    pub fn top_k_only(&self) -> Option<usize> {
+        let p = &self.params;
+        let sampling = p.temperature > 0.0;
+        let no_penalty = p.repeat_penalty == 1.0
+            || p.repeat_last_n == 0
+            || !p.repeat_penalty.is_finite()
+            || p.repeat_penalty <= 0.0;
+        (sampling && p.top_k > 0 && no_penalty).then_some(p.top_k)
+    }
+
+    /// [`Self::sample`] from candidates (id, logit) that include the [`Self::top_k_only`]
+    /// most likely tokens of the vocabulary (in any order, more allowed, each id once): the
+    /// same token as `sample` over all the logits, drawing the same randomness. Only valid
+    /// while `top_k_only` is `Some`.
+    pub fn sample_candidates(&mut self, candidates: &[(u32, f32)]) -> u32 {
+        debug_assert!(self.top_k_only().is_some());
+        let p = self.params.clone();
+        let mut cands = std::mem::take(&mut self.candidates);
+        cands.clear();
+        cands.extend(candidates.iter().map(|&(id, l)| (id, sanitize(l))).filter(|&(_, l)| l > f32::NEG_INFINITY));
+        let id = if cands.is_empty() {
+            // Every candidate at −∞ means every logit is (the candidates hold the largest).
+            0
+        } else {
+            top_k(&mut cands, p.top_k);
+            top_p(&mut cands, p.top_p);
+            min_p(&mut cands, p.min_p);
+            draw(&cands, p.temperature, &mut self.rng)
+        };
+        self.candidates = cands;
+        id
+    }
+
     /// Restarts the random stream, as if newly created with this seed.
     pub fn reseed(&mut self, seed: u64) {
         self.params.seed = seed;
@@ -438,6 +475,50 @@ mod tests {
     }
 
     const LOGITS: [f32; 8] = [0.5, 2.0, 1.9, -1.0, 1.0, 0.0, 1.5, -3.0];
+
+    #[test]
+    fn top_k_candidates_sample_exactly_like_the_whole_vocabulary() {
+        use rand::seq::SliceRandom;
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let n = 5000;
+        for (case, (k, top_p, min_p, temp)) in
+            [(40, 0.95, 0.05, 0.8), (1, 1.0, 0.0, 1.0), (7, 0.5, 0.0, 1.3), (300, 1.0, 0.1, 0.7), (6000, 0.9, 0.0, 1.0)].into_iter().enumerate()
+        {
+            let params = SamplingParams { temperature: temp, top_k: k, top_p, min_p, repeat_penalty: 1.0, repeat_last_n: 64, seed: 9 + case as u64 };
+            let (mut whole, mut part) = (Sampler::new(params.clone()), Sampler::new(params));
+            assert_eq!(part.top_k_only(), Some(k));
+            for step in 0..50 {
+                // Coarse values make ties; NaN, −∞ and +∞ appear too.
+                let mut logits: Vec<f32> = (0..n).map(|_| (rng.gen_range(-40..40) as f32) / 8.0).collect();
+                for _ in 0..5 {
+                    let i = rng.gen_range(0..n);
+                    logits[i] = [f32::NAN, f32::NEG_INFINITY, f32::INFINITY][step % 3];
+                }
+                let mut cands = nexus_kernels::ops::slice_top_k(&logits, k);
+                cands.shuffle(&mut rng);
+                assert_eq!(part.sample_candidates(&cands), whole.sample(&logits, &[]), "case {case}, step {step}");
+            }
+        }
+        // Every logit −∞: token 0, as `sample` gives.
+        let mut s = Sampler::new(SamplingParams::default());
+        assert_eq!(s.sample_candidates(&[(7, f32::NEG_INFINITY), (3, f32::NAN)]), 0);
+    }
+
+    #[test]
+    fn top_k_only_needs_sampling_with_top_k_and_no_penalty() {
+        let with = |f: fn(&mut SamplingParams)| {
+            let mut p = SamplingParams::default();
+            f(&mut p);
+            Sampler::new(p).top_k_only()
+        };
+        assert_eq!(with(|_| {}), Some(40));
+        assert_eq!(with(|p| p.temperature = 0.0), None);
+        assert_eq!(with(|p| p.temperature = f32::NAN), None);
+        assert_eq!(with(|p| p.top_k = 0), None);
+        assert_eq!(with(|p| p.repeat_penalty = 1.1), None);
+        assert_eq!(with(|p| (p.repeat_penalty, p.repeat_last_n) = (1.1, 0)), Some(40));
+    }
 
     #[test]
     fn greedy_picks_argmax_lowest_index_on_ties() {

@@ -170,3 +170,38 @@ fn prefill_matches_token_by_token_decode() {
         eprintln!("{name}: prefill vs decode {all:.2e}, next step {next:.2e}");
     }
 }
+
+/// Sampling candidates picked on the device (`step_top_k`) are exactly each 1024-logit slice's
+/// k best of the logits the same step gives to the host (`nexus_kernels::ops::slice_top_k`),
+/// and the sampler draws the same tokens from them as from the whole logits.
+#[test]
+fn top_k_candidates_on_the_device_match_the_logits() {
+    if !gpu_available() {
+        return;
+    }
+    let path = root().join("tests/fixtures/golden/llama-spm-gqa.f32.gguf");
+    let model = Model::load(&path).unwrap();
+    let prompt: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % model.config.n_vocab as u32).collect();
+    let mut gpu = CudaModel::load(&model, 64, 0).unwrap();
+    gpu.forward(&prompt, Logits::Last).unwrap();
+    let at = gpu.len();
+    for (step, k) in [1usize, 40, 128].into_iter().enumerate() {
+        let token = 11 + step as u32;
+        let logits = gpu.forward(&[token], Logits::Last).unwrap();
+        gpu.truncate(at);
+        let cands = gpu.step_top_k(token, k).unwrap();
+        gpu.truncate(at);
+        let want = nexus_kernels::ops::slice_top_k(&logits, k);
+        assert_eq!(cands.len(), want.len(), "k = {k}");
+        for (g, w) in cands.iter().zip(&want) {
+            assert!(g.0 == w.0 && g.1.to_bits() == w.1.to_bits(), "k = {k}: {g:?} vs {w:?}");
+        }
+        // And the sampler draws the same token from them as from the logits.
+        let params = SamplingParams { seed: 3 + step as u64, top_k: k, ..SamplingParams::default() };
+        let (mut a, mut b) = (Sampler::new(params.clone()), Sampler::new(params));
+        for _ in 0..20 {
+            assert_eq!(a.sample_candidates(&cands), b.sample(&logits, &[]));
+        }
+    }
+    assert!(gpu.step_top_k(1, nexus_runtime::model::DEVICE_TOP_K_MAX + 1).is_err());
+}

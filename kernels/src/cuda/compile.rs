@@ -12,7 +12,19 @@ const SOURCES: [&str; 4] =
     [include_str!("cu/common.cuh"), include_str!("cu/matvec.cu"), include_str!("cu/ops.cu"), include_str!("cu/prefill.cu")];
 
 pub fn source() -> String {
-    SOURCES.join("\n")
+    // Measuring switches (docs/CUDA.md), each a define ahead of the sources; the cache key
+    // covers the whole source. NEXUS_CUDA_F16_PASS=4: the F16/BF16 mat-vec takes four items per
+    // row per pass instead of two. NEXUS_CUDA_MV_MINB=N (1..=8): mat-vec registers capped so N
+    // blocks of 256 threads fit an SM.
+    let mut src = String::new();
+    if std::env::var("NEXUS_CUDA_F16_PASS").is_ok_and(|v| v == "4") {
+        src.push_str("#define NEXUS_F16_PASS4 1\n");
+    }
+    if let Some(n) = std::env::var("NEXUS_CUDA_MV_MINB").ok().and_then(|v| v.parse::<u32>().ok()).filter(|n| (1..=8).contains(n)) {
+        src.push_str(&format!("#define NEXUS_MV_MINB {n}\n"));
+    }
+    src.push_str(&SOURCES.join("\n"));
+    src
 }
 
 /// A CUBIN for `arch` (e.g. `sm_90`): from the cache when the same source was compiled by the

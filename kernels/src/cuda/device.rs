@@ -17,11 +17,11 @@ use cudarc::nvrtc::Ptx;
 use super::{compile, driver_err, CudaError};
 
 /// Every kernel the sources define; each is looked up once when the GPU is opened.
-pub(crate) const KERNELS: [&str; 35] = [
+pub(crate) const KERNELS: [&str; 36] = [
     "matvec_f32", "matvec_f16", "matvec_bf16", "matvec_q8_0", "matvec_q4_0", "matvec_q4_1", "matvec_q5_0",
     "matvec_q4_k", "matvec_q5_k", "matvec_q6_k", "matvec_f32_lora", "matvec_f16_lora", "matvec_bf16_lora",
     "matvec_q8_0_lora", "matvec_q4_0_lora", "matvec_q4_1_lora", "matvec_q5_0_lora", "matvec_q4_k_lora",
-    "matvec_q5_k_lora", "matvec_q6_k_lora", "lora_down", "embed", "rope_store", "attn_decode", "argmax", "advance",
+    "matvec_q5_k_lora", "matvec_q6_k_lora", "lora_down", "embed", "rope_store", "attn_decode", "argmax", "topk_slices", "advance",
     "swiglu", "embed_batch", "rmsnorm_f16", "to_f16", "swiglu_f16", "add_bias", "dequant_f16", "attn_prefill",
     "attn_prefill_tiled",
 ];

@@ -11,7 +11,7 @@ mod prefill;
 
 pub use device::{device_count, Gpu, GpuBuffer, Graph};
 pub use layout::{DeviceLora, DeviceWeight};
-pub use ops::{AttnDecode, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore, ARGMAX_SCRATCH};
+pub use ops::{top_k_len, AttnDecode, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore, ARGMAX_SCRATCH};
 pub use prefill::AttnPrefill;
 
 /// Everything that can go wrong on the GPU side, each naming what failed.

@@ -133,6 +133,11 @@ const ARGMAX_BLOCKS: usize = 128;
 /// f32 elements of scratch `Gpu::argmax` needs: a (value, index) pair per block and a counter.
 pub const ARGMAX_SCRATCH: usize = 2 * ARGMAX_BLOCKS + 1;
 
+/// Elements of the `vals` and `ids` buffers [`Gpu::top_k`] writes for `n` logits.
+pub fn top_k_len(n: usize, k: usize) -> usize {
+    n.div_ceil(crate::ops::TOP_K_SLICE) * k
+}
+
 fn kernel_name(ty: GgmlType) -> Result<&'static str, CudaError> {
     use GgmlType::*;
     Ok(match ty {
@@ -357,6 +362,27 @@ impl Gpu {
             &mut scratch as *mut u64 as *mut std::ffi::c_void,
         ];
         unsafe { self.launch_raw("argmax", (blocks as u32, 1, 1), 512, 0, &mut params) }
+    }
+
+    /// For each slice of [`crate::ops::TOP_K_SLICE`] of the `n` logits, its `k` largest (the
+    /// sampler's order: larger first, lower id on ties, NaN as −∞) into `vals` (f32) and `ids`
+    /// (i32), `k` per slice, slice by slice; id −1 pads a slice shorter than `k`. The CPU
+    /// reference is [`crate::ops::slice_top_k`]. `vals` and `ids` hold [`top_k_len`]`(n, k)`.
+    pub fn top_k(&self, logits: u64, n: usize, k: usize, vals: u64, ids: u64) -> Result<(), CudaError> {
+        if k == 0 || k > crate::ops::TOP_K_SLICE || n == 0 {
+            return Err(CudaError::Unsupported(format!("top-k of {k} over {n} logits (1 ≤ k ≤ {})", crate::ops::TOP_K_SLICE)));
+        }
+        let blocks = n.div_ceil(crate::ops::TOP_K_SLICE);
+        let (mut logits, mut n, mut k, mut vals, mut ids) = (logits, n as i32, k as i32, vals, ids);
+        let mut params = [
+            &mut logits as *mut u64 as *mut std::ffi::c_void,
+            &mut n as *mut i32 as *mut std::ffi::c_void,
+            &mut k as *mut i32 as *mut std::ffi::c_void,
+            &mut vals as *mut u64 as *mut std::ffi::c_void,
+            &mut ids as *mut u64 as *mut std::ffi::c_void,
+        ];
+        // 512 threads: `__launch_bounds__` of topk_slices in ops.cu.
+        unsafe { self.launch_raw("topk_slices", (blocks as u32, 1, 1), 512, 0, &mut params) }
     }
 
     /// gate = silu(gate) ⊙ up over `n` elements.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use half::f16;
 use nexus_kernels::cuda::{
-    ARGMAX_SCRATCH, AttnDecode, CudaError, DeviceWeight, Gpu, GpuBuffer, Graph, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore,
+    top_k_len, ARGMAX_SCRATCH, AttnDecode, CudaError, DeviceWeight, Gpu, GpuBuffer, Graph, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore,
 };
 
 use super::{Linear, Logits, Model, ModelConfig, ModelError, RopeStyle};
@@ -49,6 +49,9 @@ struct Scratch {
     part: GpuBuffer<f32>,
     counter: GpuBuffer<i32>,
     argmax: GpuBuffer<f32>,
+    /// Sampling candidates (`Gpu::top_k`): values and ids, for k up to `DEVICE_TOP_K_MAX`.
+    top_vals: GpuBuffer<f32>,
+    top_ids: GpuBuffer<i32>,
     /// [token, position] of the step.
     state: GpuBuffer<i32>,
 }
@@ -150,6 +153,8 @@ impl CudaModel {
             part: f32s(c.n_head * max_splits * (c.head_dim + 2))?,
             counter: gpu.alloc::<i32>(c.n_head).map_err(gpu_err)?,
             argmax: f32s(ARGMAX_SCRATCH)?,
+            top_vals: f32s(top_k_len(c.n_vocab, super::DEVICE_TOP_K_MAX))?,
+            top_ids: gpu.alloc::<i32>(top_k_len(c.n_vocab, super::DEVICE_TOP_K_MAX)).map_err(gpu_err)?,
             state: gpu.alloc::<i32>(2).map_err(gpu_err)?,
         };
         Ok(CudaModel {
@@ -223,6 +228,18 @@ impl CudaModel {
         if tokens.len() >= 2 && self.batched_prompts {
             return self.prefill(tokens, logits);
         }
+        self.forward_stepped(tokens, logits)
+    }
+
+    /// Every row's logits through the decode graph, one token at a time: bitwise what
+    /// generating those tokens gives (the batched prompt path rounds through f16 GEMMs, which
+    /// can flip a near-tie), so speculative decoding's checks agree with decoding alone.
+    pub fn forward_rowwise(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.check(tokens)?;
+        self.forward_stepped(tokens, Logits::All)
+    }
+
+    fn forward_stepped(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
         let mut out = Vec::new();
         for (i, &t) in tokens.iter().enumerate() {
             let want = logits == Logits::All || (logits == Logits::Last && i + 1 == tokens.len());
@@ -257,6 +274,25 @@ impl CudaModel {
         self.step(token, true)?;
         let st = self.gpu.read(&self.s.state, 1).map_err(gpu_err)?;
         Ok(st[0] as u32)
+    }
+
+    /// Runs `token` at the next position and returns candidates (id, logit) for a sampler that
+    /// keeps the `k` most likely tokens: each 1024-logit slice's `k` best, picked on the device
+    /// (`Gpu::top_k`), so a few kilobytes cross to the host instead of the logits. `k` is at
+    /// most [`super::DEVICE_TOP_K_MAX`].
+    pub fn step_top_k(&mut self, token: u32, k: usize) -> Result<Vec<(u32, f32)>, ModelError> {
+        if k == 0 || k > super::DEVICE_TOP_K_MAX {
+            return Err(ModelError::Gpu(format!("top-k on the GPU takes 1 ≤ k ≤ {}, not {k}", super::DEVICE_TOP_K_MAX)));
+        }
+        self.check(&[token])?;
+        self.step(token, false)?;
+        let n = self.config.n_vocab;
+        let len = top_k_len(n, k);
+        self.gpu.top_k(self.s.logits.ptr(), n, k, self.s.top_vals.ptr(), self.s.top_ids.ptr()).map_err(gpu_err)?;
+        let vals = self.gpu.read(&self.s.top_vals, len).map_err(gpu_err)?;
+        let ids = self.gpu.read(&self.s.top_ids, len).map_err(gpu_err)?;
+        // Id −1 pads a slice shorter than k.
+        Ok(ids.iter().zip(vals).filter(|(&id, _)| id >= 0).map(|(&id, v)| (id as u32, v)).collect())
     }
 
     fn check(&self, tokens: &[u32]) -> Result<(), ModelError> {

@@ -216,6 +216,21 @@ __device__ __forceinline__ float2 rows_dot2(const Mat& w0, int r0, const Mat& w1
     // cost Q4_0 and the K-quants 2-6% (more registers per lane), so they keep one per pass.
     // F16/BF16 items are 16 bytes, the least in flight of all types: two per pass as well.
     int it = lane;
+#ifdef NEXUS_F16_PASS4
+    // Measuring switch NEXUS_CUDA_F16_PASS=4 (compile.rs): four F16/BF16 items per row per
+    // pass, as many bytes in flight per lane as Q8_0's two.
+    if (TY == T_F16 || TY == T_BF16)
+    for (; it + 3 * WARP < n; it += 4 * WARP) {
+        float p[4], q[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            p[k] = item_dot<TY>(w0, r0, it + k * WARP, cols, xq, xds, xf);
+            q[k] = two ? item_dot<TY>(w1, r1, it + k * WARP, cols, xq, xds, xf) : 0.f;
+        }
+        a0 += (p[0] + p[1]) + (p[2] + p[3]);
+        a1 += (q[0] + q[1]) + (q[2] + q[3]);
+    }
+#endif
     if (TY == T_Q8_0 || TY == T_F16 || TY == T_BF16)
     for (; it + WARP < n; it += 2 * WARP) {
         float p0 = item_dot<TY>(w0, r0, it, cols, xq, xds, xf);
@@ -465,12 +480,17 @@ __device__ void matvec_impl(const MatvecArgs& A, const LoraArgs& L) {
 
 // Each type twice: the base kernel, compiled exactly as without adapters (LORA = false removes
 // every adapter branch), and the *_lora variant used only for jobs with an adapter attached.
+// NEXUS_MV_MINB (measuring switch NEXUS_CUDA_MV_MINB, compile.rs) asks the compiler for
+// registers that let that many 256-thread blocks share an SM (4: at most 64 per thread).
+#ifndef NEXUS_MV_MINB
+#define NEXUS_MV_MINB 1
+#endif
 #define MATVEC(name, ty)                                                                       \
-    extern "C" __global__ void __launch_bounds__(256) name(const MatvecArgs A) {               \
+    extern "C" __global__ void __launch_bounds__(256, NEXUS_MV_MINB) name(const MatvecArgs A) { \
         const LoraArgs none = {};                                                              \
         matvec_impl<ty, false>(A, none);                                                       \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(256) name##_lora(const MatvecLoraArgs A) {    \
+    extern "C" __global__ void __launch_bounds__(256, NEXUS_MV_MINB) name##_lora(const MatvecLoraArgs A) { \
         matvec_impl<ty, true>(A.m, A.l);                                                       \
     }
 MATVEC(matvec_f32, T_F32)

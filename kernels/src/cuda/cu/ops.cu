@@ -247,6 +247,53 @@ extern "C" __global__ void argmax(const float* logits, int n, int* state, float*
     }
 }
 
+// Sampling candidates on the device: block b sorts logits [b·TOPK_SLICE, (b+1)·TOPK_SLICE)
+// as the CPU sampler orders them (larger first, lower id first on ties, NaN as -inf, +inf
+// as the largest finite value) and
+// writes its first k as (value, id); a slice shorter than k pads with id -1. Every one of
+// the k largest logits overall is among its own slice's k largest, so the host chooses from
+// gridDim.x·k candidates instead of the whole vocabulary. One bitonic sort in shared memory
+// over 64-bit keys: the value's bits made order-preserving and inverted, then the id.
+#define TOPK_SLICE 1024
+__device__ __forceinline__ unsigned long long topk_key(float v, int i) {
+    // The sampler's order: NaN as -inf, +inf level with the largest finite value.
+    if (v != v) v = -INFINITY;
+    if (v == INFINITY) v = 3.40282347e+38f;
+    unsigned u = __float_as_uint(v);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((unsigned long long)(~u) << 32) | (unsigned)i;
+}
+extern "C" __global__ void __launch_bounds__(512) topk_slices(const float* logits, int n, int k, float* out_v, int* out_i) {
+    DEPENDENT_KERNEL();
+    __shared__ unsigned long long s[TOPK_SLICE];
+    const int lo = blockIdx.x * TOPK_SLICE;
+    for (int t = threadIdx.x; t < TOPK_SLICE; t += blockDim.x) {
+        const int i = lo + t;
+        s[t] = i < n ? topk_key(logits[i], i) : ~0ull;
+    }
+    for (int size = 2; size <= TOPK_SLICE; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            __syncthreads();
+            for (int t = threadIdx.x; t < TOPK_SLICE / 2; t += blockDim.x) {
+                const int i = 2 * t - (t & (stride - 1)), j = i + stride;
+                const unsigned long long a = s[i], b = s[j];
+                if ((a > b) == ((i & size) == 0)) {
+                    s[i] = b;
+                    s[j] = a;
+                }
+            }
+        }
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < k; t += blockDim.x) {
+        const unsigned long long key = s[t];
+        const int id = key == ~0ull ? -1 : (int)(unsigned)key;
+        const float v = id < 0 ? -INFINITY : logits[id];
+        out_i[blockIdx.x * k + t] = id;
+        out_v[blockIdx.x * k + t] = v != v ? -INFINITY : v;
+    }
+}
+
 // End of a step: the position moves past the tokens just stored.
 extern "C" __global__ void advance(int* state, int n) {
     DEPENDENT_KERNEL();
