@@ -91,12 +91,14 @@ impl Sampler {
     /// ([`Self::sample_candidates`]; the GPU picks them where the logits are).
     pub fn top_k_only(&self) -> Option<usize> {
         let p = &self.params;
-        let sampling = p.temperature > 0.0;
-        let no_penalty = p.repeat_penalty == 1.0
-            || p.repeat_last_n == 0
-            || !p.repeat_penalty.is_finite()
-            || p.repeat_penalty <= 0.0;
-        (sampling && p.top_k > 0 && no_penalty).then_some(p.top_k)
+        (p.temperature > 0.0 && p.top_k > 0 && !self.penalizes()).then_some(p.top_k)
+    }
+
+    /// Whether the settings ask for a repetition penalty at all (`apply_repeat_penalty` leaves
+    /// the logits alone otherwise).
+    fn penalizes(&self) -> bool {
+        let penalty = self.params.repeat_penalty;
+        self.params.repeat_last_n != 0 && penalty != 1.0 && penalty.is_finite() && penalty > 0.0
     }
 
     /// [`Self::sample`] from candidates (id, logit) that include the [`Self::top_k_only`]
@@ -105,21 +107,17 @@ impl Sampler {
     /// while `top_k_only` is `Some`.
     pub fn sample_candidates(&mut self, candidates: &[(u32, f32)]) -> u32 {
         debug_assert!(self.top_k_only().is_some());
-        let p = self.params.clone();
         let mut cands = std::mem::take(&mut self.candidates);
         cands.clear();
-        cands.extend(candidates.iter().map(|&(id, l)| (id, sanitize(l))).filter(|&(_, l)| l > f32::NEG_INFINITY));
-        let id = if cands.is_empty() {
-            // Every candidate at −∞ means every logit is (the candidates hold the largest).
-            0
-        } else {
-            top_k(&mut cands, p.top_k);
-            top_p(&mut cands, p.top_p);
-            min_p(&mut cands, p.min_p);
-            draw(&cands, p.temperature, &mut self.rng)
-        };
+        cands.extend(candidates.iter().map(|&(id, l)| (id, sanitize(l))));
+        // Every candidate at −∞ means every logit is (the candidates hold the largest), and the
+        // chain then gives token 0 as it does for the whole logits.
+        let filtered = keep_likely(&mut cands, &self.params);
         self.candidates = cands;
-        id
+        match filtered {
+            Filtered::Greedy(id) => id,
+            Filtered::Candidates => draw(&self.candidates, self.params.temperature, &mut self.rng),
+        }
     }
 
     /// Restarts the random stream, as if newly created with this seed.
@@ -185,17 +183,7 @@ impl Sampler {
         let filtered = if p.temperature <= 0.0 || p.temperature.is_nan() {
             Filtered::Greedy(greedy_candidates(&cands))
         } else {
-            // Impossible tokens carry no probability; dropping them first keeps the
-            // sort below small and makes "everything is -inf" a simple check.
-            cands.retain(|&(_, l)| l > f32::NEG_INFINITY);
-            if cands.is_empty() {
-                Filtered::Greedy(0)
-            } else {
-                top_k(&mut cands, p.top_k);
-                top_p(&mut cands, p.top_p);
-                min_p(&mut cands, p.min_p);
-                Filtered::Candidates
-            }
+            keep_likely(&mut cands, &p)
         };
         self.candidates = cands;
         filtered
@@ -207,7 +195,7 @@ impl Sampler {
     fn apply_repeat_penalty(&mut self, cands: &mut [(u32, f32)], recent: &[u32]) {
         let penalty = self.params.repeat_penalty;
         let n = self.params.repeat_last_n.min(recent.len());
-        if n == 0 || penalty == 1.0 || !penalty.is_finite() || penalty <= 0.0 {
+        if n == 0 || !self.penalizes() {
             return;
         }
         self.penalized.clear();
@@ -221,6 +209,21 @@ impl Sampler {
             }
         }
     }
+}
+
+/// The sampling chain's filters after the penalty: the candidates above −∞, then top-k, top-p
+/// and min-p, most likely first; token 0 when none is above −∞.
+fn keep_likely(cands: &mut Vec<(u32, f32)>, p: &SamplingParams) -> Filtered {
+    // Impossible tokens carry no probability; dropping them first keeps the sort below small
+    // and makes "everything is -inf" a simple check.
+    cands.retain(|&(_, l)| l > f32::NEG_INFINITY);
+    if cands.is_empty() {
+        return Filtered::Greedy(0);
+    }
+    top_k(cands, p.top_k);
+    top_p(cands, p.top_p);
+    min_p(cands, p.min_p);
+    Filtered::Candidates
 }
 
 fn sanitize(l: f32) -> f32 {

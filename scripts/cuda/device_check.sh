@@ -11,6 +11,13 @@ B=${B:-.carry/cuda}
 STAGE=${STAGE:-check,bench,lora}
 M=$HOME/nexus-models; mkdir -p "$M"
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/summary.txt"; }
+# The path of a synthetic model of config $1 and type $2, written by `nexus-cli synth` the first
+# time it is asked for (kept in $M between calls while the machine stays warm).
+synth_once() {
+  local f=$M/$1-$2.gguf
+  [ -f "$f" ] || $B/nexus-cli synth --config "$1" --type "$2" -o "$f" 2>> "$OUT/synth.log" >&2
+  echo "$f"
+}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
 if [[ $STAGE == *check* ]]; then
   log "kernel parity"; $B/cuda_kernels --test-threads=1 --nocapture > "$OUT/kernels.log" 2>&1; log "rc=$?"
@@ -27,8 +34,7 @@ if [[ $STAGE == *check* ]]; then
 fi
 if [[ $STAGE == *bench* ]]; then
   for spec in ${BENCH:-smollm2-135m:q4_1 smollm2-135m:q8_0 smollm2-135m:q4_k_m llama-3.2-1b:f16 llama-3.2-1b:q8_0 llama-3.2-1b:q4_0 llama-3.2-1b:q4_k_m llama-3.1-8b:q4_k_m}; do
-    cfg=${spec%%:*}; ty=${spec##*:}; f=$M/$cfg-$ty.gguf
-    [ -f "$f" ] || $B/nexus-cli synth --config "$cfg" --type "$ty" -o "$f" 2>> "$OUT/synth.log"
+    cfg=${spec%%:*}; ty=${spec##*:}; f=$(synth_once "$cfg" "$ty")
     $B/nexus-cli bench -m "$f" --device cuda -p ${PP:-512} -n 128 -r ${REPS:-5} 2>> "$OUT/bench.err" | tee -a "$OUT/bench.md" | grep -E "pp|tg" | tee -a "$OUT/summary.txt"
   done
 fi
@@ -38,8 +44,7 @@ fi
 # the cuda_lora binary, so no Python is needed on this machine.
 if [[ $STAGE == *lora* ]]; then
   for spec in ${LORA_BENCH:-smollm2-135m:q4_1 smollm2-135m:q8_0 llama-3.2-1b:q8_0 llama-3.2-1b:q4_k_m}; do
-    cfg=${spec%%:*}; ty=${spec##*:}; f=$M/$cfg-$ty.gguf; a=$M/$cfg-$ty-r16.lora.gguf
-    [ -f "$f" ] || $B/nexus-cli synth --config "$cfg" --type "$ty" -o "$f" 2>> "$OUT/synth.log"
+    cfg=${spec%%:*}; ty=${spec##*:}; f=$(synth_once "$cfg" "$ty"); a=$M/$cfg-$ty-r16.lora.gguf
     [ -f "$a" ] || NEXUS_LORA_BASE=$f NEXUS_LORA_OUT=$a NEXUS_LORA_RANK=16 $B/cuda_lora --ignored --exact write_bench_adapter >> "$OUT/lora_make.log" 2>&1
     [ -f "$a" ] || { log "no adapter for $f (see $OUT/lora_make.log)"; continue; }
     for extra in "" "--lora $a"; do
@@ -107,8 +112,7 @@ if [[ $STAGE == *switches* ]]; then
     log "kernel parity with $v"; env $v $B/cuda_kernels --test-threads=1 matvec > "$OUT/kernels_${v%%=*}.log" 2>&1; log "rc=$?"
   done
   for spec in ${AB_FILES:-llama-3.2-1b:f16 llama-3.2-1b:q8_0 llama-3.2-1b:q4_0 smollm2-135m:q4_1}; do
-    cfg=${spec%%:*}; ty=${spec##*:}; f=$M/$cfg-$ty.gguf
-    [ -f "$f" ] || $B/nexus-cli synth --config "$cfg" --type "$ty" -o "$f" 2>> "$OUT/synth.log"
+    cfg=${spec%%:*}; ty=${spec##*:}; f=$(synth_once "$cfg" "$ty")
     vs="NEXUS_CUDA_MV_MINB=1 NEXUS_CUDA_MV_MINB=4"
     [ "$ty" = f16 ] && vs="$vs NEXUS_CUDA_F16_PASS=4"
     for round in 1 2; do for v in $vs; do

@@ -11,11 +11,11 @@ mod weights;
 
 #[cfg(feature = "cuda")]
 pub use cuda::CudaModel;
-
-/// The largest top-k the GPU picks sampling candidates for by itself (each 1024-logit slice
-/// sends back its k best, so larger k would read back about as much as the logits).
-pub const DEVICE_TOP_K_MAX: usize = 128;
 pub use config::{Arch, ModelConfig, RopeStyle};
 pub use error::ModelError;
 pub use llama::{Logits, Model, Probe};
 pub use weights::{Batching, Linear, LayerWeights};
+
+/// The largest top-k the GPU picks sampling candidates for by itself (each 1024-logit slice
+/// sends back its k best, so larger k would read back about as much as the logits).
+pub const DEVICE_TOP_K_MAX: usize = 128;
