@@ -14,7 +14,7 @@
 # "target:seconds ..."), the SentencePiece converter fixtures on core 3
 # (scripts/convert/spm_on_device.sh, SPM=0 skips), and on cores 0-2 scripts/cuda/device_check.sh's
 # STAGES (default: check bench lora cli spec), each under a time limit
-# (TCHECK, TBENCH, TLORA, TCLI, TSPEC, TSW seconds).
+# (TCHECK, TBENCH, TLORA, TCLI, TSPEC, TSW, TTRAIN seconds).
 set -u
 R=$OUT; mkdir -p $R
 P=$HOME/p
@@ -29,7 +29,7 @@ if [ "${SPM:-1}" = 1 ]; then
 fi
 mkdir -p $R/spm
 export B=$P/cuda
-# STAGES: which of check, bench, lora, cli, spec and switches run, in the order given.
+# STAGES: which of check, bench, lora, cli, spec, switches and train run, in the order given.
 for st in ${STAGES:-check bench lora cli spec}; do
   case $st in
     check) STAGE=check OUT=$R/dc timeout ${TCHECK:-260} taskset -c 0-2 bash scripts/cuda/device_check.sh ;;
@@ -37,6 +37,7 @@ for st in ${STAGES:-check bench lora cli spec}; do
     lora) LORA_BENCH=${LORA_BENCH:-"smollm2-135m:q4_1 llama-3.2-1b:q8_0"} REPS=3 STAGE=lora OUT=$R/dc timeout ${TLORA:-120} taskset -c 0-2 bash scripts/cuda/device_check.sh ;;
     cli) STAGE=cli OUT=$R/dc timeout ${TCLI:-120} taskset -c 0-2 bash scripts/cuda/device_check.sh ;;
     spec) STAGE=spec OUT=$R/dc timeout ${TSPEC:-200} taskset -c 0-2 bash scripts/cuda/device_check.sh ;;
+    train) STAGE=train OUT=$R/dc timeout ${TTRAIN:-300} taskset -c 0-2 bash scripts/cuda/device_check.sh ;;
     switches) STAGE=switches OUT=$R/dc timeout ${TSW:-150} taskset -c 0-2 bash scripts/cuda/device_check.sh ;;
   esac
   echo "$st rc=$?" >> $R/t.txt

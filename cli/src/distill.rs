@@ -41,6 +41,8 @@ enum Stage {
     TrainLora(crate::distill_lora::TrainLoraArgs),
     /// Train a router that picks a capability's adapter per request from labelled prompts.
     TrainRouter(crate::distill_router::TrainRouterArgs),
+    /// Time a training step of a student shape on the CPU or the GPU (random weights and data).
+    Bench(crate::distill_bench::BenchStepArgs),
 }
 
 #[derive(Args)]
@@ -104,6 +106,10 @@ pub fn distill(args: DistillArgs) -> Result<()> {
             let Stage::TrainRouter(a) = args.stage else { unreachable!() };
             return crate::distill_router::train_router_cmd(a);
         }
+        Stage::Bench(_) => {
+            let Stage::Bench(a) = args.stage else { unreachable!() };
+            return crate::distill_bench::bench_step(a);
+        }
     };
     let cfg = RunConfig::load(&common.config, &common.set)?;
     let threads = common.threads.or((cfg.train.threads > 0).then_some(cfg.train.threads));
@@ -116,7 +122,7 @@ pub fn distill(args: DistillArgs) -> Result<()> {
         Stage::Train(a) => train(&cfg, &kit(&cfg)?, a.resume),
         Stage::Verify(a) => verify_with(&cfg, &kit(&cfg)?, a),
         Stage::Report(_) => report(&cfg, &kit(&cfg)?),
-        Stage::TrainLora(_) | Stage::TrainRouter(_) => unreachable!("handled above"),
+        Stage::TrainLora(_) | Stage::TrainRouter(_) | Stage::Bench(_) => unreachable!("handled above"),
         Stage::Run(a) => {
             let kit = kit(&cfg)?;
             if !cfg.run_dir.join(pipeline::PROFILE_FILE).exists() {

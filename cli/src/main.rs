@@ -2,6 +2,7 @@
 
 mod device;
 mod distill;
+mod distill_bench;
 mod distill_lora;
 mod distill_router;
 mod draft;

@@ -215,6 +215,9 @@ fn bad_input_is_refused_with_the_file_named() {
     // A typo in the config.
     let typo = s.config("typo", "[export]\ntipe = \"f16\"\n");
     expect_err(&["distill", "train", "-c", typo.to_str().unwrap()], &["typo.toml", "tipe"]);
+    // A device or precision the trainer does not have.
+    expect_err(&["distill", "train", "-c", c, "--set", "train.device=tpu"], &["a.toml", "train.device", "tpu"]);
+    expect_err(&["distill", "train", "-c", c, "--set", "train.precision=bf16"], &["a.toml", "bf16", "cuda"]);
     // A teacher that is not there.
     expect_err(&["distill", "profile", "-c", c, "--set", "teacher=/nonexistent/t.gguf"], &["/nonexistent/t.gguf"]);
     // Empty and non-UTF-8 training data.
@@ -258,4 +261,44 @@ fn the_committed_reference_student_runs_and_carries_its_verdict() {
     ok(&a);
     assert_eq!(a.stdout, b.stdout);
     assert!(text(&a.stdout).len() > "The river".len() + 10, "{}", text(&a.stdout));
+}
+
+/// `train.device = "cuda"`: the student (and the teacher) train on the GPU to the CPU engine's
+/// losses, and a run stopped at a checkpoint resumes there to the uninterrupted run's losses.
+/// The learning rate is held after the warm-up (`min_lr_ratio = 1`) so that a run of 16 steps
+/// and one of 24 share their schedule. The engines sum in different orders and Adam can turn
+/// rounding-level differences in near-zero gradients into whole steps, so after the first
+/// steps the CPU and GPU curves are compared within training noise; the GPU engine itself is
+/// deterministic. Without a usable GPU (or CUDA in this binary) the run fails for that reason
+/// alone: skipped, unless NEXUS_REQUIRE_CUDA is set.
+#[test]
+fn training_on_cuda_follows_the_cpu_losses() {
+    let s = Setup::new();
+    let names = ["cpu", "gpu", "gpu_parts"];
+    let cfgs: Vec<PathBuf> = names.iter().map(|n| s.config(n, "")).collect();
+    let c = |i: usize| cfgs[i].to_str().unwrap().to_string();
+    for i in 0..3 {
+        ok(&cli(&["distill", "profile", "-c", &c(i), "-t", "2"]));
+    }
+    let flat = ["--set", "train.min_lr_ratio=1.0"];
+    ok(&cli(&[&["distill", "train", "-c", &c(0), "-t", "2"][..], &flat].concat()));
+    let cuda = ["--set", "train.device=cuda", "--set", "train.min_lr_ratio=1.0"];
+    let out = cli(&[&["distill", "train", "-c", &c(1), "-t", "2"][..], &cuda].concat());
+    if !out.status.success() {
+        let err = text(&out.stderr);
+        assert!(err.contains("CUDA") && !err.contains("panicked"), "{err}");
+        assert!(std::env::var_os("NEXUS_REQUIRE_CUDA").is_none(), "NEXUS_REQUIRE_CUDA is set: {err}");
+        eprintln!("skipped: no usable GPU here ({})", err.trim());
+        return;
+    }
+    ok(&cli(&[&["distill", "train", "-c", &c(2), "-t", "2", "--set", "train.steps=16"][..], &cuda].concat()));
+    ok(&cli(&[&["distill", "train", "-c", &c(2), "-t", "2", "--resume"][..], &cuda].concat()));
+    let [cpu, gpu, parts] = names.map(|n| losses(&s.path(n)));
+    assert_eq!((cpu.len(), gpu.len(), parts.len()), (24, 24, 24));
+    for (i, ((x, y), z)) in cpu.iter().zip(&gpu).zip(&parts).enumerate() {
+        eprintln!("step {}: cpu {x:.6} cuda {y:.6} cuda resumed {z:.6}", i + 1);
+        assert!((y - z).abs() <= 1e-5 * y.abs().max(1.0), "step {}: {y} uninterrupted, {z} resumed on CUDA", i + 1);
+        let tol = if i < 6 { 1e-4 } else { 1e-2 };
+        assert!((x - y).abs() <= tol * x.abs().max(1.0), "step {}: {x} on the CPU, {y} on CUDA", i + 1);
+    }
 }

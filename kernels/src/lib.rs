@@ -3,6 +3,7 @@
 //! Depends on nothing of ours. Everything above it (the runtime's model graph, the converter,
 //! the trainer) reaches weights only through the functions exported here.
 
+pub mod adamw;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod conv;

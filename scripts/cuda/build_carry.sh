@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .carry/cuda
-pick() { grep -o "target/release/deps/$1-[a-z0-9]*" | head -1; }
+T=${CARGO_TARGET_DIR:-target}
+pick() { grep -o "$T/release/deps/$1-[a-z0-9]*" | head -1; }
 k=$(cargo test --release -p nexus-kernels --features cuda --test cuda --no-run 2>&1 | pick cuda)
 m=$(cargo test --release -p nexus-tests --features cuda --test cuda_model --no-run 2>&1 | pick cuda_model)
 l=$(cargo test --release -p nexus-tests --features cuda --test cuda_lora --no-run 2>&1 | pick cuda_lora)
@@ -12,14 +13,22 @@ l=$(cargo test --release -p nexus-tests --features cuda --test cuda_lora --no-ru
 # by the absolute path of this checkout, which device_check.sh recreates there.
 cl=$(cargo test --release -p nexus-cli --features cuda --test lora --no-run 2>&1 | pick lora)
 cc=$(cargo test --release -p nexus-cli --features cuda --test chat_lora --no-run 2>&1 | pick chat_lora)
+# The training engine against the CPU engine (train/tests/cuda_engine.rs).
+tr=$(cargo test --release -p nexus-train --features cuda --test cuda_engine --no-run 2>&1 | pick cuda_engine)
+# `distill train` with train.device = cuda against the CPU's losses (cli/tests/distill.rs).
+cd=$(cargo test --release -p nexus-cli --features cuda --test distill --no-run 2>&1 | pick distill)
 cargo build --release -p nexus-cli --features cuda
 cp "$k" .carry/cuda/cuda_kernels
 cp "$m" .carry/cuda/cuda_model
 cp "$l" .carry/cuda/cuda_lora
 cp "$cl" .carry/cuda/cli_lora
 cp "$cc" .carry/cuda/cli_chat_lora
-cp target/release/nexus-cli .carry/cuda/nexus-cli
-rm -f .carry/cuda/checkout.txt
+cp "$tr" .carry/cuda/cuda_train
+cp "$cd" .carry/cuda/cli_distill
+cp $T/release/nexus-cli .carry/cuda/nexus-cli
+rm -f .carry/cuda/checkout.txt .carry/cuda/cli_path.txt
 strip .carry/cuda/*
 pwd > .carry/cuda/checkout.txt
+# Where the CLI test binaries look for nexus-cli (env!("CARGO_BIN_EXE_nexus-cli")).
+realpath $T/release/nexus-cli > .carry/cuda/cli_path.txt
 ls -la .carry/cuda

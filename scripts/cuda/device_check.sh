@@ -32,6 +32,52 @@ if [[ $STAGE == *check* ]]; then
     tail -3 "$OUT/memcheck.log" | tee -a "$OUT/summary.txt"
   fi
 fi
+# The training engine: parity with the CPU engine, memcheck of its kernels, and the step time
+# of the reference student shape (CPU on this machine's cores for scale, CUDA in f32 and bf16).
+if [[ $STAGE == *train* ]]; then
+  log "training engine parity"; $B/cuda_train --test-threads=1 --nocapture > "$OUT/train.log" 2>&1; log "rc=$?"
+  grep -E "test result|^step|FAILED|panicked|error" "$OUT/train.log" | head -20 | tee -a "$OUT/summary.txt"
+  log "memcheck (training kernels)"; timeout ${TMEMCHECK:-150} compute-sanitizer --tool memcheck --error-exitcode 9 $B/cuda_train --test-threads=1 f32_step_matches_the_cpu_engine_untied > "$OUT/memcheck_train.log" 2>&1; log "rc=$?"
+  tail -3 "$OUT/memcheck_train.log" | tee -a "$OUT/summary.txt"
+  cli=$(cat $B/cli_path.txt); [ -e "$cli" ] || { mkdir -p "$(dirname "$cli")" && cp $B/nexus-cli "$cli"; }
+  log "distill train on CUDA vs the CPU"; timeout 200 $B/cli_distill --test-threads=1 --nocapture training_on_cuda > "$OUT/cli_distill.log" 2>&1; log "rc=$?"
+  grep -E "^test |panicked|step (1|8|16|24):" "$OUT/cli_distill.log" | head -12 | tee -a "$OUT/summary.txt"
+  for d in "cuda --precision f32 -r 5" "cuda --precision bf16 -r 5" "cpu -t 3 -r 1"; do
+    timeout 120 $B/nexus-cli distill bench --device $d 2>> "$OUT/train_bench.err" | tee -a "$OUT/train_bench.md" | tail -1 | tee -a "$OUT/summary.txt"
+  done
+  # A whole `distill train` step (teacher included) on a SmolLM2-shaped random teacher: the
+  # reference student's shape, random init, no anchors (they need a profile), this repo's docs
+  # as text. GPU (teacher on the GPU too) in f32 and bf16, then the CPU engine for scale.
+  t=$(synth_once smollm2-135m q4_1)
+  cat ARCHITECTURE.md docs/CUDA.md docs/PERF.md > $M/corpus.txt
+  for run in "cuda f32 30" "cuda bf16 30" "cpu f32 3"; do
+    set -- $run
+    rd=$M/run_$1_$2; rm -rf $rd
+    printf 'teacher = "%s"\nrun_dir = "%s"\n[data]\nsources = ["%s"]\nseq_len = 256\n[student]\nn_embd = 384\nn_layer = 8\nn_head = 6\nn_head_kv = 2\nn_ff = 1024\ninit = "random"\n[train]\nsteps = %s\nbatch = 8\nanchor = 0.0\nwarmup = 2\ncheckpoint_every = 1000\ndevice = "%s"\nprecision = "%s"\n' "$t" "$rd" "$M/corpus.txt" "$3" "$1" "$2" > $M/run_$1_$2.toml
+    timeout 150 $B/nexus-cli distill train -c $M/run_$1_$2.toml -t 3 > "$OUT/distill_$1_$2.log" 2>&1; log "distill train $run rc=$?"
+    grep -E "^step" "$OUT/distill_$1_$2.log" | tail -2 | tee -a "$OUT/summary.txt"
+    python3 -c "import json,sys; s=json.load(open('$rd/train_summary.json')); print('$run', 'tokens/s', round(s['tokens_per_s']), 'phases', {k: round(v, 2) for k, v in s['phases'].items()})" 2>&1 | tee -a "$OUT/summary.txt"
+  done
+  # Where a GPU `distill train` step's time goes, by kernel (TRAIN_PROFILE=1): ncu with the
+  # duration metric alone (one replay pass per kernel) over one bf16 step, teacher included,
+  # summed by kernel name (cuBLAS kernels under their own names).
+  if [ "${TRAIN_PROFILE:-0}" = 1 ]; then
+    timeout 240 ncu --metrics gpu__time_duration.sum --launch-skip ${PROF_SKIP:-0} --launch-count ${PROF_COUNT:-3000} --csv $B/nexus-cli distill train -c $M/run_cuda_bf16.toml --set train.steps=1 --set run_dir=$M/run_prof > $OUT/train_prof.csv 2> $OUT/train_prof.err
+    python3 - "$OUT/train_prof.csv" <<'PY' | tee $OUT/train_prof.txt | tee -a "$OUT/summary.txt"
+import csv, sys, collections
+tot = collections.Counter(); cnt = collections.Counter()
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+head = rows[0]; k = head.index("Kernel Name"); v = head.index("Metric Value"); u = head.index("Metric Unit")
+for r in rows[1:]:
+    try: x = float(r[v].replace(",", ""))
+    except ValueError: continue
+    x *= {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}[r[u]]  # to µs
+    name = r[k].split("(")[0][:60]; tot[name] += x; cnt[name] += 1
+s = sum(tot.values()); print(f"profiled kernels: {sum(cnt.values())}, {s/1e3:.2f} ms")
+for n, x in tot.most_common(22): print(f"{x/1e3:9.3f} ms {100*x/s:5.1f}% {cnt[n]:5d}x {n}")
+PY
+  fi
+fi
 if [[ $STAGE == *bench* ]]; then
   for spec in ${BENCH:-smollm2-135m:q4_1 smollm2-135m:q8_0 smollm2-135m:q4_k_m llama-3.2-1b:f16 llama-3.2-1b:q8_0 llama-3.2-1b:q4_0 llama-3.2-1b:q4_k_m llama-3.1-8b:q4_k_m}; do
     cfg=${spec%%:*}; ty=${spec##*:}; f=$(synth_once "$cfg" "$ty")
@@ -60,6 +106,7 @@ if [[ $STAGE == *cli* ]]; then
   co=$(cat $B/checkout.txt)
   if [ ! -e "$co" ]; then mkdir -p "$(dirname "$co")" && ln -s "$PWD" "$co"; fi
   mkdir -p target/release && cp $B/nexus-cli target/release/nexus-cli
+  cli=$(cat $B/cli_path.txt 2>/dev/null); [ -n "$cli" ] && [ ! -e "$cli" ] && mkdir -p "$(dirname "$cli")" && cp $B/nexus-cli "$cli"
   log "CLI adapters on CUDA"
   $B/cli_lora --test-threads=1 adapters_run_on_cuda > "$OUT/cli_lora.log" 2>&1; log "rc=$?"
   $B/cli_chat_lora --test-threads=1 answers_after_a_switch > "$OUT/cli_chat_lora.log" 2>&1; log "rc=$?"

@@ -167,6 +167,32 @@ pub struct TrainSection {
     pub checkpoint_every: usize,
     /// Compute threads (0: all cores).
     pub threads: usize,
+    /// Where the student trains: `cpu`, or `cuda` / `cuda:N` (a build with the `cuda` feature).
+    /// The teacher runs on the CPU either way.
+    pub device: String,
+    /// The GPU's GEMM precision: `f32` (exact), or `bf16` (tensor-core products, f32 weights).
+    pub precision: String,
+}
+
+impl TrainSection {
+    /// `None` for `device = "cpu"`, the GPU's number for `cuda` / `cuda:N`; checks the
+    /// precision goes with the device.
+    pub fn gpu(&self) -> Result<Option<usize>, String> {
+        let d = self.device.as_str();
+        let gpu = match d {
+            "cpu" => None,
+            "cuda" => Some(0),
+            _ => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Some(n),
+                _ => return Err(format!("train.device = {d:?}: expected cpu, cuda or cuda:N")),
+            },
+        };
+        match (self.precision.as_str(), gpu) {
+            ("f32", _) | ("bf16", Some(_)) => Ok(gpu),
+            ("bf16", None) => Err("train.precision = \"bf16\" needs train.device = \"cuda\": the CPU engine computes in f32".into()),
+            (p, _) => Err(format!("train.precision = {p:?}: expected f32 or bf16")),
+        }
+    }
 }
 
 impl Default for TrainSection {
@@ -190,6 +216,8 @@ impl Default for TrainSection {
             vocab_chunk: 4096,
             checkpoint_every: 100,
             threads: 0,
+            device: "cpu".into(),
+            precision: "f32".into(),
         }
     }
 }
@@ -292,6 +320,7 @@ impl RunConfig {
         if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) || !(0.0..=1.0).contains(&t.min_lr_ratio) {
             return Err("train.beta1 and train.beta2 must be in [0, 1), train.min_lr_ratio in [0, 1]".into());
         }
+        t.gpu()?;
         self.export.ty.parse::<crate::export::ExportType>().map_err(|e| format!("export.type: {e}"))?;
         if self.data.sources.is_empty() && self.data.prompts.is_none() {
             return Err("no training data: give data.sources or data.prompts".into());

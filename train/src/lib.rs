@@ -5,6 +5,8 @@
 pub mod anchor;
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
 pub mod engine;
 pub mod error;

@@ -5,6 +5,7 @@
 //! Everything here is deterministic regardless of the number of rayon threads: the update is
 //! element-wise, and reductions use a fixed chunking whose partial sums are added in order.
 
+use nexus_kernels::adamw::AdamCoefficients;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -102,24 +103,7 @@ pub fn adamw_step(
         v.len()
     );
     assert!(t >= 1, "adamw_step: the step count t is 1-based");
-    // Scalars in f64, as PyTorch computes them in Python floats, then rounded once.
-    let t = t.min(i32::MAX as usize) as i32;
-    let bias1 = 1.0 - (cfg.beta1 as f64).powi(t);
-    let bias2_sqrt = (1.0 - (cfg.beta2 as f64).powi(t)).sqrt();
-    let k = Coefficients {
-        keep: if decay {
-            (1.0 - lr as f64 * cfg.weight_decay as f64) as f32
-        } else {
-            1.0
-        },
-        beta1: cfg.beta1,
-        one_minus_beta1: 1.0 - cfg.beta1,
-        beta2: cfg.beta2,
-        one_minus_beta2: 1.0 - cfg.beta2,
-        step_size: (lr as f64 / bias1) as f32,
-        bias2_sqrt: bias2_sqrt as f32,
-        eps: cfg.eps,
-    };
+    let k = coefficients(t, lr, cfg, decay);
     if n <= CHUNK {
         k.apply(param, grad, m, v);
         return;
@@ -132,27 +116,26 @@ pub fn adamw_step(
         .for_each(|(((p, g), m), v)| k.apply(p, g, m, v));
 }
 
-/// The per-step constants of [`adamw_step`].
-struct Coefficients {
-    keep: f32,
-    beta1: f32,
-    one_minus_beta1: f32,
-    beta2: f32,
-    one_minus_beta2: f32,
-    step_size: f32,
-    bias2_sqrt: f32,
-    eps: f32,
-}
-
-impl Coefficients {
-    fn apply(&self, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
-        for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m).zip(v) {
-            *p *= self.keep;
-            *m = self.beta1 * *m + self.one_minus_beta1 * g;
-            *v = self.beta2 * *v + self.one_minus_beta2 * g * g;
-            let denom = v.sqrt() / self.bias2_sqrt + self.eps;
-            *p -= self.step_size * *m / denom;
-        }
+/// The per-step constants of [`adamw_step`] for step `t` (1-based) at learning rate `lr`;
+/// `decay` applies the weight decay. The CUDA engine's update takes the same constants.
+pub(crate) fn coefficients(t: usize, lr: f32, cfg: &AdamW, decay: bool) -> AdamCoefficients {
+    // Scalars in f64, as PyTorch computes them in Python floats, then rounded once.
+    let t = t.min(i32::MAX as usize) as i32;
+    let bias1 = 1.0 - (cfg.beta1 as f64).powi(t);
+    let bias2_sqrt = (1.0 - (cfg.beta2 as f64).powi(t)).sqrt();
+    AdamCoefficients {
+        keep: if decay {
+            (1.0 - lr as f64 * cfg.weight_decay as f64) as f32
+        } else {
+            1.0
+        },
+        beta1: cfg.beta1,
+        one_minus_beta1: 1.0 - cfg.beta1,
+        beta2: cfg.beta2,
+        one_minus_beta2: 1.0 - cfg.beta2,
+        step_size: (lr as f64 / bias1) as f32,
+        bias2_sqrt: bias2_sqrt as f32,
+        eps: cfg.eps,
     }
 }
 

@@ -8,8 +8,13 @@ use cudarc::nvrtc::sys;
 use super::CudaError;
 
 /// The CUDA C sources, in dependency order.
-const SOURCES: [&str; 4] =
-    [include_str!("cu/common.cuh"), include_str!("cu/matvec.cu"), include_str!("cu/ops.cu"), include_str!("cu/prefill.cu")];
+const SOURCES: [&str; 5] = [
+    include_str!("cu/common.cuh"),
+    include_str!("cu/matvec.cu"),
+    include_str!("cu/ops.cu"),
+    include_str!("cu/prefill.cu"),
+    include_str!("cu/train.cu"),
+];
 
 pub fn source() -> String {
     // Measuring switches (docs/CUDA.md), each a define ahead of the sources; the cache key

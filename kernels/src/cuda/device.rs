@@ -17,13 +17,15 @@ use cudarc::nvrtc::Ptx;
 use super::{compile, driver_err, CudaError};
 
 /// Every kernel the sources define; each is looked up once when the GPU is opened.
-pub(crate) const KERNELS: [&str; 36] = [
+pub(crate) const KERNELS: [&str; 53] = [
     "matvec_f32", "matvec_f16", "matvec_bf16", "matvec_q8_0", "matvec_q4_0", "matvec_q4_1", "matvec_q5_0",
     "matvec_q4_k", "matvec_q5_k", "matvec_q6_k", "matvec_f32_lora", "matvec_f16_lora", "matvec_bf16_lora",
     "matvec_q8_0_lora", "matvec_q4_0_lora", "matvec_q4_1_lora", "matvec_q5_0_lora", "matvec_q4_k_lora",
     "matvec_q5_k_lora", "matvec_q6_k_lora", "lora_down", "embed", "rope_store", "attn_decode", "argmax", "topk_slices", "advance",
     "swiglu", "embed_batch", "rmsnorm_f16", "to_f16", "swiglu_f16", "add_bias", "dequant_f16", "attn_prefill",
-    "attn_prefill_tiled",
+    "attn_prefill_tiled", "tr_embed", "tr_embed_bwd", "tr_rmsnorm", "tr_rmsnorm_bwd", "tr_rmsnorm_dw", "tr_rope", "tr_swiglu",
+    "tr_swiglu_bwd", "tr_axpy", "tr_attn_fwd", "tr_attn_bwd_dq", "tr_attn_bwd_dkv", "tr_loss_stats", "tr_loss_grad", "tr_adamw",
+    "tr_sum_squares", "tr_scale",
 ];
 
 /// Dynamic shared memory the mat-vec kernels may use (x of up to 16K columns as f32).
@@ -125,8 +127,13 @@ impl Gpu {
         let mut funcs = HashMap::new();
         for k in KERNELS {
             let f = module.load_function(k).map_err(driver_err(format!("cuModuleGetFunction({k})")))?;
-            if k.starts_with("matvec_") {
-                f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, MATVEC_SMEM_MAX as i32)
+            let smem = match k {
+                _ if k.starts_with("matvec_") => MATVEC_SMEM_MAX,
+                "tr_attn_fwd" => super::train::TRAIN_ATTN_SMEM_MAX,
+                _ => 0,
+            };
+            if smem > 0 {
+                f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
                     .map_err(driver_err(format!("cuFuncSetAttribute({k})")))?;
             }
             funcs.insert(k, f);
@@ -323,6 +330,14 @@ impl Gpu {
         }
         self.sync()?;
         Ok((2 * N * reps) as f64 / start.elapsed().as_secs_f64())
+    }
+
+    pub(crate) fn cu_device(&self) -> sys::CUdevice {
+        self.ctx.cu_device()
+    }
+
+    pub(crate) fn stream_raw(&self) -> sys::CUstream {
+        self.stream.cu_stream()
     }
 
     pub fn sync_each(&self) -> bool {

@@ -8,11 +8,13 @@ mod device;
 pub mod layout;
 mod ops;
 mod prefill;
+mod train;
 
 pub use device::{device_count, Gpu, GpuBuffer, Graph};
 pub use layout::{DeviceLora, DeviceWeight};
 pub use ops::{top_k_len, AttnDecode, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore, ARGMAX_SCRATCH};
 pub use prefill::AttnPrefill;
+pub use train::{GemmPrecision, LossRow, TrainAttn, LOSS_ROW_BYTES, SUM_SQUARES_BLOCKS, TRAIN_MAX_HEAD_DIM};
 
 /// Everything that can go wrong on the GPU side, each naming what failed.
 #[derive(Debug, thiserror::Error)]

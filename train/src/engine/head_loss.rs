@@ -104,33 +104,37 @@ fn argmax_update(best: &mut (f32, usize), xs: &[f32], v0: usize) {
     }
 }
 
-/// See the module docs. Adds `grad_scale·∂loss/∂hidden` into `d_hidden` (`n × n_embd`) and
-/// `grad_scale·∂loss/∂head` into `d_head` (`n_vocab × n_embd`); with a tied head the caller
-/// passes the embedding gradient as `d_head`.
-#[allow(clippy::too_many_arguments)]
-pub fn head_loss(
-    hidden: &[f32],
-    head: &[f32],
-    n_embd: usize,
+/// The sizes [`head_loss`] checks (its CUDA twin holds its buffers on the device).
+pub(crate) struct HeadLossLens {
+    pub hidden: usize,
+    pub head: usize,
+    pub n_embd: usize,
+    pub d_hidden: usize,
+    pub d_head: usize,
+    /// The teacher's hidden and head lengths and its width.
+    pub teacher: Option<(usize, usize, usize)>,
+}
+
+/// Checks a head-loss call's shapes, targets and weights; `None` when no row counts, else the
+/// vocabulary size and the counted rows.
+pub(crate) fn check_head_loss(
+    l: &HeadLossLens,
     targets: &[u32],
-    teacher: Option<TeacherHead>,
     w: &LossWeights,
     chunk: usize,
     grad_scale: f32,
-    d_hidden: &mut [f32],
-    d_head: &mut [f32],
-) -> Result<LossParts, EngineError> {
-    let d = n_embd;
-    if d == 0 || head.is_empty() || !head.len().is_multiple_of(d) {
+) -> Result<Option<(usize, usize)>, EngineError> {
+    let d = l.n_embd;
+    if d == 0 || l.head == 0 || !l.head.is_multiple_of(d) {
         return Err(EngineError::Invalid(format!(
             "head_loss: head of {} elements is not whole rows of n_embd {d}",
-            head.len()
+            l.head
         )));
     }
-    let (n, n_vocab) = (targets.len(), head.len() / d);
-    check_len("head_loss hidden (targets × n_embd)", n * d, hidden.len())?;
-    check_len("head_loss d_hidden", hidden.len(), d_hidden.len())?;
-    check_len("head_loss d_head", head.len(), d_head.len())?;
+    let (n, n_vocab) = (targets.len(), l.head / d);
+    check_len("head_loss hidden (targets × n_embd)", n * d, l.hidden)?;
+    check_len("head_loss d_hidden", l.hidden, l.d_hidden)?;
+    check_len("head_loss d_head", l.head, l.d_head)?;
     if let Some((i, &t)) = targets
         .iter()
         .enumerate()
@@ -160,21 +164,21 @@ pub fn head_loss(
             w.ce, w.kl
         )));
     }
-    if let Some(t) = &teacher {
-        if t.n_embd == 0 {
+    if let Some((t_hidden, t_weight, t_embd)) = l.teacher {
+        if t_embd == 0 {
             return Err(EngineError::Invalid(
                 "head_loss: teacher n_embd is 0".into(),
             ));
         }
         check_len(
             "head_loss teacher head (n_vocab × teacher n_embd)",
-            n_vocab * t.n_embd,
-            t.weight.len(),
+            n_vocab * t_embd,
+            t_weight,
         )?;
         check_len(
             "head_loss teacher hidden (targets × teacher n_embd)",
-            n * t.n_embd,
-            t.hidden.len(),
+            n * t_embd,
+            t_hidden,
         )?;
     } else if w.kl != 0.0 {
         return Err(EngineError::Invalid(format!(
@@ -183,7 +187,35 @@ pub fn head_loss(
         )));
     }
     let counted = targets.iter().filter(|&&t| t != IGNORE).count();
-    if counted == 0 {
+    Ok((counted > 0).then_some((n_vocab, counted)))
+}
+
+/// See the module docs. Adds `grad_scale·∂loss/∂hidden` into `d_hidden` (`n × n_embd`) and
+/// `grad_scale·∂loss/∂head` into `d_head` (`n_vocab × n_embd`); with a tied head the caller
+/// passes the embedding gradient as `d_head`.
+#[allow(clippy::too_many_arguments)]
+pub fn head_loss(
+    hidden: &[f32],
+    head: &[f32],
+    n_embd: usize,
+    targets: &[u32],
+    teacher: Option<TeacherHead>,
+    w: &LossWeights,
+    chunk: usize,
+    grad_scale: f32,
+    d_hidden: &mut [f32],
+    d_head: &mut [f32],
+) -> Result<LossParts, EngineError> {
+    let d = n_embd;
+    let lens = HeadLossLens {
+        hidden: hidden.len(),
+        head: head.len(),
+        n_embd,
+        d_hidden: d_hidden.len(),
+        d_head: d_head.len(),
+        teacher: teacher.as_ref().map(|t| (t.hidden.len(), t.weight.len(), t.n_embd)),
+    };
+    let Some((n_vocab, counted)) = check_head_loss(&lens, targets, w, chunk, grad_scale)? else {
         return Ok(LossParts {
             ce: 0.0,
             kl: 0.0,
@@ -191,8 +223,8 @@ pub fn head_loss(
             agree: 0,
             n: 0,
         });
-    }
-
+    };
+    let (n, temp) = (targets.len(), w.temperature);
     let chunk = chunk.min(n_vocab);
     let inv_t = 1.0 / temp;
     let mut zs = vec![0f32; n * chunk];

@@ -46,6 +46,9 @@ pub enum EngineError {
     Config(String),
     #[error("{0}")]
     Invalid(String),
+    #[cfg(feature = "cuda")]
+    #[error(transparent)]
+    Cuda(#[from] nexus_kernels::cuda::CudaError),
 }
 
 pub(crate) fn check_len(

@@ -45,6 +45,11 @@ impl RopeTable {
         }
     }
 
+    /// The `[pos][pair]` cosine and sine tables (the CUDA engine uploads them).
+    pub fn tables(&self) -> (&[f32], &[f32]) {
+        (&self.cos, &self.sin)
+    }
+
     /// Rotates `x` (`n_seq · seq_len` token-major rows of `width = heads · head_dim`) in place,
     /// row `t` at position `t % seq_len`.
     ///

@@ -253,9 +253,11 @@ pub fn run_train(cfg: &RunConfig, kit: &TeacherKit, resume: bool, stop: &AtomicB
     };
     let mut io = TrainIo { run_dir: &cfg.run_dir, stop, progress: on_step };
     let result = trainer::train(&mut state, &kit.teacher, &mut dataset, &cfg.train, cfg.profile.sink_tokens, &mut io);
-    // An interrupted run still gets its curves and summary (of the steps so far).
-    let summary = write_train_report(cfg, &kit.teacher.model, &scfg)?;
-    result.map(|_| summary)
+    // An interrupted run still gets its curves and summary (of the steps so far); a run that
+    // failed reports its own error, not the report's (there may be no step to report).
+    let summary = write_train_report(cfg, &kit.teacher.model, &scfg);
+    result?;
+    summary
 }
 
 /// Draws the training curves and writes `train_summary.json` from `metrics.jsonl`: every step

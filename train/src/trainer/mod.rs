@@ -3,6 +3,9 @@
 //! checkpoint is written every `checkpoint_every` steps, at the end, and when the run is asked
 //! to stop — so an interrupted run resumes exactly where its checkpoint stands.
 
+#[cfg(feature = "cuda")]
+mod cuda_step;
+mod engine;
 pub mod metrics;
 pub mod step;
 
@@ -17,11 +20,12 @@ use crate::checkpoint::{Checkpoint, CheckpointRef};
 use crate::config::TrainSection;
 use crate::data::{DataPosition, Dataset};
 use crate::error::TrainError;
-use crate::optim::{adamw_step, clip_grad_norm, decays, AdamW, Schedule};
+use crate::optim::{adamw_step, AdamW, Schedule};
 use crate::student::{Params, StudentConfig};
 use crate::teacher::Teacher;
 use metrics::{append_metrics, truncate_metrics, StepMetrics};
-use step::{accumulate, StepInputs, StepSums};
+use engine::Engine;
+use step::{StepInputs, StepSums};
 
 /// Everything a step changes: the student, its optimizer moments, the anchors' maps and theirs.
 pub struct TrainState {
@@ -140,14 +144,13 @@ pub fn train(
     let mut log = truncate_metrics(io.run_dir, state.step)?;
     let schedule = Schedule { warmup: train.warmup, total: train.steps, min_lr_ratio: train.min_lr_ratio };
     let adamw = AdamW { lr: train.lr, beta1: train.beta1, beta2: train.beta2, eps: 1e-8, weight_decay: train.weight_decay };
-    let names: Vec<String> = state.params.named().into_iter().map(|(n, _)| n).collect();
-    let mut grads = Params::zeros(&state.cfg);
+    let mut engine = Engine::open(train, state, teacher)?;
     let mut anchor_grads: Vec<Vec<f32>> = state.anchors.iter().map(|a| vec![0.0; a.map.len()]).collect();
     let grad_scale = 1.0 / train.accum as f32;
 
     while state.step < train.steps {
         let t0 = Instant::now();
-        grads.fill_zero();
+        engine.zero_grads()?;
         anchor_grads.iter_mut().for_each(|g| g.fill(0.0));
         let mut sums = StepSums::default();
         let mut tokens = 0;
@@ -156,7 +159,7 @@ pub fn train(
             for _ in 0..train.accum {
                 let batch = dataset.next_batch(train.batch);
                 tokens += batch.inputs.len();
-                accumulate(&inputs, &batch, grad_scale, &mut grads, &mut anchor_grads, &mut sums)?;
+                engine.accumulate(&inputs, &batch, grad_scale, &mut anchor_grads, &mut sums)?;
             }
         }
         let step = state.step + 1;
@@ -165,25 +168,18 @@ pub fn train(
             return Err(TrainError::NonFinite { step, what: format!("loss ({loss})") });
         }
         let t_opt = Instant::now();
-        let grad_norm = {
-            let mut all: Vec<&mut Vec<f32>> = grads.tensors_mut();
-            all.extend(anchor_grads.iter_mut());
-            clip_grad_norm(&mut all, train.clip)
-        };
+        let grad_norm = engine.clip(&mut anchor_grads, train.clip)?;
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFinite { step, what: format!("gradient norm ({grad_norm})") });
         }
 
         let lr = schedule.lr(train.lr, state.step);
-        let tensors = state.params.tensors_mut().into_iter().zip(grads.tensors_mut()).zip(state.m.tensors_mut()).zip(state.v.tensors_mut());
-        for (name, (((p, g), m), v)) in names.iter().zip(tensors) {
-            adamw_step(p, g, m, v, step, lr, &adamw, decays(name));
-        }
+        engine.adamw(state, step, lr, &adamw)?;
         // The maps are dropped at export; decaying them would only pull the anchor toward 0.
         for (((a, g), m), v) in state.anchors.iter_mut().zip(&anchor_grads).zip(&mut state.anchor_m).zip(&mut state.anchor_v) {
             adamw_step(&mut a.map, g, m, v, step, lr, &adamw, false);
         }
-        if state.params.tensors_mut().iter().any(|t| t.iter().any(|x| !x.is_finite())) {
+        if !engine.weights_finite(state)? {
             return Err(TrainError::NonFinite { step, what: "student's weights after the update".into() });
         }
         state.step = step;
@@ -213,6 +209,7 @@ pub fn train(
 
         let stop = io.stop.load(Ordering::Relaxed);
         if step.is_multiple_of(train.checkpoint_every) || step == train.steps || stop {
+            engine.sync_to(state)?;
             state.save(io.run_dir)?;
         }
         if stop && step < train.steps {

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::anchor::{sink_mask, Anchor};
 use crate::config::TrainSection;
 use crate::data::Batch;
-use crate::engine::head_loss::{head_loss, LossWeights, TeacherHead};
+use crate::engine::head_loss::{head_loss, LossParts, LossWeights, TeacherHead};
 use crate::error::TrainError;
 use crate::student::{self, Params, StudentConfig};
-use crate::teacher::Teacher;
+use crate::teacher::{Teacher, TeacherOut};
 
 /// Sums over a step's micro-batches (means are taken when the step is logged).
 #[derive(Debug, Clone, Copy, Default)]
@@ -115,30 +115,57 @@ pub fn accumulate(
     let parts = head_loss(acts.hidden(), head, cfg.n_embd, &batch.targets, teacher_head, &weights, t.vocab_chunk, grad_scale, &mut d_hidden, d_head)?;
     lap(&mut phases.head_loss);
 
-    let mut d_residual = Vec::new();
-    let mut anchor_sum = 0.0;
-    if let (Some(out), true) = (&teacher_out, t.anchor > 0.0 && !x.anchors.is_empty()) {
-        let mask = sink_mask(batch.n_seq, batch.seq_len, x.sink_tokens);
-        // Each anchor's term is averaged over the anchors so γ means the same at any count.
-        let weight = t.anchor * grad_scale / x.anchors.len() as f32;
-        for ((a, (_, h_teacher)), d_map) in x.anchors.iter().zip(&out.residuals).zip(anchor_grads.iter_mut()) {
-            let mut d_h = vec![0f32; n * cfg.n_embd];
-            anchor_sum += a.loss_grad(acts.residual(a.student_layer), h_teacher, n, Some(&mask), weight, &mut d_h, d_map)?;
-            d_residual.push((a.student_layer, d_h));
-        }
-        anchor_sum /= x.anchors.len() as f64;
-    }
+    let (d_residual, anchor_sum) = anchor_terms(x, batch, teacher_out.as_ref(), grad_scale, anchor_grads, |l| Ok(acts.residual(l).to_vec()))?;
     lap(&mut phases.anchors);
     student::backward(cfg, x.params, &acts, &d_hidden, &d_residual, grads)?;
     lap(&mut phases.student_backward);
 
-    sums.loss += parts.loss + t.anchor as f64 * anchor_sum;
-    sums.ce += parts.ce;
-    sums.kl += parts.kl;
-    sums.anchor += anchor_sum;
-    sums.agree += parts.agree;
-    sums.rows += parts.n;
-    sums.micro_batches += 1;
-    sums.phases = sums.phases.plus(&phases);
+    sums.add(&parts, t.anchor, anchor_sum, &phases);
     Ok(())
+}
+
+/// `(layer, gradient into the stream after it)` per anchor, and the anchors' mean loss.
+pub(super) type AnchorTerms = (Vec<(usize, Vec<f32>)>, f64);
+
+/// The anchoring terms of one micro-batch: for each anchor, its loss and the gradient it sends
+/// into the student's stream after its layer (`(layer, gradient)` pairs for the backward), its
+/// map's gradient added into `anchor_grads`; and the mean of the anchors' losses.
+/// `student_residual(l)` gives the student's stream after layer `l` (on the host).
+pub(super) fn anchor_terms(
+    x: &StepInputs,
+    batch: &Batch,
+    teacher_out: Option<&TeacherOut>,
+    grad_scale: f32,
+    anchor_grads: &mut [Vec<f32>],
+    mut student_residual: impl FnMut(usize) -> Result<Vec<f32>, TrainError>,
+) -> Result<AnchorTerms, TrainError> {
+    let (t, n) = (x.train, batch.inputs.len());
+    let mut d_residual = Vec::new();
+    let mut anchor_sum = 0.0;
+    if let (Some(out), true) = (teacher_out, t.anchor > 0.0 && !x.anchors.is_empty()) {
+        let mask = sink_mask(batch.n_seq, batch.seq_len, x.sink_tokens);
+        // Each anchor's term is averaged over the anchors so γ means the same at any count.
+        let weight = t.anchor * grad_scale / x.anchors.len() as f32;
+        for ((a, (_, h_teacher)), d_map) in x.anchors.iter().zip(&out.residuals).zip(anchor_grads.iter_mut()) {
+            let mut d_h = vec![0f32; n * x.cfg.n_embd];
+            anchor_sum += a.loss_grad(&student_residual(a.student_layer)?, h_teacher, n, Some(&mask), weight, &mut d_h, d_map)?;
+            d_residual.push((a.student_layer, d_h));
+        }
+        anchor_sum /= x.anchors.len() as f64;
+    }
+    Ok((d_residual, anchor_sum))
+}
+
+impl StepSums {
+    /// Adds one micro-batch: its loss parts, the anchoring weight γ and the anchors' mean loss.
+    pub(super) fn add(&mut self, parts: &LossParts, anchor_weight: f32, anchor_sum: f64, phases: &PhaseSeconds) {
+        self.loss += parts.loss + anchor_weight as f64 * anchor_sum;
+        self.ce += parts.ce;
+        self.kl += parts.kl;
+        self.anchor += anchor_sum;
+        self.agree += parts.agree;
+        self.rows += parts.n;
+        self.micro_batches += 1;
+        self.phases = self.phases.plus(phases);
+    }
 }
