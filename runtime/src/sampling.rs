@@ -82,7 +82,7 @@ impl Sampler {
     /// penalty to change the logits first.
     pub fn is_plain_greedy(&self) -> bool {
         let p = &self.params;
-        (p.temperature <= 0.0 || p.temperature.is_nan()) && (p.repeat_penalty == 1.0 || p.repeat_last_n == 0)
+        (p.temperature <= 0.0 || p.temperature.is_nan()) && !self.penalizes()
     }
 
     /// When [`Self::sample`] depends only on the `k` most likely logits (a temperature, top-k
@@ -521,6 +521,25 @@ mod tests {
         assert_eq!(with(|p| p.top_k = 0), None);
         assert_eq!(with(|p| p.repeat_penalty = 1.1), None);
         assert_eq!(with(|p| (p.repeat_penalty, p.repeat_last_n) = (1.1, 0)), Some(40));
+    }
+
+    #[test]
+    fn plain_greedy_means_no_penalty_reaches_the_logits() {
+        let greedy = |f: fn(&mut SamplingParams)| {
+            let mut p = SamplingParams { temperature: 0.0, ..SamplingParams::default() };
+            f(&mut p);
+            let mut s = Sampler::new(p);
+            // Token 1 is the argmax; a penalty applied for it would move the pick to 2.
+            let plain = s.is_plain_greedy();
+            assert_eq!(plain, s.sample(&LOGITS, &[1]) == Sampler::greedy(&LOGITS), "is_plain_greedy disagrees with sample");
+            plain
+        };
+        assert!(greedy(|p| p.repeat_penalty = 1.0));
+        assert!(!greedy(|p| p.repeat_penalty = 1.5));
+        assert!(greedy(|p| (p.repeat_penalty, p.repeat_last_n) = (1.5, 0)));
+        // Penalties the sampler ignores leave the logits alone: still the plain argmax.
+        assert!(greedy(|p| p.repeat_penalty = f32::NAN));
+        assert!(greedy(|p| p.repeat_penalty = 0.0));
     }
 
     #[test]
