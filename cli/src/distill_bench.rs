@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use nexus_train::engine::head_loss::{head_loss, LossWeights, TeacherHead};
-use nexus_train::optim::{adamw_step, clip_grad_norm, decays, AdamW};
+use nexus_train::optim::{adamw_params, clip_grad_norm, AdamW};
 use nexus_train::student::{self, Params, StudentConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -125,7 +125,6 @@ fn cpu_steps(a: &BenchStepArgs, x: &Inputs) -> Result<Vec<Phases>> {
     let (cfg, opt) = (&x.cfg, AdamW::default());
     let mut params = x.params.clone();
     let (mut m, mut v, mut grads) = (Params::zeros(cfg), Params::zeros(cfg), Params::zeros(cfg));
-    let names: Vec<String> = params.named().into_iter().map(|(n, _)| n).collect();
     let mut out = Vec::new();
     for step in 1..=a.steps + 1 {
         let mut p = Phases::default();
@@ -140,9 +139,7 @@ fn cpu_steps(a: &BenchStepArgs, x: &Inputs) -> Result<Vec<Phases>> {
         student::backward(cfg, &params, &acts, &d_hidden, &[], &mut grads)?;
         p.backward = lap(&mut clock);
         clip_grad_norm(&mut grads.tensors_mut(), 1.0);
-        for ((((w, g), m), v), name) in params.tensors_mut().into_iter().zip(grads.tensors_mut()).zip(m.tensors_mut()).zip(v.tensors_mut()).zip(&names) {
-            adamw_step(w, g, m, v, step, opt.lr, &opt, decays(name));
-        }
+        adamw_params(&mut params, &mut grads, &mut m, &mut v, step, opt.lr, &opt);
         p.optimizer = lap(&mut clock);
         out.push(p);
     }

@@ -167,8 +167,8 @@ pub struct TrainSection {
     pub checkpoint_every: usize,
     /// Compute threads (0: all cores).
     pub threads: usize,
-    /// Where the student trains: `cpu`, or `cuda` / `cuda:N` (a build with the `cuda` feature).
-    /// The teacher runs on the CPU either way.
+    /// Where the student trains: `cpu`, or `cuda` / `cuda:N` (a build with the `cuda` feature;
+    /// the teacher runs there too when it is a plain llama, else on the CPU).
     pub device: String,
     /// The GPU's GEMM precision: `f32` (exact), or `bf16` (tensor-core products, f32 weights).
     pub precision: String,

@@ -6,6 +6,8 @@
 //! element-wise, and reductions use a fixed chunking whose partial sums are added in order.
 
 use nexus_kernels::adamw::AdamCoefficients;
+
+use crate::student::Params;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -171,15 +173,31 @@ pub fn clip_grad_norm(grads: &mut [&mut Vec<f32>], max_norm: f64) -> f64 {
         let views: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
         global_norm(&views)
     };
-    if !norm.is_finite() || max_norm <= 0.0 || norm <= max_norm {
-        return norm;
-    }
-    let scale = (max_norm / norm) as f32;
-    for g in grads.iter_mut() {
-        g.par_chunks_mut(CHUNK)
-            .for_each(|c| c.iter_mut().for_each(|x| *x *= scale));
+    if let Some(scale) = clip_factor(norm, max_norm) {
+        for g in grads.iter_mut() {
+            g.par_chunks_mut(CHUNK)
+                .for_each(|c| c.iter_mut().for_each(|x| *x *= scale));
+        }
     }
     norm
+}
+
+/// The factor [`clip_grad_norm`] scales gradients of global norm `norm` by: `max_norm / norm`
+/// when a finite norm exceeds `max_norm > 0`, else `None` (no clipping). Every engine clips by
+/// this rule, wherever its gradients live.
+pub fn clip_factor(norm: f64, max_norm: f64) -> Option<f32> {
+    (norm.is_finite() && max_norm > 0.0 && norm > max_norm).then(|| (max_norm / norm) as f32)
+}
+
+/// One AdamW step (the `t`-th) of every tensor of a student, decaying those [`decays`] names:
+/// [`adamw_step`] over [`crate::student::Params::named`]'s tensors with their gradients and
+/// moments.
+pub fn adamw_params(params: &mut Params, grads: &mut Params, m: &mut Params, v: &mut Params, t: usize, lr: f32, cfg: &AdamW) {
+    let names: Vec<String> = params.named().into_iter().map(|(n, _)| n).collect();
+    let tensors = params.tensors_mut().into_iter().zip(grads.tensors_mut()).zip(m.tensors_mut()).zip(v.tensors_mut());
+    for (name, (((p, g), m), v)) in names.iter().zip(tensors) {
+        adamw_step(p, g, m, v, t, lr, cfg, decays(name));
+    }
 }
 
 #[cfg(test)]

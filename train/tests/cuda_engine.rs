@@ -7,7 +7,7 @@
 use nexus_kernels::cuda::GemmPrecision;
 use nexus_train::cuda::CudaStudent;
 use nexus_train::engine::head_loss::{head_loss, LossParts, LossWeights, TeacherHead, IGNORE};
-use nexus_train::optim::{adamw_step, clip_grad_norm, decays, AdamW};
+use nexus_train::optim::{adamw_params, clip_grad_norm, AdamW};
 use nexus_train::student::{self, Params, StudentConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -166,10 +166,7 @@ fn check_against_cpu(tied: bool, precision: GemmPrecision, tol: f64) {
     let opt = AdamW { lr: 1e-2, ..AdamW::default() };
     let mut cpu_p = c.params.clone();
     let (mut m, mut v) = (Params::zeros(&c.cfg), Params::zeros(&c.cfg));
-    let names: Vec<String> = cpu_p.named().into_iter().map(|(n, _)| n).collect();
-    for ((((p, g), m), v), name) in cpu_p.tensors_mut().into_iter().zip(cpu_grads.tensors_mut()).zip(m.tensors_mut()).zip(v.tensors_mut()).zip(&names) {
-        adamw_step(p, g, m, v, 1, opt.lr, &opt, decays(name));
-    }
+    adamw_params(&mut cpu_p, &mut cpu_grads, &mut m, &mut v, 1, opt.lr, &opt);
     s.adamw_step(1, opt.lr, &opt).unwrap();
     // The first Adam step moves every weight by about lr·sign(g): compare the moves.
     let gpu_p = s.params().unwrap();
@@ -206,13 +203,10 @@ fn training_curves_match() {
     let opt = AdamW { lr: 3e-3, ..AdamW::default() };
     let mut cpu = Case { params: c.params.clone(), ..case(true, 11) };
     let (mut m, mut v) = (Params::zeros(&c.cfg), Params::zeros(&c.cfg));
-    let names: Vec<String> = c.params.named().into_iter().map(|(n, _)| n).collect();
     for step in 1..=5 {
         let (cp, _, _, mut grads) = cpu_step(&cpu, 128, 1.0);
         let cn = clip_grad_norm(&mut grads.tensors_mut(), 1.0);
-        for ((((p, g), m), v), name) in cpu.params.tensors_mut().into_iter().zip(grads.tensors_mut()).zip(m.tensors_mut()).zip(v.tensors_mut()).zip(&names) {
-            adamw_step(p, g, m, v, step, opt.lr, &opt, decays(name));
-        }
+        adamw_params(&mut cpu.params, &mut grads, &mut m, &mut v, step, opt.lr, &opt);
         let (gp, ..) = gpu_step(&s, &c, 128, 1.0);
         let gn = s.clip_grad_norm(1.0).unwrap();
         s.adamw_step(step, opt.lr, &opt).unwrap();

@@ -80,8 +80,9 @@ pub struct TrainAttn {
     pub head_dim: usize,
 }
 
-/// `AttShape` in cu/train.cu.
+/// `AttShape` in cu/train.cu; a kernel reads only the buffers it names (the rest stay 0).
 #[repr(C)]
+#[derive(Default)]
 struct AttArgs {
     q: u64,
     k: u64,
@@ -323,24 +324,13 @@ impl Gpu {
             )));
         }
         Ok(AttArgs {
-            q: 0,
-            k: 0,
-            v: 0,
-            out: 0,
-            lse: 0,
-            dout: 0,
-            o: 0,
-            lse_out: 0,
-            dsum: 0,
-            dq: 0,
-            dk: 0,
-            dv: 0,
             n_seq: s.n_seq as i32,
             seq_len: s.seq_len as i32,
             n_head: s.n_head as i32,
             n_kv: s.n_kv as i32,
             hd: s.head_dim as i32,
             scale: 1.0 / (s.head_dim as f32).sqrt(),
+            ..AttArgs::default()
         })
     }
 

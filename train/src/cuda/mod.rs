@@ -135,12 +135,6 @@ impl CudaStudent {
         Ok(out)
     }
 
-    fn upload_into(&self, buf: &mut GpuBuffer<f32>, p: &Params) -> Result<(), EngineError> {
-        crate::student::check(&self.cfg, p)?;
-        let flat: Vec<f32> = p.named().iter().flat_map(|(_, t)| t.iter().copied()).collect();
-        Ok(self.gpu.write(buf, &flat)?)
-    }
-
     pub fn params(&self) -> Result<Params, EngineError> {
         self.download(&self.params)
     }
@@ -154,17 +148,13 @@ impl CudaStudent {
         Ok((self.download(&self.m)?, self.download(&self.v)?))
     }
 
-    /// Replaces the weights and moments (resuming from a checkpoint).
-    pub fn load_state(&mut self, params: &Params, m: &Params, v: &Params) -> Result<(), EngineError> {
-        let mut buf = std::mem::replace(&mut self.params, self.gpu.alloc(1)?);
-        self.upload_into(&mut buf, params)?;
-        self.params = buf;
-        let mut buf = std::mem::replace(&mut self.m, self.gpu.alloc(1)?);
-        self.upload_into(&mut buf, m)?;
-        self.m = buf;
-        let mut buf = std::mem::replace(&mut self.v, self.gpu.alloc(1)?);
-        self.upload_into(&mut buf, v)?;
-        self.v = buf;
+    /// Replaces the AdamW moments (resuming from a checkpoint; the weights came with `new`).
+    pub fn load_moments(&mut self, m: &Params, v: &Params) -> Result<(), EngineError> {
+        for (buf, p) in [(&mut self.m, m), (&mut self.v, v)] {
+            crate::student::check(&self.cfg, p)?;
+            let flat: Vec<f32> = p.named().iter().flat_map(|(_, t)| t.iter().copied()).collect();
+            self.gpu.write(buf, &flat)?;
+        }
         Ok(())
     }
 

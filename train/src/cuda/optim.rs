@@ -5,7 +5,7 @@ use nexus_kernels::cuda::SUM_SQUARES_BLOCKS;
 
 use super::CudaStudent;
 use crate::engine::EngineError;
-use crate::optim::{coefficients, decays, AdamW};
+use crate::optim::{clip_factor, coefficients, decays, AdamW};
 
 impl CudaStudent {
     /// The L2 norm of all gradients together (f64 sums).
@@ -27,8 +27,8 @@ impl CudaStudent {
     /// `max_norm / norm` when the norm is above `max_norm > 0`; returns the norm before.
     pub fn clip_grad_norm(&self, max_norm: f64) -> Result<f64, EngineError> {
         let norm = self.grad_norm()?;
-        if norm.is_finite() && max_norm > 0.0 && norm > max_norm {
-            self.scale_grads((max_norm / norm) as f32)?;
+        if let Some(scale) = clip_factor(norm, max_norm) {
+            self.scale_grads(scale)?;
         }
         Ok(norm)
     }

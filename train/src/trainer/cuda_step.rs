@@ -4,6 +4,7 @@
 //! states go to the KL term on the GPU, and the anchored layers' residual streams (student's
 //! and teacher's, a few layers of `n × n_embd`) meet on the host for the anchoring terms.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use super::step::{anchor_terms, PhaseSeconds, StepInputs, StepSums};
@@ -24,9 +25,6 @@ pub fn accumulate_cuda(
     sums: &mut StepSums,
 ) -> Result<(), TrainError> {
     let t = x.train;
-    let anchoring = t.anchor > 0.0 && !x.anchors.is_empty();
-    let use_teacher = t.kl > 0.0 || anchoring;
-    let teacher_layers: Vec<usize> = if t.anchor > 0.0 { x.anchors.iter().map(|a| a.teacher_layer).collect() } else { Vec::new() };
     let mut clock = Instant::now();
     // Phases end at a synchronization, so each is charged with its own GPU work.
     let mut lap = |slot: &mut f64| -> Result<(), TrainError> {
@@ -36,10 +34,10 @@ pub fn accumulate_cuda(
         Ok(())
     };
     let mut phases = PhaseSeconds::default();
-    let teacher_out = match (use_teacher, gpu_teacher) {
-        (false, _) => None,
-        (true, Some(t)) => Some(t.run(&batch.inputs, batch.n_seq, &teacher_layers)?),
-        (true, None) => Some(x.teacher.run(&batch.inputs, batch.n_seq, &teacher_layers)?),
+    let teacher_out = match (x.teacher_layers(), gpu_teacher) {
+        (None, _) => None,
+        (Some(layers), Some(t)) => Some(t.run(&batch.inputs, batch.n_seq, &layers)?),
+        (Some(layers), None) => Some(x.teacher.run(&batch.inputs, batch.n_seq, &layers)?),
     };
     lap(&mut phases.teacher)?;
     let acts = s.forward(&batch.inputs, batch.n_seq)?;
@@ -50,7 +48,7 @@ pub fn accumulate_cuda(
     lap(&mut phases.head_loss)?;
 
     // The anchors read the student's stream on the host: a few layers of n × n_embd.
-    let (d_residual, anchor_sum) = anchor_terms(x, batch, teacher_out.as_ref(), grad_scale, anchor_grads, |l| Ok(s.residual(&acts, l)?))?;
+    let (d_residual, anchor_sum) = anchor_terms(x, batch, teacher_out.as_ref(), grad_scale, anchor_grads, |l| Ok(Cow::Owned(s.residual(&acts, l)?)))?;
     lap(&mut phases.anchors)?;
     s.backward(&acts, &d_hidden, &d_residual)?;
     lap(&mut phases.student_backward)?;

@@ -8,7 +8,7 @@ use super::TrainState;
 use crate::config::TrainSection;
 use crate::data::Batch;
 use crate::error::TrainError;
-use crate::optim::{adamw_step, clip_grad_norm, decays, AdamW};
+use crate::optim::{adamw_params, clip_factor, clip_grad_norm, AdamW};
 use crate::student::Params;
 use crate::teacher::Teacher;
 
@@ -66,8 +66,7 @@ impl Engine {
                 let views: Vec<&[f32]> = anchor_grads.iter().map(|g| g.as_slice()).collect();
                 let anchors = crate::optim::global_norm(&views);
                 let norm = (s.grad_norm()?.powi(2) + anchors * anchors).sqrt();
-                if norm.is_finite() && max_norm > 0.0 && norm > max_norm {
-                    let scale = (max_norm / norm) as f32;
+                if let Some(scale) = clip_factor(norm, max_norm) {
                     s.scale_grads(scale)?;
                     anchor_grads.iter_mut().for_each(|g| g.iter_mut().for_each(|x| *x *= scale));
                 }
@@ -79,13 +78,7 @@ impl Engine {
     /// One AdamW step of the student's weights (the `step`-th, 1-based).
     pub fn adamw(&mut self, state: &mut TrainState, step: usize, lr: f32, cfg: &AdamW) -> Result<(), TrainError> {
         match self {
-            Engine::Cpu { grads } => {
-                let names: Vec<String> = state.params.named().into_iter().map(|(n, _)| n).collect();
-                let tensors = state.params.tensors_mut().into_iter().zip(grads.tensors_mut()).zip(state.m.tensors_mut()).zip(state.v.tensors_mut());
-                for (name, (((p, g), m), v)) in names.iter().zip(tensors) {
-                    adamw_step(p, g, m, v, step, lr, cfg, decays(name));
-                }
-            }
+            Engine::Cpu { grads } => adamw_params(&mut state.params, grads, &mut state.m, &mut state.v, step, lr, cfg),
             #[cfg(feature = "cuda")]
             Engine::Cuda(s, _) => s.adamw_step(step, lr, cfg)?,
         }
@@ -118,7 +111,7 @@ fn open_cuda(ordinal: usize, train: &TrainSection, state: &TrainState, teacher: 
     use nexus_kernels::cuda::GemmPrecision;
     let precision = if train.precision == "bf16" { GemmPrecision::Bf16 } else { GemmPrecision::F32 };
     let mut s = crate::cuda::CudaStudent::new(ordinal, &state.cfg, &state.params, precision)?;
-    s.load_state(&state.params, &state.m, &state.v)?;
+    s.load_moments(&state.m, &state.v)?;
     if train.kl > 0.0 {
         s.set_teacher_head(&teacher.head, teacher.n_embd())?;
     }

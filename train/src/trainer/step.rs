@@ -2,6 +2,7 @@
 //! and loss (CE + T²·KL in vocabulary chunks), the anchoring terms on the residual stream, and
 //! the student's backward — gradients accumulate into the step's buffers.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,16 @@ pub struct StepInputs<'a> {
     pub sink_tokens: usize,
 }
 
+impl StepInputs<'_> {
+    /// The teacher layers whose residual streams a micro-batch needs, or `None` when the step
+    /// needs no teacher at all (no KL term and no anchors).
+    pub(super) fn teacher_layers(&self) -> Option<Vec<usize>> {
+        let t = self.train;
+        let anchoring = t.anchor > 0.0 && !self.anchors.is_empty();
+        (t.kl > 0.0 || anchoring).then(|| if t.anchor > 0.0 { self.anchors.iter().map(|a| a.teacher_layer).collect() } else { Vec::new() })
+    }
+}
+
 /// Adds one micro-batch's gradients, scaled by `grad_scale` (1 / micro-batches per step), into
 /// `grads` and `anchor_grads` (one per anchor, the map's shape).
 pub fn accumulate(
@@ -83,17 +94,15 @@ pub fn accumulate(
 ) -> Result<(), TrainError> {
     let (cfg, t) = (x.cfg, x.train);
     let n = batch.inputs.len();
-    let use_teacher = t.kl > 0.0 || (t.anchor > 0.0 && !x.anchors.is_empty());
-    let teacher_layers: Vec<usize> = if t.anchor > 0.0 { x.anchors.iter().map(|a| a.teacher_layer).collect() } else { Vec::new() };
     let mut clock = Instant::now();
     let mut lap = |slot: &mut f64| {
         *slot += clock.elapsed().as_secs_f64();
         clock = Instant::now();
     };
     let mut phases = PhaseSeconds::default();
-    let teacher_out = match use_teacher {
-        true => Some(x.teacher.run(&batch.inputs, batch.n_seq, &teacher_layers)?),
-        false => None,
+    let teacher_out = match x.teacher_layers() {
+        Some(layers) => Some(x.teacher.run(&batch.inputs, batch.n_seq, &layers)?),
+        None => None,
     };
 
     lap(&mut phases.teacher);
@@ -115,7 +124,7 @@ pub fn accumulate(
     let parts = head_loss(acts.hidden(), head, cfg.n_embd, &batch.targets, teacher_head, &weights, t.vocab_chunk, grad_scale, &mut d_hidden, d_head)?;
     lap(&mut phases.head_loss);
 
-    let (d_residual, anchor_sum) = anchor_terms(x, batch, teacher_out.as_ref(), grad_scale, anchor_grads, |l| Ok(acts.residual(l).to_vec()))?;
+    let (d_residual, anchor_sum) = anchor_terms(x, batch, teacher_out.as_ref(), grad_scale, anchor_grads, |l| Ok(Cow::Borrowed(acts.residual(l))))?;
     lap(&mut phases.anchors);
     student::backward(cfg, x.params, &acts, &d_hidden, &d_residual, grads)?;
     lap(&mut phases.student_backward);
@@ -131,13 +140,13 @@ pub(super) type AnchorTerms = (Vec<(usize, Vec<f32>)>, f64);
 /// into the student's stream after its layer (`(layer, gradient)` pairs for the backward), its
 /// map's gradient added into `anchor_grads`; and the mean of the anchors' losses.
 /// `student_residual(l)` gives the student's stream after layer `l` (on the host).
-pub(super) fn anchor_terms(
+pub(super) fn anchor_terms<'r>(
     x: &StepInputs,
     batch: &Batch,
     teacher_out: Option<&TeacherOut>,
     grad_scale: f32,
     anchor_grads: &mut [Vec<f32>],
-    mut student_residual: impl FnMut(usize) -> Result<Vec<f32>, TrainError>,
+    mut student_residual: impl FnMut(usize) -> Result<Cow<'r, [f32]>, TrainError>,
 ) -> Result<AnchorTerms, TrainError> {
     let (t, n) = (x.train, batch.inputs.len());
     let mut d_residual = Vec::new();
