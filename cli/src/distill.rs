@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -197,15 +197,28 @@ fn profile(cfg: &RunConfig, kit: &TeacherKit) -> Result<()> {
     Ok(())
 }
 
+/// A second Ctrl-C aborts training only this long after the first (see `train`).
+const SECOND_INTERRUPT_AFTER: Duration = Duration::from_secs(1);
+
 fn train(cfg: &RunConfig, kit: &TeacherKit, resume: bool) -> Result<()> {
-    // Ctrl-C finishes the current step, writes a checkpoint and exits; a second one aborts.
+    // Ctrl-C finishes the current step, writes a checkpoint and exits; a second one aborts —
+    // unless it comes within a second of the first: GNU `timeout` (and anything that signals
+    // a process group) delivers the same SIGINT twice, microseconds apart, and that must not
+    // throw the checkpoint away. A person pressing Ctrl-C again is slower than that.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let first = std::sync::Mutex::new(None::<Instant>);
     ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
+        let mut first = first.lock().unwrap_or_else(|e| e.into_inner());
+        match *first {
+            Some(t) if t.elapsed() >= SECOND_INTERRUPT_AFTER => std::process::exit(130),
+            Some(_) => {}
+            None => {
+                *first = Some(Instant::now());
+                flag.store(true, Ordering::Relaxed);
+                eprintln!("\nstopping after this step (Ctrl-C again to abort without a checkpoint)…");
+            }
         }
-        eprintln!("\nstopping after this step (Ctrl-C again to abort without a checkpoint)…");
     })?;
     let mut p = StageProgress::new();
     let tty = std::io::stderr().is_terminal();

@@ -160,6 +160,18 @@ fn every_stage_runs_and_the_student_is_served() {
     assert!(text(&out.stderr).contains("--resume"), "{}", text(&out.stderr));
 }
 
+/// Starts `distill train ARGS` (stderr kept for the caller) and returns once `run` has logged
+/// `steps` steps, the process still running.
+fn train_until(run: &Path, steps: usize, args: &[&str]) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-cli")).args(["distill", "train", "-t", "2"]).args(args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < steps && t0.elapsed() < Duration::from_secs(120) {
+        assert!(child.try_wait().unwrap().is_none(), "training ended after fewer than {steps} steps");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_same_losses() {
     let s = Setup::new();
@@ -174,16 +186,7 @@ fn a_killed_run_resumes_to_the_same_losses() {
 
     // Killed without warning (SIGKILL) once a checkpoint exists and training went past it.
     let run = s.path("parts");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-cli"))
-        .args(["distill", "train", "-c", parts.to_str().unwrap(), "-t", "2", "--set", steps, "--set", "train.checkpoint_every=5"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 7 && t0.elapsed() < Duration::from_secs(120) {
-        assert!(child.try_wait().unwrap().is_none(), "training ended before it could be killed");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let mut child = train_until(&run, 7, &["-c", parts.to_str().unwrap(), "--set", steps, "--set", "train.checkpoint_every=5"]);
     child.kill().unwrap();
     child.wait().unwrap();
     let at_kill = losses(&run).len();
@@ -196,6 +199,26 @@ fn a_killed_run_resumes_to_the_same_losses() {
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "step {}: {x} uninterrupted, {y} resumed", i + 1);
     }
+}
+
+#[test]
+fn an_interrupt_delivered_twice_at_once_still_checkpoints() {
+    // GNU `timeout -s INT` signals its child and then its own process group: the trainer gets
+    // the same SIGINT twice, microseconds apart. That is one request to stop, not an abort.
+    let s = Setup::new();
+    let c = s.config("twice", "");
+    ok(&cli(&["distill", "profile", "-c", c.to_str().unwrap(), "-t", "2"]));
+    let run = s.path("twice");
+    // Steps long enough (many micro-batches) that both signals land inside one step.
+    let child = train_until(&run, 1, &["-c", c.to_str().unwrap(), "--set", "train.steps=100000", "--set", "train.accum=1500", "--set", "train.checkpoint_every=100000"]);
+    // The second after the first was handled (signals sent back to back would merge into one).
+    for pause in [100, 0] {
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(run.join("checkpoint").exists(), "no checkpoint after the interrupt: {}", text(&out.stderr));
 }
 
 #[test]

@@ -6,19 +6,25 @@
 #
 #   scripts/train/ablation.sh [STEPS] [SOURCE_RUN]
 # SOURCE_RUN (default runs/smollm2-student) provides generated.jsonl + generation.json so every
-# arm trains on the same teacher answers without generating them again.
+# arm trains on the same teacher answers without generating them again, and its
+# profile.safetensors when it has one. Environment: CLI (the nexus-cli, default
+# target/release/nexus-cli), ROOT (default runs/ablation), EXTRA (more --set arguments for every
+# command, e.g. "--set train.device=cpu --set train.precision=f32" for a CPU-only build, or the
+# teacher's path on the GPU machine: scripts/train/device_reference.sh ablation).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEPS=${1:-24}
 SRC=${2:-runs/smollm2-student}
 CFG=models/distill/smollm2-student.toml
-CLI=target/release/nexus-cli
-ROOT=runs/ablation
-common=(--set "train.steps=$STEPS" --set train.accum=1 --set train.warmup=4 --set train.checkpoint_every=1000 --set verify.max_tokens=1024)
+CLI=${CLI:-target/release/nexus-cli}
+ROOT=${ROOT:-runs/ablation}
+read -ra extra <<< "${EXTRA:-}"
+common=(--set "train.steps=$STEPS" --set train.accum=1 --set "train.warmup=$(( STEPS / 20 > 4 ? STEPS / 20 : 4 ))" --set train.checkpoint_every=100000 --set verify.max_tokens=1024 "${extra[@]}")
 mkdir -p "$ROOT/base"
 cp "$SRC/generated.jsonl" "$SRC/generation.json" "$ROOT/base/"
+[ -f "$SRC/profile.safetensors" ] && cp "$SRC/profile.safetensors" "$ROOT/base/"
 if [ ! -f "$ROOT/base/profile.safetensors" ]; then
-  $CLI distill profile -c $CFG --set run_dir=$ROOT/base --set profile.max_tokens=2048 --set profile.ablation_tokens=128
+  $CLI distill profile -c $CFG --set run_dir=$ROOT/base --set profile.max_tokens=2048 --set profile.ablation_tokens=128 "${extra[@]}"
 fi
 arm() {
   local name=$1; shift

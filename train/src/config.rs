@@ -39,6 +39,9 @@ pub struct DataSection {
     /// Prompts the teacher answers to make training text (empty: none).
     pub prompts: Option<PathBuf>,
     pub per_prompt: usize,
+    /// How many times the teacher's answers appear in the token stream: weight for a small,
+    /// on-target set next to large user corpora (1: once).
+    pub answers_repeat: usize,
     pub max_answer_tokens: usize,
     pub temperature: f32,
     pub top_p: f32,
@@ -54,6 +57,7 @@ impl Default for DataSection {
             sources: Vec::new(),
             prompts: None,
             per_prompt: 1,
+            answers_repeat: 1,
             max_answer_tokens: 256,
             temperature: 0.8,
             top_p: 0.95,
@@ -325,6 +329,9 @@ impl RunConfig {
         if self.data.sources.is_empty() && self.data.prompts.is_none() {
             return Err("no training data: give data.sources or data.prompts".into());
         }
+        if self.data.answers_repeat == 0 {
+            return Err("data.answers_repeat must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -367,6 +374,17 @@ mod tests {
     const MIN: &str = "teacher = \"t.gguf\"\nrun_dir = \"run\"\n[data]\nsources = [\"a.txt\"]\n[student]\nn_embd = 64\nn_layer = 2\nn_head = 4\nn_head_kv = 2\nn_ff = 128\n";
 
     #[test]
+    fn the_reference_run_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/distill/smollm2-student.toml");
+        let c = RunConfig::load(&path, &[]).unwrap();
+        assert_eq!((c.train.device.as_str(), c.train.precision.as_str()), ("cuda", "bf16"));
+        assert!(c.data.answers_repeat > 1 && c.data.prompts.is_some() && !c.data.sources.is_empty());
+        // A CPU build runs it with the documented overrides.
+        let cpu = ["train.device=cpu".to_string(), "train.precision=f32".into()];
+        assert_eq!(RunConfig::load(&path, &cpu).unwrap().train.gpu(), Ok(None));
+    }
+
+    #[test]
     fn defaults_fill_what_is_not_given() {
         let c = RunConfig::parse(Path::new("x.toml"), MIN, &[]).unwrap();
         assert_eq!(c.train, TrainSection::default());
@@ -394,6 +412,7 @@ mod tests {
             (format!("{MIN}[train]\nce = 0\nkl = 0\n"), "both 0"),
             (format!("{MIN}[export]\ntype = \"q3\"\n"), "export.type"),
             (MIN.replace("sources = [\"a.txt\"]", ""), "no training data"),
+            (MIN.replace("[data]", "[data]\nanswers_repeat = 0"), "answers_repeat"),
             ("teacher = 3".to_string(), "x.toml"),
         ];
         for (text, needle) in cases {

@@ -63,16 +63,22 @@ pub fn prepare_data(cfg: &RunConfig, kit: &TeacherKit, progress: Progress) -> Re
     let mut held_out: Vec<PathBuf> = verify_sets(cfg).into_iter().map(|c| c.path).collect();
     held_out.extend(cfg.data.held_out.iter().cloned());
     held_out.dedup();
-    let mut sources = cfg.data.sources.clone();
-    let mut generation = None;
-    if let Some(prompts) = &cfg.data.prompts {
-        let record = generate(cfg, kit, prompts, progress)?;
-        sources.push(record.output_path.clone());
-        generation = Some(record);
-    }
+    let generation = match &cfg.data.prompts {
+        Some(prompts) => Some(generate(cfg, kit, prompts, progress)?),
+        None => None,
+    };
+    let sources = training_sources(cfg, generation.as_ref().map(|g| g.output_path.as_path()));
     let corpus = build_corpus(&sources, &kit.tokenizer, kit.template.as_ref(), &held_out)?;
     Provenance::write(&corpus.provenance(generation), &cfg.run_dir)?;
     Ok(corpus.tokens)
+}
+
+/// The files of the token stream in order: the user's sources, then the teacher's answers
+/// `data.answers_repeat` times.
+fn training_sources(cfg: &RunConfig, answers: Option<&Path>) -> Vec<PathBuf> {
+    let mut sources = cfg.data.sources.clone();
+    sources.extend(answers.into_iter().flat_map(|a| std::iter::repeat_n(a.to_path_buf(), cfg.data.answers_repeat)));
+    sources
 }
 
 /// The teacher's answers, generated once and reused while prompts and settings are unchanged.
@@ -426,4 +432,18 @@ pub fn verify_student_file(cfg: &RunConfig, kit: &TeacherKit, student_path: &Pat
     let md = json.with_extension("md");
     write_atomic(&md, report.markdown_table().as_bytes()).map_err(|e| TrainError::io(&md, e))?;
     Ok((report, json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answers_follow_the_sources_as_often_as_asked() {
+        let text = "teacher = \"t.gguf\"\nrun_dir = \"run\"\n[data]\nsources = [\"a.txt\", \"b.jsonl\"]\nanswers_repeat = 3\n[student]\nn_embd = 64\nn_layer = 2\nn_head = 4\nn_head_kv = 2\nn_ff = 128\n";
+        let cfg = RunConfig::parse(Path::new("x.toml"), text, &[]).unwrap();
+        let names = |v: Vec<PathBuf>| v.into_iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(training_sources(&cfg, Some(Path::new("run/generated.jsonl")))), ["a.txt", "b.jsonl", "run/generated.jsonl", "run/generated.jsonl", "run/generated.jsonl"]);
+        assert_eq!(names(training_sources(&cfg, None)), ["a.txt", "b.jsonl"]);
+    }
 }

@@ -8,7 +8,7 @@ use super::TrainState;
 use crate::config::TrainSection;
 use crate::data::Batch;
 use crate::error::TrainError;
-use crate::optim::{adamw_params, clip_factor, clip_grad_norm, AdamW};
+use crate::optim::{adamw_params, clip_grad_norm, AdamW};
 use crate::student::Params;
 use crate::teacher::Teacher;
 
@@ -66,7 +66,7 @@ impl Engine {
                 let views: Vec<&[f32]> = anchor_grads.iter().map(|g| g.as_slice()).collect();
                 let anchors = crate::optim::global_norm(&views);
                 let norm = (s.grad_norm()?.powi(2) + anchors * anchors).sqrt();
-                if let Some(scale) = clip_factor(norm, max_norm) {
+                if let Some(scale) = crate::optim::clip_factor(norm, max_norm) {
                     s.scale_grads(scale)?;
                     anchor_grads.iter_mut().for_each(|g| g.iter_mut().for_each(|x| *x *= scale));
                 }
