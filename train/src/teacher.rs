@@ -8,10 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use nexus_runtime::gguf::GgufFile;
-use nexus_runtime::model::{Logits, Model, ModelError, Probe};
+use nexus_runtime::model::{Logits, Model, ModelConfig, ModelError, Probe};
 use rayon::prelude::*;
 
 use crate::error::TrainError;
+use crate::student::{Params, StudentConfig};
 
 pub struct Teacher {
     pub model: Model,
@@ -102,6 +103,43 @@ pub fn dequantized_head(model: &Model) -> Result<Vec<f32>, TrainError> {
     let file = model.file();
     let name = if file.tensor_info("output.weight").is_some() { "output.weight" } else { "token_embd.weight" };
     dequantize_tensor(file, name)
+}
+
+/// A llama GGUF's shape as the training engine models it (tied when the file has no
+/// `output.weight`). The caller checks that the engine computes this model's forward.
+pub fn llama_shape(c: &ModelConfig, file: &GgufFile) -> StudentConfig {
+    StudentConfig {
+        n_vocab: c.n_vocab,
+        n_embd: c.n_embd,
+        n_layer: c.n_layer,
+        n_head: c.n_head,
+        n_head_kv: c.n_head_kv,
+        head_dim: c.head_dim,
+        n_ff: c.n_ff,
+        rms_eps: c.rms_eps,
+        rope_base: c.rope_base,
+        n_ctx: c.n_ctx_train,
+        tied: file.tensor_info("output.weight").is_none(),
+    }
+}
+
+/// Every weight of the engine's llama of shape `cfg` read from `file` in f32; a missing
+/// tensor, or one of another size, is an error naming it and the file.
+pub fn read_llama_params(file: &GgufFile, cfg: &StudentConfig) -> Result<Params, TrainError> {
+    let bad = |what: String| TrainError::Config { path: file.path().to_path_buf(), what };
+    let mut params = Params::zeros(cfg);
+    let names: Vec<(String, usize)> = params.named().into_iter().map(|(n, t)| (n, t.len())).collect();
+    for ((name, len), dst) in names.iter().zip(params.tensors_mut()) {
+        if file.tensor_info(name).is_none() {
+            return Err(bad(format!("no tensor {name}")));
+        }
+        let data = dequantize_tensor(file, name)?;
+        if data.len() != *len {
+            return Err(bad(format!("{name} has {} elements, the config says {len}", data.len())));
+        }
+        *dst = data;
+    }
+    Ok(params)
 }
 
 /// A whole tensor of any block type in f32.

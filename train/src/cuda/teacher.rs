@@ -9,8 +9,7 @@ use nexus_runtime::model::{Arch, Model, RopeStyle};
 
 use super::CudaStudent;
 use crate::engine::EngineError;
-use crate::student::{LayerParams, Params, StudentConfig};
-use crate::teacher::{dequantize_tensor, TeacherOut};
+use crate::teacher::{llama_shape, read_llama_params, TeacherOut};
 
 pub struct CudaTeacher {
     model: CudaStudent,
@@ -32,41 +31,8 @@ impl CudaTeacher {
         if (0..t.n_layer).any(|l| ["attn_q", "attn_k", "attn_v", "attn_output"].iter().any(|m| file.tensor_info(&format!("blk.{l}.{m}.bias")).is_some())) {
             return unsupported("has no attention biases");
         }
-        let cfg = StudentConfig {
-            n_vocab: t.n_vocab,
-            n_embd: t.n_embd,
-            n_layer: t.n_layer,
-            n_head: t.n_head,
-            n_head_kv: t.n_head_kv,
-            head_dim: t.head_dim,
-            n_ff: t.n_ff,
-            rms_eps: t.rms_eps,
-            rope_base: t.rope_base,
-            n_ctx: t.n_ctx_train,
-            tied: file.tensor_info("output.weight").is_none(),
-        };
-        let get = |name: &str| dequantize_tensor(file, name).map_err(|e| EngineError::Invalid(e.to_string()));
-        let mut layers = Vec::with_capacity(t.n_layer);
-        for l in 0..t.n_layer {
-            let n = |s: &str| get(&format!("blk.{l}.{s}.weight"));
-            layers.push(LayerParams {
-                attn_norm: n("attn_norm")?,
-                wq: n("attn_q")?,
-                wk: n("attn_k")?,
-                wv: n("attn_v")?,
-                wo: n("attn_output")?,
-                ffn_norm: n("ffn_norm")?,
-                w_gate: n("ffn_gate")?,
-                w_up: n("ffn_up")?,
-                w_down: n("ffn_down")?,
-            });
-        }
-        let params = Params {
-            embed: get("token_embd.weight")?,
-            layers,
-            output_norm: get("output_norm.weight")?,
-            output: if cfg.tied { None } else { Some(get("output.weight")?) },
-        };
+        let cfg = llama_shape(t, file);
+        let params = read_llama_params(file, &cfg).map_err(|e| EngineError::Invalid(e.to_string()))?;
         Ok(CudaTeacher { model: CudaStudent::new(ordinal, &cfg, &params, precision)? })
     }
 

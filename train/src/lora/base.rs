@@ -9,7 +9,7 @@ use nexus_runtime::model::{Arch, ModelConfig, ModelError, RopeStyle};
 
 use crate::error::TrainError;
 use crate::student::{Params, StudentConfig};
-use crate::teacher::dequantize_tensor;
+use crate::teacher::{llama_shape, read_llama_params};
 
 /// Reads `path` as a student: its shape and every weight in f32.
 pub fn load_base(path: &Path) -> Result<(StudentConfig, Params), TrainError> {
@@ -22,35 +22,13 @@ pub fn load_base(path: &Path) -> Result<(StudentConfig, Params), TrainError> {
     if c.rope_dim != c.head_dim || c.rope_freq_scale != 1.0 || c.rope_style != RopeStyle::Normal {
         return Err(bad("the base's RoPE (partial rotation, scaling or NeoX style) is not one the training engine computes".into()));
     }
-    let cfg = StudentConfig {
-        n_vocab: c.n_vocab,
-        n_embd: c.n_embd,
-        n_layer: c.n_layer,
-        n_head: c.n_head,
-        n_head_kv: c.n_head_kv,
-        head_dim: c.head_dim,
-        n_ff: c.n_ff,
-        rms_eps: c.rms_eps,
-        rope_base: c.rope_base,
-        n_ctx: c.n_ctx_train,
-        tied: file.tensor_info("output.weight").is_none(),
-    };
+    let cfg = llama_shape(&c, &file);
     cfg.check().map_err(bad)?;
-    let mut params = Params::zeros(&cfg);
-    let names: Vec<(String, usize)> = params.named().into_iter().map(|(n, t)| (n, t.len())).collect();
     // Anything else (biases, RoPE factors) would change the forward the engine computes.
-    if let Some(t) = file.tensors().iter().find(|t| !names.iter().any(|(n, _)| *n == t.name)) {
+    let names: Vec<String> = Params::zeros(&cfg).named().into_iter().map(|(n, _)| n).collect();
+    if let Some(t) = file.tensors().iter().find(|t| !names.contains(&t.name)) {
         return Err(bad(format!("tensor {:?} is not part of the llama student the training engine models", t.name)));
     }
-    for ((name, len), dst) in names.iter().zip(params.tensors_mut()) {
-        if file.tensor_info(name).is_none() {
-            return Err(bad(format!("no tensor {name}")));
-        }
-        let data = dequantize_tensor(&file, name)?;
-        if data.len() != *len {
-            return Err(bad(format!("{name} has {} elements, the config says {len}", data.len())));
-        }
-        *dst = data;
-    }
+    let params = read_llama_params(&file, &cfg)?;
     Ok((cfg, params))
 }
