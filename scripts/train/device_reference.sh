@@ -17,7 +17,8 @@
 #           # joins the teacher, trains (GPU) until 420 s have passed (a checkpoint every
 #           # train.checkpoint_every steps and at the end), verifies, exports, packs into $OUT
 #   later:  scripts/train/device_reference.sh train SECONDS   # resumes from the last checkpoint
-#           scripts/train/device_reference.sh check           # with cuda_train carried: parity + step speeds
+#           scripts/train/device_reference.sh check           # with cuda_train, distill_test carried:
+#                                                         #   parity, a CPU-vs-CUDA training run, step speeds
 #           scripts/train/device_reference.sh ablation STEPS  # scripts/train/ablation.sh on the GPU
 #
 # The profile and the teacher's answers are made here (`distill train -c CFG --set
@@ -47,7 +48,11 @@ prepare)
   cargo build --release -p nexus-cli --features cuda
   tr=$(cargo test --release -p nexus-train --features cuda --test cuda_engine --no-run 2>&1 | grep -o "$T/release/deps/cuda_engine-[a-z0-9]*" | head -1)
   strip -o .carry/ref/cuda_train "$tr"
+  dt=$(cargo test --release -p nexus-cli --features cuda --test distill --no-run 2>&1 | grep -o "$T/release/deps/distill-[a-z0-9]*" | head -1)
+  strip -o .carry/ref/distill_test "$dt"
   pwd > .carry/ref/checkout.txt
+  # The CLI tests run the binary at the path they were built with.
+  realpath "$T/release/nexus-cli" > .carry/ref/cli_path.txt
   strip -o /tmp/nexus-cli.stripped "$T/release/nexus-cli" && xz -9 -c /tmp/nexus-cli.stripped > .carry/ref/nexus-cli.xz
   rm -f .carry/ref/teacher.xz.*
   xz -9 -T0 -c "models/$TEACHER" | split -b 49000000 - .carry/ref/teacher.xz.
@@ -67,7 +72,10 @@ check)
   # The training engine against the CPU engine, and one step's speed at a few batch shapes.
   # The test binary finds its fixtures under the absolute path of the checkout that built it.
   co=$(cat "$REF/checkout.txt"); [ -e "$co" ] || { mkdir -p "$(dirname "$co")" && ln -s "$PWD" "$co"; }
-  NEXUS_REQUIRE_CUDA=1 "$REF/cuda_train" --test-threads 1 2>&1 | tail -12 | tee -a "$OUT/check.txt"
+  NEXUS_REQUIRE_CUDA=1 "$REF/cuda_train" --test-threads 1 2>&1 | tail -14 | tee -a "$OUT/check.txt"
+  # Whole runs, anchoring on, CPU against CUDA (and a resumed CUDA run).
+  cp=$(cat "$REF/cli_path.txt"); [ -e "$cp" ] || { mkdir -p "$(dirname "$cp")" && ln -s "$REF/nexus-cli" "$cp"; }
+  NEXUS_REQUIRE_CUDA=1 "$REF/distill_test" training_on_cuda_follows_the_cpu_losses --nocapture 2>&1 | tail -30 | tee -a "$OUT/check.txt"
   for shape in "8 256" "16 256" "32 256" "16 512"; do
     set -- $shape
     "$REF/nexus-cli" distill bench --device cuda --precision bf16 --n-seq "$1" --seq-len "$2" 2>&1 | tail -1 | tee -a "$OUT/check.txt"

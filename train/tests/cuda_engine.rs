@@ -127,19 +127,23 @@ fn cpu_step(c: &Case, chunk: usize, grad_scale: f32) -> (LossParts, Vec<f32>, Ve
 fn gpu_step(s: &CudaStudent, c: &Case, chunk: usize, grad_scale: f32) -> (LossParts, Vec<f32>, Vec<f32>, Params) {
     s.zero_grads().unwrap();
     let acts = s.forward(&c.tokens, c.n_seq).unwrap();
-    let (parts, d_hidden) = s.head_loss(&acts, &c.targets, Some(&c.t_hidden), &c.weights, chunk, grad_scale).unwrap();
-    s.backward(&acts, &d_hidden, &c.d_res).unwrap();
+    let t_hidden = s.gpu().upload(&c.t_hidden).unwrap();
+    let (parts, d_hidden) = s.head_loss(&acts, &c.targets, Some(&t_hidden), &c.weights, chunk, grad_scale).unwrap();
+    let d_res: Vec<_> = c.d_res.iter().map(|(l, d)| (*l, s.gpu().upload(d).unwrap())).collect();
+    s.backward(&acts, &d_hidden, &d_res).unwrap();
     (parts, s.hidden(&acts).unwrap(), s.residual(&acts, 0).unwrap(), s.grads().unwrap())
 }
 
-fn check_against_cpu(tied: bool, precision: GemmPrecision, tol: f64) {
+/// `gemm_attention`: attention through batched GEMMs (the default) or the warp-per-row kernels.
+fn check_against_cpu(tied: bool, precision: GemmPrecision, gemm_attention: bool, tol: f64) {
     let c = case(tied, 7 + tied as u64);
     let Some(mut s) = student(&c.cfg, precision, &c.params) else { return };
+    s.set_gemm_attention(gemm_attention);
     s.set_teacher_head(&c.t_head, c.t_embd).unwrap();
     // A chunk that does not divide the vocabulary (301 = 4·64 + 45).
     let (cpu, gpu) = (cpu_step(&c, 64, 0.5), gpu_step(&s, &c, 64, 0.5));
     let (cp, gp) = (cpu.0, gpu.0);
-    eprintln!("{precision:?} tied={tied}: cpu {cp:?}\n  gpu {gp:?}");
+    eprintln!("{precision:?} tied={tied} gemm_attention={gemm_attention}: cpu {cp:?}\n  gpu {gp:?}");
     assert_eq!(gp.n, cp.n);
     for (what, a, b) in [("ce", gp.ce, cp.ce), ("kl", gp.kl, cp.kl), ("loss", gp.loss, cp.loss)] {
         assert!((a - b).abs() <= tol * b.abs().max(1e-3), "{what}: gpu {a} cpu {b}");
@@ -181,17 +185,27 @@ fn check_against_cpu(tied: bool, precision: GemmPrecision, tol: f64) {
 
 #[test]
 fn f32_step_matches_the_cpu_engine_tied() {
-    check_against_cpu(true, GemmPrecision::F32, 2e-5);
+    check_against_cpu(true, GemmPrecision::F32, true, 2e-5);
 }
 
 #[test]
 fn f32_step_matches_the_cpu_engine_untied() {
-    check_against_cpu(false, GemmPrecision::F32, 2e-5);
+    check_against_cpu(false, GemmPrecision::F32, true, 2e-5);
+}
+
+#[test]
+fn f32_step_with_the_attention_kernels_matches_the_cpu_engine() {
+    check_against_cpu(true, GemmPrecision::F32, false, 2e-5);
 }
 
 #[test]
 fn bf16_step_stays_close_to_the_cpu_engine() {
-    check_against_cpu(true, GemmPrecision::Bf16, 2e-2);
+    check_against_cpu(true, GemmPrecision::Bf16, true, 2e-2);
+}
+
+#[test]
+fn bf16_step_with_the_attention_kernels_stays_close_to_the_cpu_engine() {
+    check_against_cpu(true, GemmPrecision::Bf16, false, 2e-2);
 }
 
 /// Five steps of training on both engines give the same loss curve.
@@ -214,6 +228,64 @@ fn training_curves_match() {
         assert!((gp.loss - cp.loss).abs() <= 1e-4 * cp.loss.abs(), "step {step}: loss gpu {} cpu {}", gp.loss, cp.loss);
     }
     assert_params_close("weights after 5 steps", &s.params().unwrap(), &cpu.params, 1e-3);
+}
+
+/// The anchoring term on the device against `Anchor::loss_grad`: loss, the gradient into the
+/// student's stream and the map's gradient, with the attention-sink rows left out, widths and
+/// a subspace size that are not multiples of a warp, and a map gradient that accumulates.
+fn check_anchor(precision: GemmPrecision, tol: f64) {
+    use nexus_train::anchor::{sink_mask, Anchor, MapInit};
+    use nexus_train::cuda::AnchorRows;
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let cfg = config(true);
+    let Some(s) = student(&cfg, precision, &random_params(&cfg, &mut rng)) else { return };
+    let (n_seq, seq_len, sink, dt, k) = (3, 37, 2, 40, 13);
+    let (ds, n) = (cfg.n_embd, n_seq * seq_len);
+    let eigenvalues: Vec<f64> = (0..dt).map(|i| 4.0 / (1.0 + i as f64)).collect();
+    let mut a = Anchor::new(1, 5, &random(&mut rng, k * dt, 0.3), k, &eigenvalues, ds, MapInit::Random(9)).unwrap();
+    a.map = random(&mut rng, dt * ds, 0.2);
+    let h_s = random(&mut rng, n * ds, 1.0);
+    let h_t = random(&mut rng, n * dt, 1.0);
+    let weight = 0.37;
+
+    let mask = sink_mask(n_seq, seq_len, sink);
+    let (mut cpu_dh, mut cpu_dmap) = (random(&mut rng, n * ds, 0.1), vec![0f32; dt * ds]);
+    let d_h0 = cpu_dh.clone();
+    let mut cpu_loss = 0.0;
+    for _ in 0..2 {
+        cpu_loss = a.loss_grad(&h_s, &h_t, n, Some(&mask), weight, &mut cpu_dh, &mut cpu_dmap).unwrap();
+    }
+
+    let g = s.gpu();
+    let dev = s.upload_anchor(&a).unwrap();
+    let (hs, ht, dh) = (g.upload(&h_s).unwrap(), g.upload(&h_t).unwrap(), g.upload(&d_h0).unwrap());
+    let rows = AnchorRows { n_seq, seq_len, sink_tokens: sink };
+    let mut gpu_loss = 0.0;
+    for _ in 0..2 {
+        gpu_loss = s.anchor_loss_grad(&dev, &hs, &ht, rows, weight, &dh).unwrap();
+    }
+    let (gpu_dh, gpu_dmap) = (g.read(&dh, dh.len()).unwrap(), s.anchor_map_grad(&dev).unwrap());
+    eprintln!("{precision:?} anchor: loss cpu {cpu_loss:.6} gpu {gpu_loss:.6}");
+    assert!((gpu_loss - cpu_loss).abs() <= tol * cpu_loss, "anchor loss: gpu {gpu_loss} cpu {cpu_loss}");
+    for (what, ours, theirs) in [("d_h", &gpu_dh, &cpu_dh), ("d_map", &gpu_dmap, &cpu_dmap)] {
+        let e = scaled_err(ours, theirs);
+        assert!(e <= tol * 10.0, "anchor {what}: scaled error {e:.3e}");
+    }
+
+    // Every row a sink: nothing counts, nothing moves.
+    let all_sinks = AnchorRows { sink_tokens: seq_len, ..rows };
+    assert_eq!(s.anchor_loss_grad(&dev, &hs, &ht, all_sinks, weight, &dh).unwrap(), 0.0);
+    assert_eq!(g.read(&dh, dh.len()).unwrap(), gpu_dh);
+}
+
+#[test]
+fn f32_anchoring_matches_the_cpu() {
+    check_anchor(GemmPrecision::F32, 2e-5);
+}
+
+#[test]
+fn bf16_anchoring_stays_close_to_the_cpu() {
+    check_anchor(GemmPrecision::Bf16, 2e-2);
 }
 
 /// A config the kernels cannot run is refused before the GPU is touched.

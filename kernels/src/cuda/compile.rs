@@ -8,12 +8,13 @@ use cudarc::nvrtc::sys;
 use super::CudaError;
 
 /// The CUDA C sources, in dependency order.
-const SOURCES: [&str; 5] = [
+const SOURCES: [&str; 6] = [
     include_str!("cu/common.cuh"),
     include_str!("cu/matvec.cu"),
     include_str!("cu/ops.cu"),
     include_str!("cu/prefill.cu"),
     include_str!("cu/train.cu"),
+    include_str!("cu/train_attn.cu"),
 ];
 
 pub fn source() -> String {

@@ -9,6 +9,7 @@ pub mod layout;
 mod ops;
 mod prefill;
 mod train;
+mod train_attn;
 
 pub use device::{device_count, Gpu, GpuBuffer, Graph};
 pub use layout::{DeviceLora, DeviceWeight};

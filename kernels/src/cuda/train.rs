@@ -78,6 +78,9 @@ pub struct TrainAttn {
     pub n_head: usize,
     pub n_kv: usize,
     pub head_dim: usize,
+    /// `Some(precision)`: through batched GEMMs at that precision (`train_attn.rs`); `None`:
+    /// the warp-per-row kernels (f32 throughout).
+    pub gemm: Option<GemmPrecision>,
 }
 
 /// `AttShape` in cu/train.cu; a kernel reads only the buffers it names (the rest stay 0).
@@ -116,7 +119,7 @@ struct AdamArgs {
 
 /// A kernel argument: every scalar travels in an 8-byte slot (little-endian, as CUDA's hosts are).
 #[derive(Clone, Copy)]
-enum Arg {
+pub(super) enum Arg {
     P(u64),
     I(i32),
     L(i64),
@@ -125,12 +128,12 @@ enum Arg {
 use Arg::{F, I, L, P};
 
 /// Grid for a grid-stride loop over `n` elements.
-fn grid(n: usize) -> (u32, u32, u32) {
+pub(super) fn grid(n: usize) -> (u32, u32, u32) {
     (n.div_ceil(256).clamp(1, 65_535) as u32, 1, 1)
 }
 
 /// Blocks of 4 warps for `tasks` warp-sized tasks.
-fn warp_grid(tasks: usize) -> (u32, u32, u32) {
+pub(super) fn warp_grid(tasks: usize) -> (u32, u32, u32) {
     (tasks.div_ceil(4).max(1) as u32, 1, 1)
 }
 
@@ -153,7 +156,7 @@ pub(crate) const TRAIN_ATTN_SMEM_MAX: u32 = (4 * (ATT_TQ * TRAIN_MAX_HEAD_DIM + 
 const ROW_THREADS: u32 = 256;
 
 impl Gpu {
-    fn launch_args(&self, kernel: &str, grid: (u32, u32, u32), block: u32, args: &[Arg]) -> Result<(), CudaError> {
+    pub(super) fn launch_args(&self, kernel: &str, grid: (u32, u32, u32), block: u32, args: &[Arg]) -> Result<(), CudaError> {
         let mut slots: Vec<u64> = args
             .iter()
             .map(|a| match *a {
@@ -317,6 +320,17 @@ impl Gpu {
         self.launch_args("tr_scale", grid(n), 256, &[P(x), L(n as i64), F(a)])
     }
 
+    /// Zeroes the first `sink` rows of `width` floats of each of `n_seq` sequences of
+    /// `seq_len` rows at `x` (nothing when `sink` is 0; all rows when it is `seq_len` or more).
+    pub fn tr_zero_sink_rows(&self, x: u64, n_seq: usize, seq_len: usize, sink: usize, width: usize) -> Result<(), CudaError> {
+        let sink = sink.min(seq_len);
+        if sink == 0 || n_seq == 0 || width == 0 {
+            return Ok(());
+        }
+        let args = [P(x), I(n_seq as i32), I(seq_len as i32), I(sink as i32), I(width as i32)];
+        self.launch_args("tr_zero_sink_rows", grid(n_seq * sink * width), 256, &args)
+    }
+
     fn attn_args(s: &TrainAttn) -> Result<AttArgs, CudaError> {
         if s.head_dim == 0 || s.head_dim > TRAIN_MAX_HEAD_DIM || s.n_kv == 0 || !s.n_head.is_multiple_of(s.n_kv) {
             return Err(CudaError::Unsupported(format!(
@@ -337,6 +351,9 @@ impl Gpu {
     /// `out` (`n × n_head·hd`) and `lse` (`[seq][head][pos]`) from rotated `q`, `k`, `v`.
     pub fn tr_attn_fwd(&self, s: &TrainAttn, (q, k, v): (u64, u64, u64), out: u64, lse: u64) -> Result<(), CudaError> {
         let args = AttArgs { q, k, v, o: out, lse_out: lse, ..Self::attn_args(s)? };
+        if let Some(p) = s.gemm {
+            return self.tr_attn_fwd_gemm(p, s, (q, k, v), out, lse);
+        }
         let blocks = s.n_seq * s.n_head * s.seq_len.div_ceil(ATT_TQ);
         // SAFETY: AttArgs mirrors AttShape; the kernel reads q, k, v and writes o, lse_out;
         // its shared memory is attn_fwd_smem(head_dim) ≤ TRAIN_ATTN_SMEM_MAX (set at open).
@@ -355,6 +372,9 @@ impl Gpu {
         (dq, dk, dv): (u64, u64, u64),
     ) -> Result<(), CudaError> {
         let args = AttArgs { q, k, v, out, lse, dout: d_out, dsum, dq, dk, dv, ..Self::attn_args(s)? };
+        if let Some(p) = s.gemm {
+            return self.tr_attn_bwd_gemm(p, s, (q, k, v), (out, lse, d_out), dsum, (dq, dk, dv));
+        }
         // SAFETY: as tr_attn_fwd; the dq kernel writes dsum and dq, the dkv kernel reads dsum.
         unsafe {
             self.launch("tr_attn_bwd_dq", warp_grid(s.n_seq * s.n_head * s.seq_len), 128, 0, &args)?;

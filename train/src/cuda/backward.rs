@@ -27,8 +27,8 @@ struct Scratch {
 impl CudaStudent {
     /// Adds into the gradients the gradient of a loss whose gradient w.r.t. the final hidden
     /// states is `d_hidden` (device, `n × n_embd`) and w.r.t. the stream after layer `l` is `d`
-    /// for each `(l, d)` of `d_residual` (host; the anchoring terms).
-    pub fn backward(&self, a: &DeviceActs, d_hidden: &GpuBuffer<f32>, d_residual: &[(usize, Vec<f32>)]) -> Result<(), EngineError> {
+    /// for each `(l, d)` of `d_residual` (the anchoring terms).
+    pub fn backward(&self, a: &DeviceActs, d_hidden: &GpuBuffer<f32>, d_residual: &[(usize, GpuBuffer<f32>)]) -> Result<(), EngineError> {
         let cfg = &self.cfg;
         let g = &self.gpu;
         let (n, d, qd, kvd, ff) = (a.n_tokens(), cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
@@ -36,13 +36,11 @@ impl CudaStudent {
         if a.layers.len() != cfg.n_layer {
             return Err(EngineError::Invalid("backward: these activations come from forward_frozen, which keeps none for a backward".into()));
         }
-        let mut extra = Vec::with_capacity(d_residual.len());
         for (l, dr) in d_residual {
             if *l >= cfg.n_layer {
                 return Err(EngineError::Invalid(format!("d_residual names layer {l}, the student has {}", cfg.n_layer)));
             }
             check_len(format!("d_residual of layer {l}"), n * d, dr.len())?;
-            extra.push((*l, g.upload(dr)?));
         }
         let s = Scratch {
             xn: g.alloc(n * d)?,
@@ -64,7 +62,7 @@ impl CudaStudent {
         g.tr_rmsnorm_bwd(last, w_norm, a.final_rstd.ptr(), d_hidden.ptr(), n, d, false, dx.ptr())?;
         g.tr_rmsnorm_dw(last, a.final_rstd.ptr(), d_hidden.ptr(), n, d, g_norm)?;
         for l in (0..cfg.n_layer).rev() {
-            for (_, dr) in extra.iter().filter(|(at, _)| *at == l) {
+            for (_, dr) in d_residual.iter().filter(|(at, _)| *at == l) {
                 g.tr_axpy(dx.ptr(), dr.ptr(), n * d, 1.0)?;
             }
             self.layer_backward(a, l, dx.ptr(), &s)?;

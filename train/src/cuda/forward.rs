@@ -92,6 +92,7 @@ impl DeviceActs {
             n_head: s.cfg.n_head,
             n_kv: s.cfg.n_head_kv,
             head_dim: s.cfg.head_dim,
+            gemm: s.gemm_attention.then_some(s.precision),
         }
     }
 }

@@ -10,15 +10,16 @@ use crate::engine::head_loss::{check_head_loss, HeadLossLens, LossParts, LossWei
 use crate::engine::EngineError;
 
 impl CudaStudent {
-    /// The loss of the batch `a` against `targets` (and, with `teacher_hidden`, the teacher's
-    /// distribution through the head set by [`CudaStudent::set_teacher_head`]). Adds
+    /// The loss of the batch `a` against `targets` (and, with `teacher_hidden` — the teacher's
+    /// final normed hidden states, on the device — the teacher's distribution through the head
+    /// set by [`CudaStudent::set_teacher_head`]). Adds
     /// `grad_scale·∂loss/∂head` into the head's gradient (the embedding's when tied) and
     /// returns `grad_scale·∂loss/∂hidden` for [`CudaStudent::backward`].
     pub fn head_loss(
         &self,
         a: &DeviceActs,
         targets: &[u32],
-        teacher_hidden: Option<&[f32]>,
+        teacher_hidden: Option<&GpuBuffer<f32>>,
         w: &LossWeights,
         chunk: usize,
         grad_scale: f32,
@@ -51,7 +52,7 @@ impl CudaStudent {
         let rows = g.alloc::<u8>(n * LOSS_ROW_BYTES)?;
         g.write_bytes(rows.ptr(), &LossRow::init_bytes(n))?;
         let zs = g.alloc::<f32>(n * chunk)?;
-        let t_buf = teacher.map(|(h, head, td)| Ok::<_, EngineError>((g.upload(h)?, head.ptr(), td))).transpose()?;
+        let t_buf = teacher.map(|(h, head, td)| (h, head.ptr(), td));
         let zt = match &t_buf {
             Some(_) => Some(g.alloc::<f32>(n * chunk)?),
             None => None,

@@ -12,23 +12,29 @@
 //! Parameters live in one flat buffer in [`Params::named`] order (gradients and moments alike),
 //! so upload, download, norms and zeroing are one call each.
 
+mod anchor;
 mod backward;
 mod forward;
 mod loss;
 mod optim;
 mod teacher;
 
+use std::sync::Arc;
+
 use nexus_kernels::cuda::{GemmPrecision, Gpu, GpuBuffer};
 
 use crate::engine::{check_len, EngineError};
 use crate::student::{Params, StudentConfig};
 
+pub use anchor::{AnchorRows, DeviceAnchor};
 pub use forward::DeviceActs;
-pub use teacher::CudaTeacher;
+pub use teacher::{CudaTeacher, DeviceTeacherOut};
 
 /// A student on the GPU with its gradients and AdamW moments.
 pub struct CudaStudent {
-    gpu: Gpu,
+    /// Shared with the teacher when it runs on the GPU too: one stream, so the student's
+    /// kernels may read the teacher's outputs without a synchronization.
+    gpu: Arc<Gpu>,
     cfg: StudentConfig,
     precision: GemmPrecision,
     /// `(offset, len)` of each tensor of [`Params::named`] in the flat buffers.
@@ -41,6 +47,9 @@ pub struct CudaStudent {
     v: GpuBuffer<f32>,
     /// The teacher's output head (`n_vocab × n_embd` of its own width), once set.
     teacher_head: Option<(GpuBuffer<f32>, usize)>,
+    /// Attention through batched GEMMs at `precision` (the default), or the warp-per-row
+    /// kernels in f32 (`NEXUS_TRAIN_ATTN=kernels`, or [`CudaStudent::set_gemm_attention`]).
+    gemm_attention: bool,
 }
 
 /// Index in [`Params::named`] of layer `l`'s tensor `j` (the order of `LayerParams::named`).
@@ -64,16 +73,15 @@ mod t {
 impl CudaStudent {
     /// Opens GPU `ordinal` and uploads `params`; gradients and moments start at zero.
     pub fn new(ordinal: usize, cfg: &StudentConfig, params: &Params, precision: GemmPrecision) -> Result<Self, EngineError> {
-        crate::student::check(cfg, params)?;
-        if cfg.head_dim > nexus_kernels::cuda::TRAIN_MAX_HEAD_DIM {
-            return Err(EngineError::Config(format!(
-                "head_dim {} is above the CUDA engine's {}",
-                cfg.head_dim,
-                nexus_kernels::cuda::TRAIN_MAX_HEAD_DIM
-            )));
-        }
+        Self::check_shape(cfg, params)?;
         let gpu = Gpu::open(ordinal)?;
         gpu.keep_freed_memory()?;
+        Self::on(Arc::new(gpu), cfg, params, precision)
+    }
+
+    /// [`CudaStudent::new`] on a GPU already open (another model's, sharing its stream).
+    pub fn on(gpu: Arc<Gpu>, cfg: &StudentConfig, params: &Params, precision: GemmPrecision) -> Result<Self, EngineError> {
+        Self::check_shape(cfg, params)?;
         let (mut spans, mut names) = (Vec::new(), Vec::new());
         let mut flat = Vec::with_capacity(params.n_elements());
         for (name, t) in params.named() {
@@ -84,15 +92,39 @@ impl CudaStudent {
         gpu.ensure_free("the student, its gradients and AdamW moments", 4 * 4 * flat.len())?;
         let params = gpu.upload(&flat)?;
         let (grads, m, v) = (gpu.alloc(flat.len())?, gpu.alloc(flat.len())?, gpu.alloc(flat.len())?);
-        Ok(CudaStudent { gpu, cfg: cfg.clone(), precision, spans, names, params, grads, m, v, teacher_head: None })
+        let gemm_attention = std::env::var("NEXUS_TRAIN_ATTN").map_or(true, |v| v != "kernels");
+        Ok(CudaStudent { gpu, cfg: cfg.clone(), precision, spans, names, params, grads, m, v, teacher_head: None, gemm_attention })
     }
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }
 
+    /// The GPU, to open another model on it ([`CudaStudent::on`]).
+    pub fn shared_gpu(&self) -> Arc<Gpu> {
+        Arc::clone(&self.gpu)
+    }
+
+    /// What the kernels can run, checked before the GPU is touched.
+    fn check_shape(cfg: &StudentConfig, params: &Params) -> Result<(), EngineError> {
+        crate::student::check(cfg, params)?;
+        if cfg.head_dim > nexus_kernels::cuda::TRAIN_MAX_HEAD_DIM {
+            return Err(EngineError::Config(format!(
+                "head_dim {} is above the CUDA engine's {}",
+                cfg.head_dim,
+                nexus_kernels::cuda::TRAIN_MAX_HEAD_DIM
+            )));
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> &StudentConfig {
         &self.cfg
+    }
+
+    /// Attention through batched GEMMs (`true`) or the warp-per-row kernels.
+    pub fn set_gemm_attention(&mut self, on: bool) {
+        self.gemm_attention = on;
     }
 
     /// Device address of tensor `i` (of [`Params::named`]) in `buf`.

@@ -116,7 +116,7 @@ fn open_cuda(ordinal: usize, train: &TrainSection, state: &TrainState, teacher: 
         s.set_teacher_head(&teacher.head, teacher.n_embd())?;
     }
     // A teacher the training engine cannot run (not a plain llama) stays on the CPU.
-    let on_gpu = match (train.kl > 0.0 || train.anchor > 0.0).then(|| crate::cuda::CudaTeacher::load(ordinal, &teacher.model, precision)) {
+    let on_gpu = match (train.kl > 0.0 || train.anchor > 0.0).then(|| crate::cuda::CudaTeacher::load_on(s.shared_gpu(), &teacher.model, precision)) {
         None | Some(Err(crate::engine::EngineError::Config(_))) => None,
         Some(Err(e)) => return Err(e.into()),
         Some(Ok(t)) => Some(Box::new(t)),

@@ -2,7 +2,6 @@
 //! and loss (CE + T²·KL in vocabulary chunks), the anchoring terms on the residual stream, and
 //! the student's backward — gradients accumulate into the step's buffers.
 
-use std::borrow::Cow;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -124,7 +123,7 @@ pub fn accumulate(
     let parts = head_loss(acts.hidden(), head, cfg.n_embd, &batch.targets, teacher_head, &weights, t.vocab_chunk, grad_scale, &mut d_hidden, d_head)?;
     lap(&mut phases.head_loss);
 
-    let (d_residual, anchor_sum) = anchor_terms(x, batch, teacher_out.as_ref(), grad_scale, anchor_grads, |l| Ok(Cow::Borrowed(acts.residual(l))))?;
+    let (d_residual, anchor_sum) = anchor_terms(x, batch, teacher_out.as_ref(), grad_scale, anchor_grads, |l| acts.residual(l))?;
     lap(&mut phases.anchors);
     student::backward(cfg, x.params, &acts, &d_hidden, &d_residual, grads)?;
     lap(&mut phases.student_backward);
@@ -133,21 +132,23 @@ pub fn accumulate(
     Ok(())
 }
 
-/// `(layer, gradient into the stream after it)` per anchor, and the anchors' mean loss.
-pub(super) type AnchorTerms = (Vec<(usize, Vec<f32>)>, f64);
+/// Per anchor `(student layer, gradient into the stream after it)` — `G` is where the gradient
+/// lives, host or device — and the anchors' mean loss.
+pub(super) type AnchorTerms<G> = (Vec<(usize, G)>, f64);
 
 /// The anchoring terms of one micro-batch: for each anchor, its loss and the gradient it sends
 /// into the student's stream after its layer (`(layer, gradient)` pairs for the backward), its
 /// map's gradient added into `anchor_grads`; and the mean of the anchors' losses.
-/// `student_residual(l)` gives the student's stream after layer `l` (on the host).
-pub(super) fn anchor_terms<'r>(
+/// `student_residual(l)` gives the student's stream after layer `l`. (The CUDA engine's
+/// counterpart is `cuda_step::anchor_terms`.)
+fn anchor_terms<'r>(
     x: &StepInputs,
     batch: &Batch,
     teacher_out: Option<&TeacherOut>,
     grad_scale: f32,
     anchor_grads: &mut [Vec<f32>],
-    mut student_residual: impl FnMut(usize) -> Result<Cow<'r, [f32]>, TrainError>,
-) -> Result<AnchorTerms, TrainError> {
+    student_residual: impl Fn(usize) -> &'r [f32],
+) -> Result<AnchorTerms<Vec<f32>>, TrainError> {
     let (t, n) = (x.train, batch.inputs.len());
     let mut d_residual = Vec::new();
     let mut anchor_sum = 0.0;
@@ -157,7 +158,7 @@ pub(super) fn anchor_terms<'r>(
         let weight = t.anchor * grad_scale / x.anchors.len() as f32;
         for ((a, (_, h_teacher)), d_map) in x.anchors.iter().zip(&out.residuals).zip(anchor_grads.iter_mut()) {
             let mut d_h = vec![0f32; n * x.cfg.n_embd];
-            anchor_sum += a.loss_grad(&student_residual(a.student_layer)?, h_teacher, n, Some(&mask), weight, &mut d_h, d_map)?;
+            anchor_sum += a.loss_grad(student_residual(a.student_layer), h_teacher, n, Some(&mask), weight, &mut d_h, d_map)?;
             d_residual.push((a.student_layer, d_h));
         }
         anchor_sum /= x.anchors.len() as f64;

@@ -495,3 +495,12 @@ extern "C" __global__ void tr_scale(float* x, long n, float a) {
     DEPENDENT_KERNEL();
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) x[i] *= a;
 }
+
+// Zeroes the first `sink` rows (of `width` floats) of each of `n_seq` sequences of `seq_len`
+// rows: the attention-sink positions the anchoring terms leave out.
+extern "C" __global__ void tr_zero_sink_rows(float* x, int n_seq, int seq_len, int sink, int width) {
+    DEPENDENT_KERNEL();
+    long per_seq = (long)sink * width, total = per_seq * n_seq;
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x)
+        x[(i / per_seq) * seq_len * (long)width + i % per_seq] = 0.0f;
+}
