@@ -201,6 +201,40 @@ fn chat_routes_each_turn() {
     assert!(picks[2].contains("the base"), "{err}");
 }
 
+/// Routing on the GPU: the router reads the backbone on the CPU (a few layers of the prompt),
+/// the chosen adapter goes up with the model, and the text is what `--lora` gives there; chat
+/// switches adapters per turn on the device. Without a usable GPU (or CUDA in this binary) the
+/// run fails for that reason alone: skipped, unless NEXUS_REQUIRE_CUDA is set.
+#[test]
+fn routing_runs_on_cuda() {
+    let f = files(false);
+    let r = f.path("router.gguf");
+    ok(&train(&f, &r, &[]));
+    let (code, math) = (format!("code={}", s(&f.code)), format!("math={}", s(&f.math)));
+    let on_gpu = |extra: &[&str], prompt: &str| {
+        let mut a = vec!["run", "-m", s(&f.base), "-p", prompt, "-n", "6", "--temp", "0", "--device", "cuda"];
+        a.extend_from_slice(extra);
+        cli(&a)
+    };
+    let math_p = "3141592653";
+    let routed = on_gpu(&["--router", s(&r), "--lora-cap", &code, "--lora-cap", &math], math_p);
+    let err = text(&routed.stderr);
+    if !routed.status.success() {
+        assert!(err.contains("CUDA") && !err.contains("router") && !err.contains("panicked"), "{err}");
+        assert!(std::env::var_os("NEXUS_REQUIRE_CUDA").is_none(), "NEXUS_REQUIRE_CUDA is set: {err}");
+        eprintln!("skipped: no usable GPU here ({})", err.trim());
+        return;
+    }
+    assert!(err.contains("router: capability math (adapter math), chosen by the router"), "{err}");
+    assert_eq!(text(&routed.stdout), ok(&on_gpu(&["--lora", s(&f.math)], math_p)).0);
+
+    let args = ["chat", "-m", s(&f.base), "--chat-template", "chatml", "-n", "3", "--temp", "0", "--device", "cuda", "--router", s(&r), "--lora-cap", &code, "--lora-cap", &math];
+    let (_, err) = ok(&cli_with_stdin(&args, "abcabhdeffgab\n2718281828\nqrstuvwxyzzp\n"));
+    let picks: Vec<&str> = err.lines().filter(|l| l.starts_with("router: ") && l.contains("chosen by")).collect();
+    assert_eq!(picks.len(), 3, "{err}");
+    assert!(picks[0].contains("capability code") && picks[1].contains("capability math") && picks[2].contains("the base"), "{err}");
+}
+
 #[test]
 fn bundle_with_a_router_routes_by_itself() {
     let f = files(false);
