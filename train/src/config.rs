@@ -176,6 +176,9 @@ pub struct TrainSection {
     pub device: String,
     /// The GPU's GEMM precision: `f32` (exact), or `bf16` (tensor-core products, f32 weights).
     pub precision: String,
+    /// MiB of a CPU teacher's outputs kept per training sequence, so data seen again does not
+    /// run the teacher again (`trainer::teacher_cache`; 0: none). A GPU teacher keeps nothing.
+    pub teacher_cache_mb: usize,
 }
 
 impl TrainSection {
@@ -222,6 +225,7 @@ impl Default for TrainSection {
             threads: 0,
             device: "cpu".into(),
             precision: "f32".into(),
+            teacher_cache_mb: 1024,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::optim::{adamw_step, clip_grad_norm, AdamW, Schedule};
 use crate::student::{Params, StudentConfig};
 use crate::teacher::Teacher;
 use crate::trainer::step::{accumulate, StepInputs, StepSums};
+use crate::trainer::teacher_cache::TeacherCache;
 
 /// One optimizer step of an adapter, as logged.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -64,6 +65,7 @@ pub fn train_lora(
     let mut v = lora.zero_grads();
     let grad_scale = 1.0 / t.accum as f32;
     let mut log = Vec::with_capacity(t.steps);
+    let mut cache = TeacherCache::new(t.teacher_cache_mb.saturating_mul(1 << 20));
     for step in 1..=t.steps {
         let t0 = Instant::now();
         lora.merge_into(base, &mut merged);
@@ -74,7 +76,7 @@ pub fn train_lora(
         for _ in 0..t.accum {
             let batch = dataset.next_batch(t.batch);
             tokens += batch.inputs.len();
-            accumulate(&inputs, &batch, grad_scale, &mut grads, &mut [], &mut sums)?;
+            accumulate(&inputs, &mut cache, &batch, grad_scale, &mut grads, &mut [], &mut sums)?;
         }
         let loss = sums.loss / sums.micro_batches as f64;
         if !loss.is_finite() {

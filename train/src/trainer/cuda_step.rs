@@ -10,6 +10,7 @@ use std::time::Instant;
 use nexus_kernels::cuda::GpuBuffer;
 
 use super::step::{AnchorTerms, PhaseSeconds, StepInputs, StepSums};
+use super::teacher_cache::TeacherCache;
 use crate::cuda::{AnchorRows, CudaStudent, CudaTeacher, DeviceActs, DeviceTeacherOut};
 use crate::data::Batch;
 use crate::engine::head_loss::LossWeights;
@@ -17,11 +18,13 @@ use crate::engine::EngineError;
 use crate::error::TrainError;
 
 /// Adds one micro-batch's gradients, scaled by `grad_scale`, into the GPU's gradients and into
-/// `anchor_grads` (host).
+/// `anchor_grads` (host). A CPU teacher's outputs come through `cache`.
+#[allow(clippy::too_many_arguments)]
 pub fn accumulate_cuda(
     s: &CudaStudent,
     gpu_teacher: Option<&CudaTeacher>,
     x: &StepInputs,
+    cache: &mut TeacherCache,
     batch: &Batch,
     grad_scale: f32,
     anchor_grads: &mut [Vec<f32>],
@@ -40,7 +43,7 @@ pub fn accumulate_cuda(
     let teacher_out = match (x.teacher_layers(), gpu_teacher) {
         (None, _) => None,
         (Some(layers), Some(t)) => Some(t.run_device(&batch.inputs, batch.n_seq, &layers)?),
-        (Some(layers), None) => Some(DeviceTeacherOut::upload(s.gpu(), &x.teacher.run(&batch.inputs, batch.n_seq, &layers)?)?),
+        (Some(layers), None) => Some(DeviceTeacherOut::upload(s.gpu(), &cache.run(x.teacher, batch, &layers)?)?),
     };
     lap(&mut phases.teacher)?;
     let acts = s.forward(&batch.inputs, batch.n_seq)?;

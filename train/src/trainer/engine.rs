@@ -4,6 +4,7 @@
 //! either way: they are small and only the anchoring terms touch them.
 
 use super::step::{accumulate, StepInputs, StepSums};
+use super::teacher_cache::TeacherCache;
 use super::TrainState;
 use crate::config::TrainSection;
 use crate::data::Batch;
@@ -37,18 +38,21 @@ impl Engine {
         Ok(())
     }
 
+    /// `cache` keeps a CPU teacher's outputs (a GPU teacher runs every batch).
+    #[allow(clippy::too_many_arguments)]
     pub fn accumulate(
         &mut self,
         x: &StepInputs,
+        cache: &mut TeacherCache,
         batch: &Batch,
         grad_scale: f32,
         anchor_grads: &mut [Vec<f32>],
         sums: &mut StepSums,
     ) -> Result<(), TrainError> {
         match self {
-            Engine::Cpu { grads } => accumulate(x, batch, grad_scale, grads, anchor_grads, sums),
+            Engine::Cpu { grads } => accumulate(x, cache, batch, grad_scale, grads, anchor_grads, sums),
             #[cfg(feature = "cuda")]
-            Engine::Cuda(s, t) => super::cuda_step::accumulate_cuda(s, t.as_deref(), x, batch, grad_scale, anchor_grads, sums),
+            Engine::Cuda(s, t) => super::cuda_step::accumulate_cuda(s, t.as_deref(), x, cache, batch, grad_scale, anchor_grads, sums),
         }
     }
 

@@ -8,6 +8,7 @@ mod cuda_step;
 mod engine;
 pub mod metrics;
 pub mod step;
+pub mod teacher_cache;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,7 @@ use crate::teacher::Teacher;
 use metrics::{append_metrics, truncate_metrics, StepMetrics};
 use engine::Engine;
 use step::{StepInputs, StepSums};
+use teacher_cache::TeacherCache;
 
 /// Everything a step changes: the student, its optimizer moments, the anchors' maps and theirs.
 pub struct TrainState {
@@ -145,6 +147,7 @@ pub fn train(
     let schedule = Schedule { warmup: train.warmup, total: train.steps, min_lr_ratio: train.min_lr_ratio };
     let adamw = AdamW { lr: train.lr, beta1: train.beta1, beta2: train.beta2, eps: 1e-8, weight_decay: train.weight_decay };
     let mut engine = Engine::open(train, state, teacher)?;
+    let mut cache = TeacherCache::new(train.teacher_cache_mb.saturating_mul(1 << 20));
     let mut anchor_grads: Vec<Vec<f32>> = state.anchors.iter().map(|a| vec![0.0; a.map.len()]).collect();
     let grad_scale = 1.0 / train.accum as f32;
 
@@ -159,7 +162,7 @@ pub fn train(
             for _ in 0..train.accum {
                 let batch = dataset.next_batch(train.batch);
                 tokens += batch.inputs.len();
-                engine.accumulate(&inputs, &batch, grad_scale, &mut anchor_grads, &mut sums)?;
+                engine.accumulate(&inputs, &mut cache, &batch, grad_scale, &mut anchor_grads, &mut sums)?;
             }
         }
         let step = state.step + 1;

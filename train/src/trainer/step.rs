@@ -13,6 +13,7 @@ use crate::engine::head_loss::{head_loss, LossParts, LossWeights, TeacherHead};
 use crate::error::TrainError;
 use crate::student::{self, Params, StudentConfig};
 use crate::teacher::{Teacher, TeacherOut};
+use super::teacher_cache::TeacherCache;
 
 /// Sums over a step's micro-batches (means are taken when the step is logged).
 #[derive(Debug, Clone, Copy, Default)]
@@ -82,9 +83,11 @@ impl StepInputs<'_> {
 }
 
 /// Adds one micro-batch's gradients, scaled by `grad_scale` (1 / micro-batches per step), into
-/// `grads` and `anchor_grads` (one per anchor, the map's shape).
+/// `grads` and `anchor_grads` (one per anchor, the map's shape); the teacher's outputs come
+/// through `cache`.
 pub fn accumulate(
     x: &StepInputs,
+    cache: &mut TeacherCache,
     batch: &Batch,
     grad_scale: f32,
     grads: &mut Params,
@@ -100,7 +103,7 @@ pub fn accumulate(
     };
     let mut phases = PhaseSeconds::default();
     let teacher_out = match x.teacher_layers() {
-        Some(layers) => Some(x.teacher.run(&batch.inputs, batch.n_seq, &layers)?),
+        Some(layers) => Some(cache.run(x.teacher, batch, &layers)?),
         None => None,
     };
 
