@@ -50,6 +50,33 @@ pub fn expf_lane(x: f32) -> f32 {
     (j as f64 * (n as f64).exp2()) as f32
 }
 
+/// `out[i] = exp(xs[i]·scale − shift)` with ggml's exp ([`expf_lane`]; eight lanes at a time
+/// on AVX2, bitwise the same), the product and the difference each rounded as written: the
+/// softmax-style exponentials of the training loss, ~4× the speed of libm's `expf` per element.
+pub fn exp_affine(xs: &[f32], scale: f32, shift: f32, out: &mut [f32]) {
+    let n = xs.len().min(out.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        done = n & !7;
+        // SAFETY: AVX2 and FMA detected; both slices hold at least `done` elements.
+        unsafe { exp_affine_avx2(&xs[..done], scale, shift, &mut out[..done]) };
+    }
+    for (o, &x) in out[done..n].iter_mut().zip(&xs[done..n]) {
+        *o = expf_lane(x * scale - shift);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_affine_avx2(xs: &[f32], scale: f32, shift: f32, out: &mut [f32]) {
+    let (s, m) = (_mm256_set1_ps(scale), _mm256_set1_ps(shift));
+    for (o, x) in out.chunks_exact_mut(8).zip(xs.chunks_exact(8)) {
+        let e = v_expf(_mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(x.as_ptr()), s), m));
+        _mm256_storeu_ps(o.as_mut_ptr(), e);
+    }
+}
+
 /// One lane of ggml's `ggml_v_silu`: x / (1 + exp(-x)) with the approximate exp.
 fn silu_lane(x: f32) -> f32 {
     x / (1.0 + expf_lane(0.0 - x))
@@ -384,6 +411,25 @@ mod tests {
         // Subnormal results are rounded once, not flushed.
         let tiny = expf_lane(-90.0) as f64;
         assert!((tiny / (-90f64).exp() - 1.0).abs() < 1e-3, "{tiny}");
+    }
+
+    /// `exp_affine` over odd lengths (AVX2 body and scalar tail), underflowing and NaN-free
+    /// ends included: each element is `expf_lane` of the rounded affine input, bit for bit.
+    #[test]
+    fn exp_affine_is_the_lane_exp_of_each_element() {
+        let mut seed = 7;
+        for n in [0, 1, 7, 8, 9, 61, 1000] {
+            let xs: Vec<f32> = (0..n).map(|i| if i % 13 == 5 { -1e30 } else { rand(&mut seed) * 40.0 }).collect();
+            let (scale, shift) = (0.7f32, 3.25f32);
+            let mut out = vec![f32::NAN; n];
+            exp_affine(&xs, scale, shift, &mut out);
+            let want: Vec<f32> = xs.iter().map(|&x| expf_lane(x * scale - shift)).collect();
+            assert_eq!(bits(&out), bits(&want), "n = {n}");
+            for (&x, &o) in xs.iter().zip(&out) {
+                let exact = ((x * scale - shift) as f64).exp();
+                assert!(o as f64 == exact || ((o as f64 - exact) / exact).abs() < 4e-7, "exp({x}·{scale} − {shift}) = {o}, want {exact}");
+            }
+        }
     }
 
     #[test]

@@ -23,6 +23,12 @@ fn student(cfg: &StudentConfig, precision: GemmPrecision, p: &Params) -> Option<
     }
 }
 
+/// Grouped heads with more than one KV head: 6 query heads on 2, so a wrong head-to-group map
+/// (or a wrong sum over a group in the backward) shows.
+fn config_groups() -> StudentConfig {
+    StudentConfig { n_head: 6, n_head_kv: 2, head_dim: 14, ..config(false) }
+}
+
 /// Odd sizes everywhere: no dimension a multiple of a warp or a tile; GQA with 3 heads on 1.
 fn config(tied: bool) -> StudentConfig {
     StudentConfig {
@@ -87,8 +93,11 @@ struct Case {
 }
 
 fn case(tied: bool, seed: u64) -> Case {
+    case_of(config(tied), seed)
+}
+
+fn case_of(cfg: StudentConfig, seed: u64) -> Case {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let cfg = config(tied);
     let params = random_params(&cfg, &mut rng);
     let (n_seq, seq_len, t_embd) = (3, 37, 40);
     let n = n_seq * seq_len;
@@ -136,7 +145,11 @@ fn gpu_step(s: &CudaStudent, c: &Case, chunk: usize, grad_scale: f32) -> (LossPa
 
 /// `gemm_attention`: attention through batched GEMMs (the default) or the warp-per-row kernels.
 fn check_against_cpu(tied: bool, precision: GemmPrecision, gemm_attention: bool, tol: f64) {
-    let c = case(tied, 7 + tied as u64);
+    check_case(case(tied, 7 + tied as u64), precision, gemm_attention, tol);
+}
+
+fn check_case(c: Case, precision: GemmPrecision, gemm_attention: bool, tol: f64) {
+    let tied = c.cfg.tied;
     let Some(mut s) = student(&c.cfg, precision, &c.params) else { return };
     s.set_gemm_attention(gemm_attention);
     s.set_teacher_head(&c.t_head, c.t_embd).unwrap();
@@ -199,6 +212,13 @@ fn f32_step_with_the_attention_kernels_matches_the_cpu_engine() {
 }
 
 #[test]
+fn f32_step_with_two_kv_groups_matches_the_cpu_engine() {
+    for gemm_attention in [true, false] {
+        check_case(case_of(config_groups(), 13), GemmPrecision::F32, gemm_attention, 2e-5);
+    }
+}
+
+#[test]
 fn bf16_step_stays_close_to_the_cpu_engine() {
     check_against_cpu(true, GemmPrecision::Bf16, true, 2e-2);
 }
@@ -239,7 +259,7 @@ fn check_anchor(precision: GemmPrecision, tol: f64) {
     let mut rng = ChaCha8Rng::seed_from_u64(23);
     let cfg = config(true);
     let Some(s) = student(&cfg, precision, &random_params(&cfg, &mut rng)) else { return };
-    let (n_seq, seq_len, sink, dt, k) = (3, 37, 2, 40, 13);
+    let (n_seq, seq_len, dt, k) = (3, 37, 40, 13);
     let (ds, n) = (cfg.n_embd, n_seq * seq_len);
     let eigenvalues: Vec<f64> = (0..dt).map(|i| 4.0 / (1.0 + i as f64)).collect();
     let mut a = Anchor::new(1, 5, &random(&mut rng, k * dt, 0.3), k, &eigenvalues, ds, MapInit::Random(9)).unwrap();
@@ -247,35 +267,41 @@ fn check_anchor(precision: GemmPrecision, tol: f64) {
     let h_s = random(&mut rng, n * ds, 1.0);
     let h_t = random(&mut rng, n * dt, 1.0);
     let weight = 0.37;
-
-    let mask = sink_mask(n_seq, seq_len, sink);
-    let (mut cpu_dh, mut cpu_dmap) = (random(&mut rng, n * ds, 0.1), vec![0f32; dt * ds]);
-    let d_h0 = cpu_dh.clone();
-    let mut cpu_loss = 0.0;
-    for _ in 0..2 {
-        cpu_loss = a.loss_grad(&h_s, &h_t, n, Some(&mask), weight, &mut cpu_dh, &mut cpu_dmap).unwrap();
-    }
-
     let g = s.gpu();
-    let dev = s.upload_anchor(&a).unwrap();
-    let (hs, ht, dh) = (g.upload(&h_s).unwrap(), g.upload(&h_t).unwrap(), g.upload(&d_h0).unwrap());
-    let rows = AnchorRows { n_seq, seq_len, sink_tokens: sink };
-    let mut gpu_loss = 0.0;
-    for _ in 0..2 {
-        gpu_loss = s.anchor_loss_grad(&dev, &hs, &ht, rows, weight, &dh).unwrap();
-    }
-    let (gpu_dh, gpu_dmap) = (g.read(&dh, dh.len()).unwrap(), s.anchor_map_grad(&dev).unwrap());
-    eprintln!("{precision:?} anchor: loss cpu {cpu_loss:.6} gpu {gpu_loss:.6}");
-    assert!((gpu_loss - cpu_loss).abs() <= tol * cpu_loss, "anchor loss: gpu {gpu_loss} cpu {cpu_loss}");
-    for (what, ours, theirs) in [("d_h", &gpu_dh, &cpu_dh), ("d_map", &gpu_dmap, &cpu_dmap)] {
-        let e = scaled_err(ours, theirs);
-        assert!(e <= tol * 10.0, "anchor {what}: scaled error {e:.3e}");
-    }
+    let (hs, ht) = (g.upload(&h_s).unwrap(), g.upload(&h_t).unwrap());
+    // The gradients land on what d_h already holds: compared as increments, since the
+    // anchor's share is small next to a random start.
+    let d_h0 = random(&mut rng, n * ds, 1e-3);
+    let increment = |after: &[f32]| -> Vec<f32> { after.iter().zip(&d_h0).map(|(a, b)| a - b).collect() };
 
-    // Every row a sink: nothing counts, nothing moves.
-    let all_sinks = AnchorRows { sink_tokens: seq_len, ..rows };
-    assert_eq!(s.anchor_loss_grad(&dev, &hs, &ht, all_sinks, weight, &dh).unwrap(), 0.0);
-    assert_eq!(g.read(&dh, dh.len()).unwrap(), gpu_dh);
+    // Two sink counts: the reference run's, and all rows of each sequence but its last.
+    for sink in [2, seq_len - 1] {
+        let mask = sink_mask(n_seq, seq_len, sink);
+        let (mut cpu_dh, mut cpu_dmap) = (d_h0.clone(), vec![0f32; dt * ds]);
+        let mut cpu_loss = 0.0;
+        for _ in 0..2 {
+            cpu_loss = a.loss_grad(&h_s, &h_t, n, Some(&mask), weight, &mut cpu_dh, &mut cpu_dmap).unwrap();
+        }
+        let dev = s.upload_anchor(&a).unwrap();
+        let dh = g.upload(&d_h0).unwrap();
+        let rows = AnchorRows { n_seq, seq_len, sink_tokens: sink };
+        let mut gpu_loss = 0.0;
+        for _ in 0..2 {
+            gpu_loss = s.anchor_loss_grad(&dev, &hs, &ht, rows, weight, &dh).unwrap();
+        }
+        let (gpu_dh, gpu_dmap) = (g.read(&dh, dh.len()).unwrap(), s.anchor_map_grad(&dev).unwrap());
+        eprintln!("{precision:?} anchor, {sink} sink rows: loss cpu {cpu_loss:.6} gpu {gpu_loss:.6}");
+        assert!((gpu_loss - cpu_loss).abs() <= tol * cpu_loss, "anchor loss: gpu {gpu_loss} cpu {cpu_loss}");
+        for (what, ours, theirs) in [("d_h", &increment(&gpu_dh), &increment(&cpu_dh)), ("d_map", &gpu_dmap, &cpu_dmap)] {
+            let e = scaled_err(ours, theirs);
+            assert!(e <= tol * 10.0, "anchor {what} ({sink} sink rows): scaled error {e:.3e}");
+        }
+
+        // Every row a sink: nothing counts, nothing moves.
+        let all_sinks = AnchorRows { sink_tokens: seq_len, ..rows };
+        assert_eq!(s.anchor_loss_grad(&dev, &hs, &ht, all_sinks, weight, &dh).unwrap(), 0.0);
+        assert_eq!(g.read(&dh, dh.len()).unwrap(), gpu_dh);
+    }
 }
 
 #[test]
@@ -286,6 +312,21 @@ fn f32_anchoring_matches_the_cpu() {
 #[test]
 fn bf16_anchoring_stays_close_to_the_cpu() {
     check_anchor(GemmPrecision::Bf16, 2e-2);
+}
+
+/// A frozen model (how the teacher is held) runs forward like a student with the same weights
+/// and refuses anything that needs gradients, instead of writing through buffers it lacks.
+#[test]
+fn a_frozen_model_runs_forward_and_refuses_training() {
+    let c = case(true, 3);
+    let Some(s) = student(&c.cfg, GemmPrecision::F32, &c.params) else { return };
+    let frozen = CudaStudent::frozen_on(s.shared_gpu(), &c.cfg, &c.params, GemmPrecision::F32).unwrap();
+    let (a, b) = (s.forward_frozen(&c.tokens, c.n_seq).unwrap(), frozen.forward_frozen(&c.tokens, c.n_seq).unwrap());
+    assert_eq!(frozen.hidden(&b).unwrap(), s.hidden(&a).unwrap());
+    for e in [frozen.zero_grads().err(), frozen.grads().err(), frozen.grad_norm().err(), frozen.adamw_step(1, 1e-3, &AdamW::default()).err()] {
+        let e = e.expect("refused").to_string();
+        assert!(e.contains("frozen"), "{e}");
+    }
 }
 
 /// A config the kernels cannot run is refused before the GPU is touched.

@@ -1,8 +1,8 @@
 //! The training engine's causal GQA attention as strided batched GEMMs (cu/train_attn.cu):
-//! Q, K and V copied head-major with K/V repeated over their group's query heads, then
-//! `S = Q·Kᵀ`, a causal softmax, `O = P·V` — and for the backward the scores recomputed from
-//! the forward's log-sum-exps, `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ⊙ (dP − D)·scale`,
-//! `dQ = dS·K`, `dK = dSᵀ·Q`, the K/V gradients summed back over each group.
+//! Q, K and V copied head-major, one GEMM batch per (sequence, KV head) with the group's query
+//! heads stacked, then `S = Q·Kᵀ`, a causal softmax, `O = P·V` — and for the backward the
+//! scores recomputed from the forward's log-sum-exps, `dV = Pᵀ·dO`, `dP = dO·Vᵀ`,
+//! `dS = P ⊙ (dP − D)·scale`, `dQ = dS·K`, `dK = dSᵀ·Q` (the group's sums inside the GEMMs).
 //!
 //! The warp-per-row kernels of `train.rs` compute the same thing in CUDA cores; these run the
 //! products on the tensor cores (with [`GemmPrecision::Bf16`]) at the price of the whole
@@ -88,80 +88,75 @@ impl Gpu {
         Ok(())
     }
 
-    /// `x` (token-major, `src_heads` heads of `hd`) to `y` head-major with `n_head` heads, head
-    /// `h` reading source head `h / (n_head / src_heads)`.
-    fn heads_split(&self, s: &TrainAttn, x: u64, src_heads: usize, y: u64) -> Result<(), CudaError> {
-        let args = [P(x), P(y), I(s.n_seq as i32), I(s.seq_len as i32), I(s.n_head as i32), I(src_heads as i32), I(s.head_dim as i32)];
-        self.launch_args("tr_heads_split", grid(s.n_seq * s.n_head * s.seq_len * s.head_dim), 256, &args)
+    /// `x` (token-major, `heads` heads of `hd`) to `y` head-major (`[seq][head][pos][hd]`).
+    fn heads_split(&self, s: &TrainAttn, x: u64, heads: usize, y: u64) -> Result<(), CudaError> {
+        let args = [P(x), P(y), I(s.n_seq as i32), I(s.seq_len as i32), I(heads as i32), I(s.head_dim as i32)];
+        self.launch_args("tr_heads_split", grid(s.n_seq * heads * s.seq_len * s.head_dim), 256, &args)
     }
 
-    /// The inverse of [`Gpu::heads_split`], summing each group's heads into its one.
-    fn heads_merge(&self, s: &TrainAttn, y: u64, dst_heads: usize, x: u64) -> Result<(), CudaError> {
-        let args = [P(y), P(x), I(s.n_seq as i32), I(s.seq_len as i32), I(s.n_head as i32), I(dst_heads as i32), I(s.head_dim as i32)];
-        self.launch_args("tr_heads_merge", grid(s.n_seq * s.seq_len * dst_heads * s.head_dim), 256, &args)
+    /// The inverse of [`Gpu::heads_split`] (overwrites `x`).
+    fn heads_merge(&self, s: &TrainAttn, y: u64, heads: usize, x: u64) -> Result<(), CudaError> {
+        let args = [P(y), P(x), I(s.n_seq as i32), I(s.seq_len as i32), I(heads as i32), I(s.head_dim as i32)];
+        self.launch_args("tr_heads_merge", grid(s.n_seq * s.seq_len * heads * s.head_dim), 256, &args)
     }
 
-    /// Head-major copies of q (n_head heads) and of k, v repeated to n_head heads.
-    fn split_qkv(&self, s: &TrainAttn, (q, k, v): (u64, u64, u64)) -> Result<[GpuBuffer<f32>; 3], CudaError> {
-        let n = s.n_seq * s.seq_len * s.n_head * s.head_dim;
-        let (qh, kh, vh) = (self.alloc::<f32>(n)?, self.alloc::<f32>(n)?, self.alloc::<f32>(n)?);
-        self.heads_split(s, q, s.n_head, qh.ptr())?;
-        self.heads_split(s, k, s.n_kv, kh.ptr())?;
-        self.heads_split(s, v, s.n_kv, vh.ptr())?;
-        Ok([qh, kh, vh])
+    /// A head-major copy of `x` (token-major, `heads` heads).
+    fn split(&self, s: &TrainAttn, x: u64, heads: usize) -> Result<GpuBuffer<f32>, CudaError> {
+        let y = self.alloc::<f32>(s.n_seq * heads * s.seq_len * s.head_dim)?;
+        self.heads_split(s, x, heads, y.ptr())?;
+        Ok(y)
     }
 
-    /// `scores_b = a_b · b_bᵀ` over every (sequence, head): `seq_len × seq_len` from head-major
-    /// rows of `head_dim`.
-    fn scores(&self, p: GemmPrecision, s: &TrainAttn, a: u64, b: u64, scores: u64) -> Result<(), CudaError> {
-        let (l, hd) = (s.seq_len, s.head_dim);
-        let rows = Strided { ptr: 0, ld: hd, stride: l * hd };
-        self.sgemm_strided_batched(
-            p,
-            (false, true),
-            (l, l, hd),
-            Strided { ptr: a, ..rows },
-            Strided { ptr: b, ..rows },
-            Strided { ptr: scores, ld: l, stride: l * l },
-            s.n_seq * s.n_head,
-            false,
-        )
+    /// One batch per (sequence, KV head): the group's query heads are consecutive in the
+    /// head-major layout, so a batch's query side is one `group·L × hd` block against the KV
+    /// head's `L × hd` (no K/V repeated per query head, the group's dK/dV summed by the GEMM),
+    /// and its scores are the group's `L × L` matrices stacked — the same memory as one score
+    /// matrix per (sequence, head), which the row kernels walk.
+    fn groups(s: &TrainAttn) -> (usize, Strided, Strided, Strided) {
+        let (l, hd, g) = (s.seq_len, s.head_dim, s.n_head / s.n_kv);
+        let query = Strided { ptr: 0, ld: hd, stride: g * l * hd };
+        let key = Strided { ptr: 0, ld: hd, stride: l * hd };
+        let scores = Strided { ptr: 0, ld: l, stride: g * l * l };
+        (g * l, query, key, scores)
     }
 
-    /// `c_b = op(scores_b) · x_b` (`seq_len × head_dim`): `O = P·V`, `dV = Pᵀ·dO`, `dQ = dS·K`,
+    /// `scores = a·bᵀ` per batch: a query-side block (`Q` or `dO`) against a KV head's rows
+    /// (`K` or `V`).
+    fn qk(&self, p: GemmPrecision, s: &TrainAttn, a: u64, b: u64, scores: u64) -> Result<(), CudaError> {
+        let (rows, query, key, sc) = Self::groups(s);
+        let (a, b, c) = (Strided { ptr: a, ..query }, Strided { ptr: b, ..key }, Strided { ptr: scores, ..sc });
+        self.sgemm_strided_batched(p, (false, true), (rows, s.seq_len, s.head_dim), a, b, c, s.n_seq * s.n_kv, false)
+    }
+
+    /// `c = scores·b` per batch (query side): `O = P·V`, `dQ = dS·K`.
+    fn pv(&self, p: GemmPrecision, s: &TrainAttn, scores: u64, b: u64, c: u64) -> Result<(), CudaError> {
+        let (rows, query, key, sc) = Self::groups(s);
+        let (a, b, c) = (Strided { ptr: scores, ..sc }, Strided { ptr: b, ..key }, Strided { ptr: c, ..query });
+        self.sgemm_strided_batched(p, (false, false), (rows, s.head_dim, s.seq_len), a, b, c, s.n_seq * s.n_kv, false)
+    }
+
+    /// `c = scoresᵀ·b` per batch (a KV head's rows, summed over its group): `dV = Pᵀ·dO`,
     /// `dK = dSᵀ·Q`.
-    fn weigh(&self, p: GemmPrecision, s: &TrainAttn, scores: u64, transpose: bool, x: u64, c: u64) -> Result<(), CudaError> {
-        let (l, hd) = (s.seq_len, s.head_dim);
-        let rows = Strided { ptr: 0, ld: hd, stride: l * hd };
-        self.sgemm_strided_batched(
-            p,
-            (transpose, false),
-            (l, hd, l),
-            Strided { ptr: scores, ld: l, stride: l * l },
-            Strided { ptr: x, ..rows },
-            Strided { ptr: c, ..rows },
-            s.n_seq * s.n_head,
-            false,
-        )
+    fn ptq(&self, p: GemmPrecision, s: &TrainAttn, scores: u64, b: u64, c: u64) -> Result<(), CudaError> {
+        let (rows, query, key, sc) = Self::groups(s);
+        let (a, b, c) = (Strided { ptr: scores, ..sc }, Strided { ptr: b, ..query }, Strided { ptr: c, ..key });
+        self.sgemm_strided_batched(p, (true, false), (s.seq_len, s.head_dim, rows), a, b, c, s.n_seq * s.n_kv, false)
     }
 
-    /// Room for `how_many` score matrices of every (sequence, head); their length.
-    fn scores_fit(&self, s: &TrainAttn, how_many: usize) -> Result<usize, CudaError> {
-        let n = s.n_seq * s.n_head * s.seq_len * s.seq_len;
-        self.ensure_free("the attention scores", how_many * 4 * n)?;
-        Ok(n)
+    fn score_len(s: &TrainAttn) -> usize {
+        s.n_seq * s.n_head * s.seq_len * s.seq_len
     }
 
     /// [`Gpu::tr_attn_fwd`] through batched GEMMs.
-    pub(super) fn tr_attn_fwd_gemm(&self, p: GemmPrecision, s: &TrainAttn, qkv: (u64, u64, u64), out: u64, lse: u64) -> Result<(), CudaError> {
-        let [qh, kh, vh] = self.split_qkv(s, qkv)?;
-        let scores = self.alloc::<f32>(self.scores_fit(s, 1)?)?;
-        self.scores(p, s, qh.ptr(), kh.ptr(), scores.ptr())?;
+    pub(super) fn tr_attn_fwd_gemm(&self, p: GemmPrecision, s: &TrainAttn, (q, k, v): (u64, u64, u64), out: u64, lse: u64) -> Result<(), CudaError> {
+        let (qh, kh, vh) = (self.split(s, q, s.n_head)?, self.split(s, k, s.n_kv)?, self.split(s, v, s.n_kv)?);
+        let scores = self.alloc::<f32>(Self::score_len(s))?;
+        self.qk(p, s, qh.ptr(), kh.ptr(), scores.ptr())?;
         let rows = s.n_seq * s.n_head * s.seq_len;
         let scale = 1.0 / (s.head_dim as f32).sqrt();
         self.launch_args("tr_attn_softmax", warp_grid(rows), 128, &[P(scores.ptr()), P(lse), L(rows as i64), I(s.seq_len as i32), F(scale)])?;
         // O over Q's copy (no longer needed), then back to token-major.
-        self.weigh(p, s, scores.ptr(), false, vh.ptr(), qh.ptr())?;
+        self.pv(p, s, scores.ptr(), vh.ptr(), qh.ptr())?;
         self.heads_merge(s, qh.ptr(), s.n_head, out)
     }
 
@@ -171,33 +166,31 @@ impl Gpu {
         &self,
         p: GemmPrecision,
         s: &TrainAttn,
-        qkv: (u64, u64, u64),
+        (q, k, v): (u64, u64, u64),
         (out, lse, d_out): (u64, u64, u64),
         dsum: u64,
         (dq, dk, dv): (u64, u64, u64),
     ) -> Result<(), CudaError> {
-        let [qh, kh, vh] = self.split_qkv(s, qkv)?;
-        let doh = self.alloc::<f32>(s.n_seq * s.seq_len * s.n_head * s.head_dim)?;
-        self.heads_split(s, d_out, s.n_head, doh.ptr())?;
+        let (qh, kh, vh) = (self.split(s, q, s.n_head)?, self.split(s, k, s.n_kv)?, self.split(s, v, s.n_kv)?);
+        let doh = self.split(s, d_out, s.n_head)?;
         let rows = s.n_seq * s.n_head * s.seq_len;
         let scale = 1.0 / (s.head_dim as f32).sqrt();
         let dsum_args = [P(out), P(d_out), P(dsum), I(s.n_seq as i32), I(s.seq_len as i32), I(s.n_head as i32), I(s.head_dim as i32)];
         self.launch_args("tr_attn_dsum", warp_grid(rows), 128, &dsum_args)?;
-        let n_scores = self.scores_fit(s, 2)?;
-        let (probs, d_scores) = (self.alloc::<f32>(n_scores)?, self.alloc::<f32>(n_scores)?);
-        self.scores(p, s, qh.ptr(), kh.ptr(), probs.ptr())?;
+        let (probs, d_scores) = (self.alloc::<f32>(Self::score_len(s))?, self.alloc::<f32>(Self::score_len(s))?);
+        self.qk(p, s, qh.ptr(), kh.ptr(), probs.ptr())?;
         let probs_args = [P(probs.ptr()), P(lse), L(rows as i64), I(s.seq_len as i32), F(scale)];
         self.launch_args("tr_attn_probs", grid(rows * s.seq_len), 256, &probs_args)?;
-        let dvh = self.alloc::<f32>(s.n_seq * s.seq_len * s.n_head * s.head_dim)?;
-        self.weigh(p, s, probs.ptr(), true, doh.ptr(), dvh.ptr())?;
-        self.scores(p, s, doh.ptr(), vh.ptr(), d_scores.ptr())?;
+        let dvh = self.alloc::<f32>(s.n_seq * s.n_kv * s.seq_len * s.head_dim)?;
+        self.ptq(p, s, probs.ptr(), doh.ptr(), dvh.ptr())?;
+        self.qk(p, s, doh.ptr(), vh.ptr(), d_scores.ptr())?;
         let ds_args = [P(d_scores.ptr()), P(probs.ptr()), P(dsum), L(rows as i64), I(s.seq_len as i32), F(scale)];
         self.launch_args("tr_attn_dscores", grid(rows * s.seq_len), 256, &ds_args)?;
-        // dQ over V's copy and dK over dO's (neither is read again).
-        self.weigh(p, s, d_scores.ptr(), false, kh.ptr(), vh.ptr())?;
-        self.weigh(p, s, d_scores.ptr(), true, qh.ptr(), doh.ptr())?;
-        self.heads_merge(s, vh.ptr(), s.n_head, dq)?;
-        self.heads_merge(s, doh.ptr(), s.n_kv, dk)?;
+        // dQ over dO's copy and dK over V's (neither is read again).
+        self.pv(p, s, d_scores.ptr(), kh.ptr(), doh.ptr())?;
+        self.ptq(p, s, d_scores.ptr(), qh.ptr(), vh.ptr())?;
+        self.heads_merge(s, doh.ptr(), s.n_head, dq)?;
+        self.heads_merge(s, vh.ptr(), s.n_kv, dk)?;
         self.heads_merge(s, dvh.ptr(), s.n_kv, dv)
     }
 }

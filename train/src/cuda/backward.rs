@@ -58,26 +58,27 @@ impl CudaStudent {
         let dx = g.alloc::<f32>(n * d)?;
         let (embed, norm, _) = self.ends();
         let last = a.residuals[cfg.n_layer - 1].ptr();
-        let (w_norm, g_norm) = (self.at(&self.params, norm), self.at(&self.grads, norm));
+        let grads = &self.trainable()?.grads;
+        let (w_norm, g_norm) = (self.at(&self.params, norm), self.at(grads, norm));
         g.tr_rmsnorm_bwd(last, w_norm, a.final_rstd.ptr(), d_hidden.ptr(), n, d, false, dx.ptr())?;
         g.tr_rmsnorm_dw(last, a.final_rstd.ptr(), d_hidden.ptr(), n, d, g_norm)?;
         for l in (0..cfg.n_layer).rev() {
             for (_, dr) in d_residual.iter().filter(|(at, _)| *at == l) {
                 g.tr_axpy(dx.ptr(), dr.ptr(), n * d, 1.0)?;
             }
-            self.layer_backward(a, l, dx.ptr(), &s)?;
+            self.layer_backward(a, l, dx.ptr(), &s, grads)?;
         }
         let csr = (a.token_rows.ptr(), a.token_offsets.ptr(), a.token_positions.ptr());
-        g.tr_embed_bwd(csr, a.n_distinct, dx.ptr(), d, self.at(&self.grads, embed))?;
+        g.tr_embed_bwd(csr, a.n_distinct, dx.ptr(), d, self.at(grads, embed))?;
         Ok(())
     }
 
     /// Turns `dx` (the gradient at layer `l`'s output stream) into the gradient at its input,
     /// adding the layer's weight gradients.
-    fn layer_backward(&self, a: &DeviceActs, l: usize, dx: u64, s: &Scratch) -> Result<(), EngineError> {
+    fn layer_backward(&self, a: &DeviceActs, l: usize, dx: u64, s: &Scratch, grads: &GpuBuffer<f32>) -> Result<(), EngineError> {
         let (cfg, g, la) = (&self.cfg, &self.gpu, &a.layers[l]);
         let (n, d, qd, kvd, ff) = (a.n_tokens(), cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
-        let (w, gw) = (|j| self.layer_w(l, j), |j| self.layer_g(l, j));
+        let (w, gw) = (|j| self.layer_w(l, j), |j| self.layer_g(grads, l, j));
         let (xn, dxn) = (s.xn.ptr(), s.dxn.ptr());
 
         // Feed-forward block: out = mid + w_down·(silu(gate) ⊙ up), gate/up from rmsnorm(mid).

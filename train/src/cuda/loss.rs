@@ -44,7 +44,7 @@ impl CudaStudent {
             return Ok((LossParts { ce: 0.0, kl: 0.0, loss: 0.0, agree: 0, n: 0 }, d_hidden));
         };
         let (_, _, head_i) = self.ends();
-        let (head, d_head) = (self.at(&self.params, head_i), self.at(&self.grads, head_i));
+        let (head, d_head) = (self.at(&self.params, head_i), self.at(&self.trainable()?.grads, head_i));
         let chunk = chunk.min(n_vocab);
         let temp = w.temperature;
         let ids: Vec<i32> = targets.iter().map(|&t| if t == IGNORE { -1 } else { t as i32 }).collect();

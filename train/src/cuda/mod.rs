@@ -42,14 +42,25 @@ pub struct CudaStudent {
     /// The GGUF name of each tensor (weight decay skips the norms).
     names: Vec<String>,
     params: GpuBuffer<f32>,
-    grads: GpuBuffer<f32>,
-    m: GpuBuffer<f32>,
-    v: GpuBuffer<f32>,
+    /// Gradients and AdamW moments; `None` for a frozen model (the teacher), which holds only
+    /// its weights.
+    train: Option<TrainBuffers>,
     /// The teacher's output head (`n_vocab × n_embd` of its own width), once set.
     teacher_head: Option<(GpuBuffer<f32>, usize)>,
     /// Attention through batched GEMMs at `precision` (the default), or the warp-per-row
     /// kernels in f32 (`NEXUS_TRAIN_ATTN=kernels`, or [`CudaStudent::set_gemm_attention`]).
     gemm_attention: bool,
+}
+
+/// A trainable model's gradients and AdamW moments, laid out as its weights.
+struct TrainBuffers {
+    grads: GpuBuffer<f32>,
+    m: GpuBuffer<f32>,
+    v: GpuBuffer<f32>,
+}
+
+fn frozen_error() -> EngineError {
+    EngineError::Invalid("this model is frozen (a teacher): it has no gradients or optimizer state".into())
 }
 
 /// Index in [`Params::named`] of layer `l`'s tensor `j` (the order of `LayerParams::named`).
@@ -81,6 +92,16 @@ impl CudaStudent {
 
     /// [`CudaStudent::new`] on a GPU already open (another model's, sharing its stream).
     pub fn on(gpu: Arc<Gpu>, cfg: &StudentConfig, params: &Params, precision: GemmPrecision) -> Result<Self, EngineError> {
+        Self::upload(gpu, cfg, params, precision, false)
+    }
+
+    /// A model that is only run forward ([`CudaStudent::forward_frozen`]): its weights on the
+    /// GPU, no gradients or moments (a teacher).
+    pub fn frozen_on(gpu: Arc<Gpu>, cfg: &StudentConfig, params: &Params, precision: GemmPrecision) -> Result<Self, EngineError> {
+        Self::upload(gpu, cfg, params, precision, true)
+    }
+
+    fn upload(gpu: Arc<Gpu>, cfg: &StudentConfig, params: &Params, precision: GemmPrecision, frozen: bool) -> Result<Self, EngineError> {
         Self::check_shape(cfg, params)?;
         let (mut spans, mut names) = (Vec::new(), Vec::new());
         let mut flat = Vec::with_capacity(params.n_elements());
@@ -89,11 +110,15 @@ impl CudaStudent {
             spans.push((flat.len(), t.len()));
             flat.extend_from_slice(t);
         }
-        gpu.ensure_free("the student, its gradients and AdamW moments", 4 * 4 * flat.len())?;
+        let copies = if frozen { 1 } else { 4 };
+        gpu.ensure_free("the model's weights (and a student's gradients and AdamW moments)", 4 * copies * flat.len())?;
         let params = gpu.upload(&flat)?;
-        let (grads, m, v) = (gpu.alloc(flat.len())?, gpu.alloc(flat.len())?, gpu.alloc(flat.len())?);
+        let train = match frozen {
+            true => None,
+            false => Some(TrainBuffers { grads: gpu.alloc(flat.len())?, m: gpu.alloc(flat.len())?, v: gpu.alloc(flat.len())? }),
+        };
         let gemm_attention = std::env::var("NEXUS_TRAIN_ATTN").map_or(true, |v| v != "kernels");
-        Ok(CudaStudent { gpu, cfg: cfg.clone(), precision, spans, names, params, grads, m, v, teacher_head: None, gemm_attention })
+        Ok(CudaStudent { gpu, cfg: cfg.clone(), precision, spans, names, params, train, teacher_head: None, gemm_attention })
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -122,6 +147,11 @@ impl CudaStudent {
         &self.cfg
     }
 
+    /// The gradients and moments, or why there are none.
+    fn trainable(&self) -> Result<&TrainBuffers, EngineError> {
+        self.train.as_ref().ok_or_else(frozen_error)
+    }
+
     /// Attention through batched GEMMs (`true`) or the warp-per-row kernels.
     pub fn set_gemm_attention(&mut self, on: bool) {
         self.gemm_attention = on;
@@ -136,8 +166,8 @@ impl CudaStudent {
         self.at(&self.params, layer_tensor(l, j))
     }
 
-    fn layer_g(&self, l: usize, j: usize) -> u64 {
-        self.at(&self.grads, layer_tensor(l, j))
+    fn layer_g(&self, grads: &GpuBuffer<f32>, l: usize, j: usize) -> u64 {
+        self.at(grads, layer_tensor(l, j))
     }
 
     /// The embedding's index, the final norm's and the head's (the embedding when tied).
@@ -155,7 +185,8 @@ impl CudaStudent {
 
     /// Gradients to zero (the start of a step's accumulation).
     pub fn zero_grads(&self) -> Result<(), EngineError> {
-        Ok(self.gpu.zero(self.grads.ptr(), 4 * self.grads.len())?)
+        let grads = &self.trainable()?.grads;
+        Ok(self.gpu.zero(grads.ptr(), 4 * grads.len())?)
     }
 
     fn download(&self, buf: &GpuBuffer<f32>) -> Result<Params, EngineError> {
@@ -172,17 +203,19 @@ impl CudaStudent {
     }
 
     pub fn grads(&self) -> Result<Params, EngineError> {
-        self.download(&self.grads)
+        self.download(&self.trainable()?.grads)
     }
 
     /// The AdamW moments (for a checkpoint).
     pub fn moments(&self) -> Result<(Params, Params), EngineError> {
-        Ok((self.download(&self.m)?, self.download(&self.v)?))
+        let t = self.trainable()?;
+        Ok((self.download(&t.m)?, self.download(&t.v)?))
     }
 
     /// Replaces the AdamW moments (resuming from a checkpoint; the weights came with `new`).
     pub fn load_moments(&mut self, m: &Params, v: &Params) -> Result<(), EngineError> {
-        for (buf, p) in [(&mut self.m, m), (&mut self.v, v)] {
+        let t = self.train.as_mut().ok_or_else(frozen_error)?;
+        for (buf, p) in [(&mut t.m, m), (&mut t.v, v)] {
             crate::student::check(&self.cfg, p)?;
             let flat: Vec<f32> = p.named().iter().flat_map(|(_, t)| t.iter().copied()).collect();
             self.gpu.write(buf, &flat)?;

@@ -13,14 +13,15 @@ impl CudaStudent {
         let partial = self.gpu.alloc::<f64>(SUM_SQUARES_BLOCKS)?;
         let mut sum = 0f64;
         for &(o, n) in &self.spans {
-            sum += self.gpu.tr_sum_squares(self.grads.ptr_at(o), n, partial.ptr())?;
+            sum += self.gpu.tr_sum_squares(self.trainable()?.grads.ptr_at(o), n, partial.ptr())?;
         }
         Ok(sum.sqrt())
     }
 
     /// Multiplies every gradient by `a`.
     pub fn scale_grads(&self, a: f32) -> Result<(), EngineError> {
-        Ok(self.gpu.tr_scale(self.grads.ptr(), self.grads.len(), a)?)
+        let grads = &self.trainable()?.grads;
+        Ok(self.gpu.tr_scale(grads.ptr(), grads.len(), a)?)
     }
 
     /// `crate::optim::clip_grad_norm` on the device: scales every gradient by
@@ -45,10 +46,11 @@ impl CudaStudent {
         if t == 0 {
             return Err(EngineError::Invalid("adamw_step: the step count is 1-based".into()));
         }
+        let tb = self.trainable()?;
         for (name, &(o, n)) in self.names.iter().zip(&self.spans) {
             let c = coefficients(t, lr, cfg, decays(name));
             let at = |b: &nexus_kernels::cuda::GpuBuffer<f32>| b.ptr_at(o);
-            self.gpu.tr_adamw((at(&self.params), at(&self.grads), at(&self.m), at(&self.v)), n, &c)?;
+            self.gpu.tr_adamw((at(&self.params), at(&tb.grads), at(&tb.m), at(&tb.v)), n, &c)?;
         }
         Ok(())
     }

@@ -51,14 +51,16 @@ impl CudaTeacher {
     /// architecture other than plain llama: biases, partial or scaled RoPE).
     pub fn load(ordinal: usize, teacher: &Model, precision: GemmPrecision) -> Result<CudaTeacher, EngineError> {
         let (cfg, params) = Self::read(teacher)?;
-        Ok(CudaTeacher { model: CudaStudent::new(ordinal, &cfg, &params, precision)? })
+        let gpu = nexus_kernels::cuda::Gpu::open(ordinal)?;
+        gpu.keep_freed_memory()?;
+        Ok(CudaTeacher { model: CudaStudent::frozen_on(Arc::new(gpu), &cfg, &params, precision)? })
     }
 
     /// [`CudaTeacher::load`] onto the GPU (and stream) a student already holds, so the
     /// student's kernels read the teacher's outputs where they are.
     pub fn load_on(gpu: Arc<Gpu>, teacher: &Model, precision: GemmPrecision) -> Result<CudaTeacher, EngineError> {
         let (cfg, params) = Self::read(teacher)?;
-        Ok(CudaTeacher { model: CudaStudent::on(gpu, &cfg, &params, precision)? })
+        Ok(CudaTeacher { model: CudaStudent::frozen_on(gpu, &cfg, &params, precision)? })
     }
 
     /// The teacher's shape and f32 weights, or why the training engine cannot run it.

@@ -12,6 +12,7 @@
 
 use super::{check_len, EngineError};
 use nexus_kernels::gemm::{sgemm, sgemm_t};
+use nexus_kernels::ggml_order::exp_affine;
 use rayon::prelude::*;
 
 /// The target of a row that takes no part in the loss (padding, a prompt's tokens).
@@ -63,19 +64,17 @@ impl Lse {
         sum: 0.0,
     };
 
-    /// Folds in `xs · scale`.
-    fn add(&mut self, xs: &[f32], scale: f32) {
+    /// Folds in `xs · scale`; `scratch` holds the exponentials on the way.
+    fn add(&mut self, xs: &[f32], scale: f32, scratch: &mut Vec<f32>) {
         let m = xs.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
         if m > self.max {
             self.sum *= ((self.max - m) as f64).exp();
             self.max = m;
         }
-        let max = self.max;
-        // f32 exponentials (each within f32 rounding of the f64 one), summed in f64.
-        self.sum += xs
-            .iter()
-            .map(|&x| (x * scale - max).exp() as f64)
-            .sum::<f64>();
+        // f32 exponentials (ggml's, within 1.5 ulp of exp), summed in f64.
+        scratch.resize(xs.len(), 0.0);
+        exp_affine(xs, scale, self.max, scratch);
+        self.sum += scratch.iter().map(|&e| e as f64).sum::<f64>();
     }
 
     fn value(&self) -> f32 {
@@ -284,17 +283,20 @@ pub fn head_loss(
             .par_iter_mut()
             .enumerate()
             .with_min_len(8)
-            .for_each(|(i, st)| {
+            .for_each_init(Vec::new, |scratch, (i, st)| {
                 let z = &zs[i * c..(i + 1) * c];
-                st.s.add(z, 1.0);
+                st.s.add(z, 1.0, scratch);
                 argmax_update(&mut st.s_best, z, v0);
                 let tgt = targets[i] as usize;
                 if (v0..v0 + c).contains(&tgt) {
                     st.z_target = z[tgt - v0];
                 }
                 if let Some(t) = row_of(has_teacher, &zt, i, c) {
-                    st.s_temp.add(z, inv_t);
-                    st.t_temp.add(t, inv_t);
+                    // At T = 1 the tempered statistics are the plain ones (`s`).
+                    if temp != 1.0 {
+                        st.s_temp.add(z, inv_t, scratch);
+                    }
+                    st.t_temp.add(t, inv_t, scratch);
                     argmax_update(&mut st.t_best, t, v0);
                 }
             });
@@ -310,36 +312,48 @@ pub fn head_loss(
             .zip(stats.par_iter_mut())
             .enumerate()
             .with_min_len(8)
-            .for_each(|(i, (z, st))| {
-                let tgt = targets[i];
-                if tgt == IGNORE {
-                    z.fill(0.0);
-                    return;
-                }
-                let lse_s = st.s.value();
-                match row_of(has_teacher, &zt, i, c) {
-                    None => z.iter_mut().for_each(|x| *x = ce_w * (*x - lse_s).exp()),
-                    Some(t) => {
-                        let (lse_st, lse_tt) = (st.s_temp.value(), st.t_temp.value());
-                        let mut kl = 0f64;
-                        for (x, &tv) in z.iter_mut().zip(t) {
-                            let s = *x;
-                            let p_s = (s - lse_s).exp();
-                            let log_q = s * inv_t - lse_st;
-                            let log_p = tv * inv_t - lse_tt;
-                            let p = log_p.exp();
-                            // At T = 1 the tempered softmax is the plain one: save an exp.
-                            let q = if temp == 1.0 { p_s } else { log_q.exp() };
-                            kl += p as f64 * (log_p - log_q) as f64;
-                            *x = ce_w * p_s + kl_w * (q - p);
-                        }
-                        st.kl += kl;
+            .for_each_init(
+                || [Vec::new(), Vec::new(), Vec::new()],
+                |[ps, pt, qs], (i, (z, st))| {
+                    let tgt = targets[i];
+                    if tgt == IGNORE {
+                        z.fill(0.0);
+                        return;
                     }
-                }
-                if let Some(j) = (tgt as usize).checked_sub(v0).filter(|&j| j < c) {
-                    z[j] -= ce_w;
-                }
-            });
+                    let lse_s = st.s.value();
+                    ps.resize(c, 0.0);
+                    exp_affine(z, 1.0, lse_s, ps);
+                    match row_of(has_teacher, &zt, i, c) {
+                        None => z.iter_mut().zip(ps.iter()).for_each(|(x, &p_s)| *x = ce_w * p_s),
+                        Some(t) => {
+                            // At T = 1 the tempered softmax is the plain one: save its exps.
+                            let lse_st = if temp == 1.0 { lse_s } else { st.s_temp.value() };
+                            let lse_tt = st.t_temp.value();
+                            pt.resize(c, 0.0);
+                            exp_affine(t, inv_t, lse_tt, pt);
+                            let q_of = match temp == 1.0 {
+                                true => &*ps,
+                                false => {
+                                    qs.resize(c, 0.0);
+                                    exp_affine(z, inv_t, lse_st, qs);
+                                    &*qs
+                                }
+                            };
+                            let mut kl = 0f64;
+                            for (((x, &tv), (&p_s, &p)), &q) in z.iter_mut().zip(t).zip(ps.iter().zip(pt.iter())).zip(q_of) {
+                                let log_q = *x * inv_t - lse_st;
+                                let log_p = tv * inv_t - lse_tt;
+                                kl += p as f64 * (log_p - log_q) as f64;
+                                *x = ce_w * p_s + kl_w * (q - p);
+                            }
+                            st.kl += kl;
+                        }
+                    }
+                    if let Some(j) = (tgt as usize).checked_sub(v0).filter(|&j| j < c) {
+                        z[j] -= ce_w;
+                    }
+                },
+            );
         sgemm(
             n,
             d,

@@ -58,6 +58,8 @@ pub fn accumulate_cuda(
         _ => (Vec::new(), 0.0),
     };
     lap(&mut phases.anchors)?;
+    // The teacher's streams are read: free them before the backward's peak.
+    drop(teacher_out);
     s.backward(&acts, &d_hidden, &d_residual)?;
     lap(&mut phases.student_backward)?;
 

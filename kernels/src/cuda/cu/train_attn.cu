@@ -1,42 +1,37 @@
 // ---- Training attention through batched GEMMs (kernels/src/cuda/train_attn.rs) -------------
-// The token-major Q/K/V of the training engine are copied head-major ([seq][head][pos][hd],
-// K and V repeated over each query head of their group) so that every product is one strided
-// batched GEMM on the tensor cores; these kernels do the copies, the softmax and the score
-// gradients between the GEMMs. Scores are [seq][head][i][j], a row per query, causal: the
-// entries j > i are written as 0 so the GEMMs after them may run over whole rows.
+// The token-major Q/K/V of the training engine are copied head-major ([seq][head][pos][hd]) so
+// that every product is one strided batched GEMM on the tensor cores (a batch per sequence and
+// KV head, the group's query heads stacked); these kernels do the copies, the softmax and the
+// score gradients between the GEMMs. Scores are [seq][head][i][j], a row per query, causal:
+// the entries j > i are written as 0 so the GEMMs after them may run over whole rows.
 
-// y[seq][h][pos][e] = x[seq·L + pos][(h / (n_head / src_heads))·hd + e]
-extern "C" __global__ void tr_heads_split(const float* x, float* y, int n_seq, int seq_len, int n_head, int src_heads, int hd) {
+// y[seq][h][pos][e] = x[seq·L + pos][h·hd + e]
+extern "C" __global__ void tr_heads_split(const float* x, float* y, int n_seq, int seq_len, int heads, int hd) {
     DEPENDENT_KERNEL();
-    long total = (long)n_seq * n_head * seq_len * hd;
-    int group = n_head / src_heads;
+    long total = (long)n_seq * heads * seq_len * hd;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
         int e = i % hd;
         long r = i / hd;
         int pos = r % seq_len;
         long sh = r / seq_len;
-        int h = sh % n_head;
-        long seq = sh / n_head;
-        y[i] = x[(seq * seq_len + pos) * (long)src_heads * hd + (long)(h / group) * hd + e];
+        int h = sh % heads;
+        long seq = sh / heads;
+        y[i] = x[(seq * seq_len + pos) * (long)heads * hd + (long)h * hd + e];
     }
 }
 
-// x[seq·L + pos][g·hd + e] = Σ over the group's heads h of y[seq][h][pos][e] (overwrites x);
-// with dst_heads = n_head it is the plain inverse of tr_heads_split.
-extern "C" __global__ void tr_heads_merge(const float* y, float* x, int n_seq, int seq_len, int n_head, int dst_heads, int hd) {
+// The inverse: x[seq·L + pos][h·hd + e] = y[seq][h][pos][e] (overwrites x).
+extern "C" __global__ void tr_heads_merge(const float* y, float* x, int n_seq, int seq_len, int heads, int hd) {
     DEPENDENT_KERNEL();
-    long total = (long)n_seq * seq_len * dst_heads * hd;
-    int group = n_head / dst_heads;
+    long total = (long)n_seq * seq_len * heads * hd;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
         int e = i % hd;
         long r = i / hd;
-        int g = r % dst_heads;
-        long t = r / dst_heads;
+        int h = r % heads;
+        long t = r / heads;
         int pos = t % seq_len;
         long seq = t / seq_len;
-        float s = 0.f;
-        for (int j = 0; j < group; j++) s += y[((seq * n_head + g * group + j) * seq_len + pos) * hd + e];
-        x[i] = s;
+        x[i] = y[((seq * heads + h) * seq_len + pos) * hd + e];
     }
 }
 
