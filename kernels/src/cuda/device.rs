@@ -170,6 +170,15 @@ impl Gpu {
         Ok(self.wrap(slice))
     }
 
+    /// A buffer whose contents are undefined until written: for scratch that a kernel or a
+    /// GEMM with β = 0 overwrites whole before anything reads it (no clearing pass).
+    pub fn alloc_scratch<T: DeviceRepr>(&self, n: usize) -> Result<GpuBuffer<T>, CudaError> {
+        // SAFETY: device memory is never read by the host before a device write fills it; the
+        // callers' contract (above) is that no kernel reads an element it has not written.
+        let slice = unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(|e| self.alloc_error(n * size_of::<T>(), e))?;
+        Ok(self.wrap(slice))
+    }
+
     pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<GpuBuffer<T>, CudaError> {
         if data.is_empty() {
             return Err(CudaError::Unsupported("empty upload".into()));

@@ -102,7 +102,7 @@ impl Gpu {
 
     /// A head-major copy of `x` (token-major, `heads` heads).
     fn split(&self, s: &TrainAttn, x: u64, heads: usize) -> Result<GpuBuffer<f32>, CudaError> {
-        let y = self.alloc::<f32>(s.n_seq * heads * s.seq_len * s.head_dim)?;
+        let y = self.alloc_scratch::<f32>(s.n_seq * heads * s.seq_len * s.head_dim)?;
         self.heads_split(s, x, heads, y.ptr())?;
         Ok(y)
     }
@@ -150,7 +150,7 @@ impl Gpu {
     /// [`Gpu::tr_attn_fwd`] through batched GEMMs.
     pub(super) fn tr_attn_fwd_gemm(&self, p: GemmPrecision, s: &TrainAttn, (q, k, v): (u64, u64, u64), out: u64, lse: u64) -> Result<(), CudaError> {
         let (qh, kh, vh) = (self.split(s, q, s.n_head)?, self.split(s, k, s.n_kv)?, self.split(s, v, s.n_kv)?);
-        let scores = self.alloc::<f32>(Self::score_len(s))?;
+        let scores = self.alloc_scratch::<f32>(Self::score_len(s))?;
         self.qk(p, s, qh.ptr(), kh.ptr(), scores.ptr())?;
         let rows = s.n_seq * s.n_head * s.seq_len;
         let scale = 1.0 / (s.head_dim as f32).sqrt();
@@ -177,11 +177,11 @@ impl Gpu {
         let scale = 1.0 / (s.head_dim as f32).sqrt();
         let dsum_args = [P(out), P(d_out), P(dsum), I(s.n_seq as i32), I(s.seq_len as i32), I(s.n_head as i32), I(s.head_dim as i32)];
         self.launch_args("tr_attn_dsum", warp_grid(rows), 128, &dsum_args)?;
-        let (probs, d_scores) = (self.alloc::<f32>(Self::score_len(s))?, self.alloc::<f32>(Self::score_len(s))?);
+        let (probs, d_scores) = (self.alloc_scratch::<f32>(Self::score_len(s))?, self.alloc_scratch::<f32>(Self::score_len(s))?);
         self.qk(p, s, qh.ptr(), kh.ptr(), probs.ptr())?;
         let probs_args = [P(probs.ptr()), P(lse), L(rows as i64), I(s.seq_len as i32), F(scale)];
         self.launch_args("tr_attn_probs", grid(rows * s.seq_len), 256, &probs_args)?;
-        let dvh = self.alloc::<f32>(s.n_seq * s.n_kv * s.seq_len * s.head_dim)?;
+        let dvh = self.alloc_scratch::<f32>(s.n_seq * s.n_kv * s.seq_len * s.head_dim)?;
         self.ptq(p, s, probs.ptr(), doh.ptr(), dvh.ptr())?;
         self.qk(p, s, doh.ptr(), vh.ptr(), d_scores.ptr())?;
         let ds_args = [P(d_scores.ptr()), P(probs.ptr()), P(dsum), L(rows as i64), I(s.seq_len as i32), F(scale)];

@@ -51,6 +51,7 @@ impl CudaTeacher {
     /// architecture other than plain llama: biases, partial or scaled RoPE).
     pub fn load(ordinal: usize, teacher: &Model, precision: GemmPrecision) -> Result<CudaTeacher, EngineError> {
         let (cfg, params) = Self::read(teacher)?;
+        CudaStudent::check_shape(&cfg, &params)?;
         let gpu = nexus_kernels::cuda::Gpu::open(ordinal)?;
         gpu.keep_freed_memory()?;
         Ok(CudaTeacher { model: CudaStudent::frozen_on(Arc::new(gpu), &cfg, &params, precision)? })
