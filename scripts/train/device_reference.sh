@@ -10,15 +10,17 @@
 # everything lives in ~/ref, which survives between calls while the machine stays warm (30 s).
 #
 #   here:   scripts/train/device_reference.sh prepare     # .carry/ref/: nexus-cli.xz teacher.xz.a{a,b}
-#                                                         #   corpus.txz seed.tgz
+#                                                         #   corpus.txz seed.tgz cuda_train.xz distill_test.xz
+#   call 0, while the engine's code is new on the GPU (carried: nexus-cli.xz cuda_train.xz
+#   distill_test.xz, ~10 MB):
+#           scripts/train/device_reference.sh receive && scripts/train/device_reference.sh check
+#                                                         # parity, a CPU-vs-CUDA training run, step speeds
 #   call 1: scripts/train/device_reference.sh receive     # carried: nexus-cli.xz teacher.xz.aa corpus.txz
 #   call 2: scripts/train/device_reference.sh receive && scripts/train/device_reference.sh train 420 &&
 #           scripts/train/device_reference.sh finish      # carried: teacher.xz.ab seed.tgz
 #           # joins the teacher, trains (GPU) until 420 s have passed (a checkpoint every
 #           # train.checkpoint_every steps and at the end), verifies, exports, packs into $OUT
 #   later:  scripts/train/device_reference.sh train SECONDS   # resumes from the last checkpoint
-#           scripts/train/device_reference.sh check           # with cuda_train, distill_test carried:
-#                                                         #   parity, a CPU-vs-CUDA training run, step speeds
 #           scripts/train/device_reference.sh ablation STEPS  # scripts/train/ablation.sh on the GPU
 #
 # The profile and the teacher's answers are made here (`distill train -c CFG --set
@@ -47,9 +49,10 @@ prepare)
   mkdir -p .carry/ref
   cargo build --release -p nexus-cli --features cuda
   tr=$(cargo test --release -p nexus-train --features cuda --test cuda_engine --no-run 2>&1 | grep -o "$T/release/deps/cuda_engine-[a-z0-9]*" | head -1)
-  strip -o .carry/ref/cuda_train "$tr"
   dt=$(cargo test --release -p nexus-cli --features cuda --test distill --no-run 2>&1 | grep -o "$T/release/deps/distill-[a-z0-9]*" | head -1)
-  strip -o .carry/ref/distill_test "$dt"
+  for t in "$tr:cuda_train" "$dt:distill_test"; do
+    strip -o "/tmp/${t#*:}" "${t%%:*}" && xz -9 -c "/tmp/${t#*:}" > ".carry/ref/${t#*:}.xz"
+  done
   pwd > .carry/ref/checkout.txt
   # The CLI tests run the binary at the path they were built with.
   realpath "$T/release/nexus-cli" > .carry/ref/cli_path.txt
@@ -63,7 +66,9 @@ prepare)
 receive)
   mkdir -p "$REF"
   for f in .carry/ref/*; do [ -f "$f" ] && cp "$f" "$REF/"; done
-  if [ -f "$REF/nexus-cli.xz" ]; then xz -d -f "$REF/nexus-cli.xz" && chmod +x "$REF/nexus-cli"; fi
+  for b in nexus-cli cuda_train distill_test; do
+    if [ -f "$REF/$b.xz" ]; then xz -d -f "$REF/$b.xz" && chmod +x "$REF/$b"; fi
+  done
   if [ -f "$REF/corpus.txz" ]; then tar xJf "$REF/corpus.txz" -C "$REF" && rm "$REF/corpus.txz"; fi
   if [ -f "$REF/seed.tgz" ]; then tar xzf "$REF/seed.tgz" -C "$REF" && rm "$REF/seed.tgz"; fi
   ls -la "$REF" "$REF/run" 2>/dev/null | head -30 || true
