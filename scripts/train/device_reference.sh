@@ -12,7 +12,8 @@
 #   here:   scripts/train/device_reference.sh prepare     # .carry/ref/: nexus-cli.xz teacher.xz.a{a,b}
 #                                                         #   corpus.txz seed.tgz cuda_train.xz distill_test.xz
 #   call 0, while the engine's code is new on the GPU (carried: nexus-cli.xz cuda_train.xz
-#   distill_test.xz, ~10 MB):
+#   distill_test.xz, ~10 MB; the tree keeps tests/fixtures, which the teacher's parity test
+#   reads — only the student GGUF goes aside):
 #           scripts/train/device_reference.sh receive && scripts/train/device_reference.sh check
 #                                                         # parity, a CPU-vs-CUDA training run, step speeds
 #   call 1: scripts/train/device_reference.sh receive     # carried: nexus-cli.xz teacher.xz.aa corpus.txz
