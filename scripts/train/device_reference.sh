@@ -82,9 +82,13 @@ check)
   # Whole runs, anchoring on, CPU against CUDA (and a resumed CUDA run).
   cp=$(cat "$REF/cli_path.txt"); [ -e "$cp" ] || { mkdir -p "$(dirname "$cp")" && ln -s "$REF/nexus-cli" "$cp"; }
   NEXUS_REQUIRE_CUDA=1 "$REF/distill_test" training_on_cuda_follows_the_cpu_losses --nocapture 2>&1 | tail -30 | tee -a "$OUT/check.txt"
-  for shape in "8 256" "16 256" "32 256" "16 512"; do
-    set -- $shape
-    "$REF/nexus-cli" distill bench --device cuda --precision bf16 --n-seq "$1" --seq-len "$2" 2>&1 | tail -1 | tee -a "$OUT/check.txt"
+  # Attention through batched GEMMs (the default) against the warp-per-row kernels.
+  for attn in gemm kernels; do
+    for shape in "8 256" "16 256" "32 256" "16 512"; do
+      set -- $shape
+      echo "attention $attn, $1 x $2:" | tee -a "$OUT/check.txt"
+      NEXUS_TRAIN_ATTN=$attn "$REF/nexus-cli" distill bench --device cuda --precision bf16 --n-seq "$1" --seq-len "$2" 2>&1 | tail -1 | tee -a "$OUT/check.txt"
+    done
   done
   ;;
 train)
