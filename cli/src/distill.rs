@@ -312,6 +312,13 @@ fn print_summary(s: &pipeline::TrainSummary) {
         "{}/{} steps, {} tokens: loss {:.4} → {:.4} (last 10 steps; KL {:.4}, top-1 {:.3}); {:.0} tokens/s, {:.3} TFLOP/s ({:.2e} FLOPs/token)",
         s.steps, s.planned_steps, s.tokens, s.first_loss, s.last10_loss, s.last10_kl, s.last10_top1, s.tokens_per_s, s.achieved_tflops, s.flops_per_token
     );
+    eprintln!(
+        "student 6·N·tokens/s: {:.3} TFLOP/s, MFU {:.3}% of the H100's {} TFLOP/s dense BF16; teacher forward {:.3} TFLOP/s",
+        s.student_tflops,
+        100.0 * s.mfu_h100_bf16,
+        pipeline::H100_BF16_DENSE_TFLOPS,
+        s.teacher_tflops
+    );
     let p = &s.phases;
     let total = p.total();
     if total > 0.0 {

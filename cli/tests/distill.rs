@@ -133,6 +133,12 @@ fn every_stage_runs_and_the_student_is_served() {
     let first: f64 = l[..4].iter().sum::<f64>() / 4.0;
     let last: f64 = l[l.len() - 4..].iter().sum::<f64>() / 4.0;
     assert!(last < 0.9 * first, "loss did not fall: {first} → {last}");
+    // The summary carries the MFU (student 6·N·tokens/s over the H100's BF16 peak) and
+    // the teacher's forward rate on its own.
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("train_summary.json")).unwrap()).unwrap();
+    let f = |k: &str| summary[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {summary}"));
+    assert!(f("student_tflops") > 0.0 && f("teacher_tflops") > 0.0, "{summary}");
+    assert!((f("mfu_h100_bf16") - f("student_tflops") / 989.0).abs() <= 1e-12, "{summary}");
 
     let student = run.join("student.q8_0.gguf");
     let meta = text(&cli(&["inspect", student.to_str().unwrap()]).stdout);

@@ -212,6 +212,13 @@ pub struct TrainSummary {
     /// 2·(teacher matmul weights) for the teacher's forward (attention scores not counted).
     pub flops_per_token: f64,
     pub achieved_tflops: f64,
+    /// The MFU numerator: 6·(student matmul weights)·tokens/s over the whole steps'
+    /// time, in TFLOP/s, and that over [`H100_BF16_DENSE_TFLOPS`].
+    pub student_tflops: f64,
+    pub mfu_h100_bf16: f64,
+    /// The teacher's forward on its own: 2·(teacher matmul weights)·tokens over the teacher
+    /// phase's seconds, TFLOP/s (0 when no step ran the teacher).
+    pub teacher_tflops: f64,
     pub first_loss: f64,
     /// Means over the last 10 steps (training batches, not held-out text).
     pub last10_loss: f64,
@@ -276,7 +283,10 @@ pub fn write_train_report(cfg: &RunConfig, teacher: &Model, scfg: &StudentConfig
     write_curves(&cfg.run_dir, &log)?;
     let tokens: usize = log.iter().map(|m| m.tokens).sum();
     let seconds: f64 = log.iter().map(|m| m.seconds).sum();
-    let flops_per_token = 6.0 * matmul_params(scfg) as f64 + 2.0 * teacher_matmul_params(teacher) as f64;
+    let (student_flops, teacher_flops) = (6.0 * matmul_params(scfg) as f64, 2.0 * teacher_matmul_params(teacher) as f64);
+    let flops_per_token = student_flops + teacher_flops;
+    let phases = log.iter().fold(PhaseSeconds::default(), |a, m| a.plus(&m.phases));
+    let student_tflops = student_flops * tokens as f64 / seconds.max(1e-9) / 1e12;
     let tail = &log[log.len().saturating_sub(10)..];
     let mean = |f: &dyn Fn(&StepMetrics) -> f64| tail.iter().map(f).sum::<f64>() / tail.len() as f64;
     let summary = TrainSummary {
@@ -287,12 +297,18 @@ pub fn write_train_report(cfg: &RunConfig, teacher: &Model, scfg: &StudentConfig
         tokens_per_s: tokens as f64 / seconds.max(1e-9),
         flops_per_token,
         achieved_tflops: flops_per_token * tokens as f64 / seconds.max(1e-9) / 1e12,
+        student_tflops,
+        mfu_h100_bf16: student_tflops / H100_BF16_DENSE_TFLOPS,
+        teacher_tflops: match phases.teacher > 0.0 {
+            true => teacher_flops * tokens as f64 / phases.teacher / 1e12,
+            false => 0.0,
+        },
         first_loss: log[0].loss,
         last10_loss: mean(&|m| m.loss),
         last10_kl: mean(&|m| m.kl),
         last10_top1: mean(&|m| m.top1),
         threads: rayon::current_num_threads(),
-        phases: log.iter().fold(PhaseSeconds::default(), |a, m| a.plus(&m.phases)),
+        phases,
     };
     write_json(&cfg.run_dir.join(SUMMARY_FILE), &summary)?;
     Ok(summary)
@@ -328,6 +344,10 @@ fn fresh_state(cfg: &RunConfig, kit: &TeacherKit, scfg: StudentConfig) -> Result
 
 /// Weights that take part in a matrix product per token (the embedding lookup does not; a
 /// tied head does).
+/// The H100 SXM's dense BF16 tensor-core peak, TFLOP/s: the denominator of the MFU the
+/// reference run reports.
+pub const H100_BF16_DENSE_TFLOPS: f64 = 989.0;
+
 fn matmul_params(s: &StudentConfig) -> usize {
     let lookup_only = if s.tied { 0 } else { s.n_vocab * s.n_embd };
     s.n_params() - s.n_embd * (2 * s.n_layer + 1) - lookup_only
