@@ -35,6 +35,46 @@ pub struct TeacherHead<'a> {
     pub n_embd: usize,
 }
 
+/// The teacher's statistics of one row at a temperature T: the log-sum-exp of `t/T` over the
+/// whole vocabulary and the argmax of `t`. Known ahead (kept with the teacher's outputs for data
+/// seen again), they spare [`head_loss_with_rows`]'s first pass the teacher's head.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TeacherRow {
+    pub lse: f32,
+    pub best: u32,
+}
+
+/// The [`TeacherRow`]s of `t`'s rows at `temperature`, over vocabulary chunks of `chunk` rows
+/// of its head: the arithmetic of [`head_loss`]'s first pass, so they are the values it would
+/// have found for the same rows.
+pub fn teacher_rows(t: &TeacherHead, temperature: f32, chunk: usize) -> Result<Vec<TeacherRow>, EngineError> {
+    let td = t.n_embd;
+    if td == 0 || t.weight.is_empty() || !t.weight.len().is_multiple_of(td) || !t.hidden.len().is_multiple_of(td) || chunk == 0 {
+        return Err(EngineError::Invalid(format!(
+            "teacher_rows: head of {} and hidden of {} values for width {td}, chunk {chunk}",
+            t.weight.len(),
+            t.hidden.len()
+        )));
+    }
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(EngineError::Invalid(format!("teacher_rows: temperature {temperature} must be positive")));
+    }
+    let (n, n_vocab) = (t.hidden.len() / td, t.weight.len() / td);
+    let (chunk, inv_t) = (chunk.min(n_vocab), 1.0 / temperature);
+    let mut zt = vec![0f32; n * chunk];
+    let mut acc = vec![(Lse::EMPTY, (f32::NEG_INFINITY, 0usize)); n];
+    for v0 in (0..n_vocab).step_by(chunk) {
+        let c = chunk.min(n_vocab - v0);
+        sgemm_t(false, true, n, c, td, t.hidden, td, &t.weight[v0 * td..], td, &mut zt[..n * c], c, false);
+        acc.par_iter_mut().enumerate().with_min_len(8).for_each_init(Vec::new, |scratch, (i, (lse, best))| {
+            let z = &zt[i * c..(i + 1) * c];
+            lse.add(z, inv_t, scratch);
+            argmax_update(best, z, v0);
+        });
+    }
+    Ok(acc.iter().map(|(lse, best)| TeacherRow { lse: lse.value(), best: best.1 as u32 }).collect())
+}
+
 /// What one call measured, averaged over its `n` counted rows.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LossParts {
@@ -205,6 +245,28 @@ pub fn head_loss(
     d_hidden: &mut [f32],
     d_head: &mut [f32],
 ) -> Result<LossParts, EngineError> {
+    head_loss_with_rows(hidden, head, n_embd, targets, teacher, None, w, chunk, grad_scale, d_hidden, d_head)
+}
+
+/// [`head_loss`] with the teacher's row statistics at `w.temperature` known ahead
+/// ([`teacher_rows`]): the first pass then computes the student's logits only.
+#[allow(clippy::too_many_arguments)]
+pub fn head_loss_with_rows(
+    hidden: &[f32],
+    head: &[f32],
+    n_embd: usize,
+    targets: &[u32],
+    teacher: Option<TeacherHead>,
+    rows: Option<&[TeacherRow]>,
+    w: &LossWeights,
+    chunk: usize,
+    grad_scale: f32,
+    d_hidden: &mut [f32],
+    d_head: &mut [f32],
+) -> Result<LossParts, EngineError> {
+    if let Some(r) = rows {
+        check_len("head_loss teacher rows", targets.len(), r.len())?;
+    }
     let d = n_embd;
     let lens = HeadLossLens {
         hidden: hidden.len(),
@@ -228,7 +290,8 @@ pub fn head_loss(
     let inv_t = 1.0 / temp;
     let mut zs = vec![0f32; n * chunk];
     let mut zt = vec![0f32; if teacher.is_some() { n * chunk } else { 0 }];
-    let logits = |v0: usize, c: usize, zs: &mut [f32], zt: &mut [f32]| {
+    let known = rows.filter(|_| teacher.is_some());
+    let logits = |v0: usize, c: usize, zs: &mut [f32], zt: &mut [f32], with_teacher: bool| {
         sgemm_t(
             false,
             true,
@@ -243,7 +306,7 @@ pub fn head_loss(
             c,
             false,
         );
-        if let Some(t) = &teacher {
+        if let Some(t) = teacher.as_ref().filter(|_| with_teacher) {
             let td = t.n_embd;
             sgemm_t(
                 false,
@@ -278,7 +341,7 @@ pub fn head_loss(
     let mut stats = vec![empty; n];
     for v0 in (0..n_vocab).step_by(chunk) {
         let c = chunk.min(n_vocab - v0);
-        logits(v0, c, &mut zs, &mut zt);
+        logits(v0, c, &mut zs, &mut zt, known.is_none());
         stats
             .par_iter_mut()
             .enumerate()
@@ -291,22 +354,29 @@ pub fn head_loss(
                 if (v0..v0 + c).contains(&tgt) {
                     st.z_target = z[tgt - v0];
                 }
-                if let Some(t) = row_of(has_teacher, &zt, i, c) {
-                    // At T = 1 the tempered statistics are the plain ones (`s`).
-                    if temp != 1.0 {
-                        st.s_temp.add(z, inv_t, scratch);
-                    }
+                // At T = 1 the tempered statistics are the plain ones (`s`).
+                if has_teacher && temp != 1.0 {
+                    st.s_temp.add(z, inv_t, scratch);
+                }
+                if let Some(t) = row_of(has_teacher && known.is_none(), &zt, i, c) {
                     st.t_temp.add(t, inv_t, scratch);
                     argmax_update(&mut st.t_best, t, v0);
                 }
             });
+    }
+    if let Some(rows) = known {
+        for (st, r) in stats.iter_mut().zip(rows) {
+            // max + ln(1) is `lse` exactly.
+            st.t_temp = Lse { max: r.lse, sum: 1.0 };
+            st.t_best = (r.lse, r.best as usize);
+        }
     }
 
     let coef = grad_scale / counted as f32;
     let (ce_w, kl_w) = (w.ce * coef, w.kl * temp * coef);
     for v0 in (0..n_vocab).step_by(chunk) {
         let c = chunk.min(n_vocab - v0);
-        logits(v0, c, &mut zs, &mut zt);
+        logits(v0, c, &mut zs, &mut zt, true);
         zs[..n * c]
             .par_chunks_mut(c)
             .zip(stats.par_iter_mut())

@@ -8,7 +8,7 @@
 //! (+1e-4 absolute): loose against noise, tight against a wrong term (those are O(1)).
 
 use super::attention::{self, AttnShape, BLOCK_ROWS};
-use super::head_loss::{head_loss, LossWeights, TeacherHead, IGNORE};
+use super::head_loss::{head_loss, head_loss_with_rows, teacher_rows, LossWeights, TeacherHead, IGNORE};
 use super::rope::RopeTable;
 use super::{embedding, linear, rmsnorm, swiglu};
 use rand::{Rng, SeedableRng};
@@ -547,6 +547,29 @@ fn head_loss_does_not_depend_on_chunk_size() {
             );
         }
     }
+}
+
+/// The teacher's row statistics computed ahead (`teacher_rows`, as the trainer keeps them with
+/// the teacher's outputs) give the same loss and gradients, bit for bit, as the first pass
+/// finding them itself, at T = 1 and T ≠ 1 and with a chunk that does not divide the vocabulary.
+#[test]
+fn head_loss_with_known_teacher_rows_is_the_same() {
+    let c = head_case(21);
+    for (temperature, chunk) in [(1.0, 7), (2.5, 23), (0.7, 4)] {
+        let w = LossWeights { ce: 0.6, kl: 1.1, temperature };
+        let (want, dh_want, dw_want) = c.run(&c.hidden, &c.head, &w, chunk, true);
+        let rows = teacher_rows(&c.teacher(), temperature, chunk).unwrap();
+        assert_eq!(rows.len(), c.n);
+        let (mut dh, mut dw) = (vec![0f32; c.hidden.len()], vec![0f32; c.head.len()]);
+        let got = head_loss_with_rows(&c.hidden, &c.head, c.d, &c.targets, Some(c.teacher()), Some(&rows), &w, chunk, 1.0, &mut dh, &mut dw).unwrap();
+        assert_eq!(got, want, "T {temperature}, chunk {chunk}");
+        assert_eq!((dh, dw), (dh_want, dw_want), "T {temperature}, chunk {chunk}");
+    }
+    // Rows for another number of targets are refused.
+    let rows = teacher_rows(&c.teacher(), 1.0, 8).unwrap();
+    let (mut dh, mut dw) = (vec![0f32; c.hidden.len()], vec![0f32; c.head.len()]);
+    let w = LossWeights { ce: 1.0, kl: 1.0, temperature: 1.0 };
+    assert!(head_loss_with_rows(&c.hidden, &c.head, c.d, &c.targets, Some(c.teacher()), Some(&rows[1..]), &w, 8, 1.0, &mut dh, &mut dw).is_err());
 }
 
 #[test]

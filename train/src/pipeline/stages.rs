@@ -217,7 +217,8 @@ pub struct TrainSummary {
     pub student_tflops: f64,
     pub mfu_h100_bf16: f64,
     /// The teacher's forward on its own: 2·(teacher matmul weights)·tokens over the teacher
-    /// phase's seconds, TFLOP/s (0 when no step ran the teacher).
+    /// phase's seconds, TFLOP/s (0 when no step ran the teacher; with a CPU teacher's outputs
+    /// kept for data seen again, the phase times lookups and the figure means nothing).
     pub teacher_tflops: f64,
     pub first_loss: f64,
     /// Means over the last 10 steps (training batches, not held-out text).

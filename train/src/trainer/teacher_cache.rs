@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use crate::data::Batch;
+use crate::engine::head_loss::{teacher_rows, TeacherHead, TeacherRow};
 use crate::error::TrainError;
 use crate::teacher::{Teacher, TeacherOut};
 
@@ -21,12 +22,16 @@ pub struct TeacherCache {
     /// The layers whose streams the kept outputs hold (a run asks for the same ones each time).
     layers: Vec<usize>,
     kept: HashMap<usize, TeacherOut>,
+    /// The loss's statistics of the kept sequences' rows ([`TeacherRow`]), for the temperature
+    /// and vocabulary chunk in `rows_for`.
+    rows: HashMap<usize, Vec<TeacherRow>>,
+    rows_for: Option<(u32, usize)>,
 }
 
 impl TeacherCache {
     /// A cache of at most `budget` bytes (0: none, every batch runs the teacher).
     pub fn new(budget: usize) -> Self {
-        TeacherCache { budget, used: 0, layers: Vec::new(), kept: HashMap::new() }
+        TeacherCache { budget, used: 0, layers: Vec::new(), kept: HashMap::new(), rows: HashMap::new(), rows_for: None }
     }
 
     /// Bytes of outputs held.
@@ -42,6 +47,7 @@ impl TeacherCache {
         }
         if self.layers != layers {
             self.kept.clear();
+            self.rows.clear();
             self.used = 0;
             self.layers = layers.to_vec();
         }
@@ -76,6 +82,36 @@ impl TeacherCache {
             }
         }
         Ok(out)
+    }
+}
+
+impl TeacherCache {
+    /// The teacher's loss statistics ([`TeacherRow`]) for every row of `batch`, whose outputs
+    /// are `out` (from [`TeacherCache::run`]), at `temperature` over vocabulary chunks of
+    /// `chunk`. Each sequence's are computed from its own rows alone, so they do not depend on
+    /// which sequences share its batch, and kept with the sequence's outputs.
+    pub fn teacher_rows(&mut self, teacher: &Teacher, batch: &Batch, out: &TeacherOut, temperature: f32, chunk: usize) -> Result<Vec<TeacherRow>, TrainError> {
+        let key = (temperature.to_bits(), chunk);
+        if self.rows_for != Some(key) {
+            self.rows.clear();
+            self.rows_for = Some(key);
+        }
+        let td = teacher.n_embd();
+        let per_seq = batch.seq_len * td;
+        let mut all = Vec::with_capacity(batch.inputs.len());
+        for (j, s) in batch.sequences.iter().enumerate() {
+            if let Some(r) = self.rows.get(s) {
+                all.extend_from_slice(r);
+                continue;
+            }
+            let hidden = out.hidden.get(j * per_seq..(j + 1) * per_seq).ok_or_else(|| TrainError::Invalid("teacher cache: outputs shorter than the batch".into()))?;
+            let r = teacher_rows(&TeacherHead { hidden, weight: &teacher.head, n_embd: td }, temperature, chunk)?;
+            all.extend_from_slice(&r);
+            if self.kept.contains_key(s) {
+                self.rows.insert(*s, r);
+            }
+        }
+        Ok(all)
     }
 }
 
@@ -129,6 +165,32 @@ mod tests {
         let got = cache.run(&t, &b, &[1]).unwrap();
         assert_eq!(got.residuals, t.run(&b.inputs, 1, &[1]).unwrap().residuals);
         assert_eq!(cache.kept.len(), 1);
+    }
+
+    /// A batch's teacher rows are each sequence's own (computed from its rows alone), whether
+    /// fresh, kept or mixed; kept sequences keep theirs.
+    #[test]
+    fn teacher_rows_are_per_sequence_and_kept() {
+        let t = teacher();
+        let td = t.n_embd();
+        let mut cache = TeacherCache::new(usize::MAX);
+        let own = |b: &Batch, out: &TeacherOut, j: usize| {
+            let hidden = &out.hidden[j * b.seq_len * td..(j + 1) * b.seq_len * td];
+            teacher_rows(&TeacherHead { hidden, weight: &t.head, n_embd: td }, 1.5, 10).unwrap()
+        };
+        for seqs in [&[3, 5][..], &[5, 7, 3]] {
+            let b = batch(&t, seqs, 9);
+            let out = cache.run(&t, &b, &[0]).unwrap();
+            let rows = cache.teacher_rows(&t, &b, &out, 1.5, 10).unwrap();
+            let want: Vec<TeacherRow> = (0..seqs.len()).flat_map(|j| own(&b, &out, j)).collect();
+            assert_eq!(rows, want, "{seqs:?}");
+        }
+        assert_eq!(cache.rows.len(), 3);
+        // Another temperature: the kept rows are dropped, not mixed in.
+        let b = batch(&t, &[3], 9);
+        let out = cache.run(&t, &b, &[0]).unwrap();
+        cache.teacher_rows(&t, &b, &out, 1.0, 10).unwrap();
+        assert_eq!(cache.rows.len(), 1);
     }
 
     #[test]
