@@ -132,7 +132,7 @@ fn cpu_steps(a: &BenchStepArgs, x: &Inputs) -> Result<Vec<Phases>> {
         grads.fill_zero();
         let acts = student::forward(cfg, &params, &x.tokens, a.n_seq)?;
         p.forward = lap(&mut clock);
-        let teacher = (a.teacher_embd > 0).then(|| TeacherHead { hidden: &x.t_hidden, weight: &x.t_head, n_embd: a.teacher_embd });
+        let teacher = (a.teacher_embd > 0).then(|| TeacherHead { hidden: &x.t_hidden, weight: &x.t_head, n_embd: a.teacher_embd, rows: None });
         let mut d_hidden = vec![0f32; acts.hidden().len()];
         head_loss(acts.hidden(), &params.embed, cfg.n_embd, &x.targets, teacher, &x.weights, a.vocab_chunk, 1.0, &mut d_hidden, &mut grads.embed)?;
         p.loss = lap(&mut clock);

@@ -122,7 +122,7 @@ fn cpu_step(c: &Case, chunk: usize, grad_scale: f32) -> (LossParts, Vec<f32>, Ve
     let acts = student::forward(&c.cfg, &c.params, &c.tokens, c.n_seq).unwrap();
     let mut grads = Params::zeros(&c.cfg);
     let mut d_hidden = vec![0f32; acts.hidden().len()];
-    let teacher = TeacherHead { hidden: &c.t_hidden, weight: &c.t_head, n_embd: c.t_embd };
+    let teacher = TeacherHead { hidden: &c.t_hidden, weight: &c.t_head, n_embd: c.t_embd, rows: None };
     let head = c.params.output.as_deref().unwrap_or(&c.params.embed);
     let d_head = match grads.output.as_mut() {
         Some(o) => o,

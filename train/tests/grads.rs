@@ -242,6 +242,7 @@ fn head_loss_matches_torch_at_every_chunk_size() {
                 hidden: &t_hidden,
                 weight: &t_head,
                 n_embd: td,
+                rows: None,
             });
             let (mut dh, mut dw) = (vec![0f32; hidden.len()], vec![0f32; head.len()]);
             let p = head_loss(
@@ -303,6 +304,7 @@ fn check_model(name: &str) {
         hidden: &t_hidden,
         weight: &t_head,
         n_embd: t_hidden.len() / tokens.len(),
+        rows: None,
     };
     let w = LossWeights {
         ce: f.float("ce"),

@@ -17,7 +17,7 @@ use cudarc::nvrtc::Ptx;
 use super::{compile, driver_err, CudaError};
 
 /// Every kernel the sources define; each is looked up once when the GPU is opened.
-pub(crate) const KERNELS: [&str; 60] = [
+pub(crate) const KERNELS: [&str; 59] = [
     "matvec_f32", "matvec_f16", "matvec_bf16", "matvec_q8_0", "matvec_q4_0", "matvec_q4_1", "matvec_q5_0",
     "matvec_q4_k", "matvec_q5_k", "matvec_q6_k", "matvec_f32_lora", "matvec_f16_lora", "matvec_bf16_lora",
     "matvec_q8_0_lora", "matvec_q4_0_lora", "matvec_q4_1_lora", "matvec_q5_0_lora", "matvec_q4_k_lora",
@@ -25,7 +25,7 @@ pub(crate) const KERNELS: [&str; 60] = [
     "swiglu", "embed_batch", "rmsnorm_f16", "to_f16", "swiglu_f16", "add_bias", "dequant_f16", "attn_prefill",
     "attn_prefill_tiled", "tr_embed", "tr_embed_bwd", "tr_rmsnorm", "tr_rmsnorm_bwd", "tr_rmsnorm_dw", "tr_rope", "tr_swiglu",
     "tr_swiglu_bwd", "tr_axpy", "tr_attn_fwd", "tr_attn_bwd_dq", "tr_attn_bwd_dkv", "tr_loss_stats", "tr_loss_grad", "tr_adamw",
-    "tr_sum_squares", "tr_scale", "tr_zero_sink_rows", "tr_heads_split", "tr_heads_merge", "tr_attn_softmax", "tr_attn_probs",
+    "tr_sum_squares", "tr_scale", "tr_zero_sink_rows", "tr_heads_transpose", "tr_attn_softmax", "tr_attn_probs",
     "tr_attn_dsum", "tr_attn_dscores",
 ];
 

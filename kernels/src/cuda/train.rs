@@ -127,6 +127,23 @@ pub(super) enum Arg {
 }
 use Arg::{F, I, L, P};
 
+/// cuBLAS's operation for a transpose flag.
+pub(super) fn blas_op(transpose: bool) -> cublasOperation_t {
+    if transpose {
+        cublasOperation_t::CUBLAS_OP_T
+    } else {
+        cublasOperation_t::CUBLAS_OP_N
+    }
+}
+
+/// cuBLAS's compute mode for a [`GemmPrecision`].
+pub(super) fn blas_compute(p: GemmPrecision) -> cublasComputeType_t {
+    match p {
+        GemmPrecision::F32 => cublasComputeType_t::CUBLAS_COMPUTE_32F_PEDANTIC,
+        GemmPrecision::Bf16 => cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
+    }
+}
+
 /// Grid for a grid-stride loop over `n` elements.
 pub(super) fn grid(n: usize) -> (u32, u32, u32) {
     (n.div_ceil(256).clamp(1, 65_535) as u32, 1, 1)
@@ -225,11 +242,7 @@ impl Gpu {
         }
         let blas = self.blas()?;
         let (alpha, beta) = (1f32, if accumulate { 1f32 } else { 0f32 });
-        let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
-        let compute = match precision {
-            GemmPrecision::F32 => cublasComputeType_t::CUBLAS_COMPUTE_32F_PEDANTIC,
-            GemmPrecision::Bf16 => cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
-        };
+        let (op, compute) = (blas_op, blas_compute(precision));
         // Row-major C is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, and a row-major matrix is its own
         // transpose read column-major: swap the operands, keep each one's transpose flag.
         unsafe {

@@ -11,9 +11,9 @@
 
 use std::ffi::c_void;
 
-use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
+use cudarc::cublas::sys::{cublasGemmAlgo_t, cudaDataType};
 
-use super::train::{grid, warp_grid, Arg::*};
+use super::train::{blas_compute, blas_op, grid, warp_grid, Arg::*};
 use super::{CudaError, GemmPrecision, Gpu, GpuBuffer, TrainAttn};
 
 /// One operand of a strided batched GEMM: address, leading dimension, stride between batches
@@ -45,11 +45,7 @@ impl Gpu {
         }
         let blas = self.blas()?;
         let (alpha, beta) = (1f32, if accumulate { 1f32 } else { 0f32 });
-        let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
-        let compute = match precision {
-            GemmPrecision::F32 => cublasComputeType_t::CUBLAS_COMPUTE_32F_PEDANTIC,
-            GemmPrecision::Bf16 => cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
-        };
+        let (op, compute) = (blas_op, blas_compute(precision));
         // Row-major as column-major transposed, operands swapped (as in sgemm_t).
         unsafe {
             cudarc::cublas::result::gemm_strided_batched_ex(
@@ -88,22 +84,22 @@ impl Gpu {
         Ok(())
     }
 
-    /// `x` (token-major, `heads` heads of `hd`) to `y` head-major (`[seq][head][pos][hd]`).
-    fn heads_split(&self, s: &TrainAttn, x: u64, heads: usize, y: u64) -> Result<(), CudaError> {
-        let args = [P(x), P(y), I(s.n_seq as i32), I(s.seq_len as i32), I(heads as i32), I(s.head_dim as i32)];
-        self.launch_args("tr_heads_split", grid(s.n_seq * heads * s.seq_len * s.head_dim), 256, &args)
+    /// Between `x` (token-major, `heads` heads of `hd`) and `y` (head-major,
+    /// `[seq][head][pos][hd]`): `y` from `x` when `to_heads`, else `x` from `y`.
+    fn heads_transpose(&self, s: &TrainAttn, x: u64, y: u64, heads: usize, to_heads: bool) -> Result<(), CudaError> {
+        let args = [P(x), P(y), I(s.n_seq as i32), I(s.seq_len as i32), I(heads as i32), I(s.head_dim as i32), I(to_heads as i32)];
+        self.launch_args("tr_heads_transpose", grid(s.n_seq * heads * s.seq_len * s.head_dim), 256, &args)
     }
 
-    /// The inverse of [`Gpu::heads_split`] (overwrites `x`).
+    /// Back to token-major: `x` (overwritten) from head-major `y`.
     fn heads_merge(&self, s: &TrainAttn, y: u64, heads: usize, x: u64) -> Result<(), CudaError> {
-        let args = [P(y), P(x), I(s.n_seq as i32), I(s.seq_len as i32), I(heads as i32), I(s.head_dim as i32)];
-        self.launch_args("tr_heads_merge", grid(s.n_seq * s.seq_len * heads * s.head_dim), 256, &args)
+        self.heads_transpose(s, x, y, heads, false)
     }
 
     /// A head-major copy of `x` (token-major, `heads` heads).
     fn split(&self, s: &TrainAttn, x: u64, heads: usize) -> Result<GpuBuffer<f32>, CudaError> {
         let y = self.alloc_scratch::<f32>(s.n_seq * heads * s.seq_len * s.head_dim)?;
-        self.heads_split(s, x, heads, y.ptr())?;
+        self.heads_transpose(s, x, y.ptr(), heads, true)?;
         Ok(y)
     }
 

@@ -27,12 +27,15 @@ pub struct LossWeights {
 }
 
 /// The teacher's side of the KL term: its final normed hidden states (`n × n_embd`) and its
-/// output head (`n_vocab × n_embd`); its width may differ from the student's.
+/// output head (`n_vocab × n_embd`); its width may differ from the student's. `rows`, when
+/// known ahead ([`teacher_rows`] at the loss's temperature), spares the first pass the
+/// teacher's head.
 #[derive(Debug, Clone, Copy)]
 pub struct TeacherHead<'a> {
     pub hidden: &'a [f32],
     pub weight: &'a [f32],
     pub n_embd: usize,
+    pub rows: Option<&'a [TeacherRow]>,
 }
 
 /// The teacher's statistics of one row at a temperature T: the log-sum-exp of `t/T` over the
@@ -44,28 +47,27 @@ pub struct TeacherRow {
     pub best: u32,
 }
 
-/// The [`TeacherRow`]s of `t`'s rows at `temperature`, over vocabulary chunks of `chunk` rows
-/// of its head: the arithmetic of [`head_loss`]'s first pass, so they are the values it would
-/// have found for the same rows.
-pub fn teacher_rows(t: &TeacherHead, temperature: f32, chunk: usize) -> Result<Vec<TeacherRow>, EngineError> {
-    let td = t.n_embd;
-    if td == 0 || t.weight.is_empty() || !t.weight.len().is_multiple_of(td) || !t.hidden.len().is_multiple_of(td) || chunk == 0 {
+/// The [`TeacherRow`]s of the teacher's `hidden` rows (`n × td`) through its `head`
+/// (`n_vocab × td`) at `temperature`, over vocabulary chunks of `chunk` head rows: the arithmetic
+/// of [`head_loss`]'s first pass, so they are the values it would have found for the same rows.
+pub fn teacher_rows(hidden: &[f32], head: &[f32], td: usize, temperature: f32, chunk: usize) -> Result<Vec<TeacherRow>, EngineError> {
+    if td == 0 || head.is_empty() || !head.len().is_multiple_of(td) || !hidden.len().is_multiple_of(td) || chunk == 0 {
         return Err(EngineError::Invalid(format!(
             "teacher_rows: head of {} and hidden of {} values for width {td}, chunk {chunk}",
-            t.weight.len(),
-            t.hidden.len()
+            head.len(),
+            hidden.len()
         )));
     }
     if !(temperature.is_finite() && temperature > 0.0) {
         return Err(EngineError::Invalid(format!("teacher_rows: temperature {temperature} must be positive")));
     }
-    let (n, n_vocab) = (t.hidden.len() / td, t.weight.len() / td);
+    let (n, n_vocab) = (hidden.len() / td, head.len() / td);
     let (chunk, inv_t) = (chunk.min(n_vocab), 1.0 / temperature);
     let mut zt = vec![0f32; n * chunk];
     let mut acc = vec![(Lse::EMPTY, (f32::NEG_INFINITY, 0usize)); n];
     for v0 in (0..n_vocab).step_by(chunk) {
         let c = chunk.min(n_vocab - v0);
-        sgemm_t(false, true, n, c, td, t.hidden, td, &t.weight[v0 * td..], td, &mut zt[..n * c], c, false);
+        sgemm_t(false, true, n, c, td, hidden, td, &head[v0 * td..], td, &mut zt[..n * c], c, false);
         acc.par_iter_mut().enumerate().with_min_len(8).for_each_init(Vec::new, |scratch, (i, (lse, best))| {
             let z = &zt[i * c..(i + 1) * c];
             lse.add(z, inv_t, scratch);
@@ -245,26 +247,7 @@ pub fn head_loss(
     d_hidden: &mut [f32],
     d_head: &mut [f32],
 ) -> Result<LossParts, EngineError> {
-    head_loss_with_rows(hidden, head, n_embd, targets, teacher, None, w, chunk, grad_scale, d_hidden, d_head)
-}
-
-/// [`head_loss`] with the teacher's row statistics at `w.temperature` known ahead
-/// ([`teacher_rows`]): the first pass then computes the student's logits only.
-#[allow(clippy::too_many_arguments)]
-pub fn head_loss_with_rows(
-    hidden: &[f32],
-    head: &[f32],
-    n_embd: usize,
-    targets: &[u32],
-    teacher: Option<TeacherHead>,
-    rows: Option<&[TeacherRow]>,
-    w: &LossWeights,
-    chunk: usize,
-    grad_scale: f32,
-    d_hidden: &mut [f32],
-    d_head: &mut [f32],
-) -> Result<LossParts, EngineError> {
-    if let Some(r) = rows {
+    if let Some(r) = teacher.and_then(|t| t.rows) {
         check_len("head_loss teacher rows", targets.len(), r.len())?;
     }
     let d = n_embd;
@@ -290,7 +273,7 @@ pub fn head_loss_with_rows(
     let inv_t = 1.0 / temp;
     let mut zs = vec![0f32; n * chunk];
     let mut zt = vec![0f32; if teacher.is_some() { n * chunk } else { 0 }];
-    let known = rows.filter(|_| teacher.is_some());
+    let known = teacher.and_then(|t| t.rows);
     let logits = |v0: usize, c: usize, zs: &mut [f32], zt: &mut [f32], with_teacher: bool| {
         sgemm_t(
             false,

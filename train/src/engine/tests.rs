@@ -8,7 +8,7 @@
 //! (+1e-4 absolute): loose against noise, tight against a wrong term (those are O(1)).
 
 use super::attention::{self, AttnShape, BLOCK_ROWS};
-use super::head_loss::{head_loss, head_loss_with_rows, teacher_rows, LossWeights, TeacherHead, IGNORE};
+use super::head_loss::{head_loss, teacher_rows, LossWeights, TeacherHead, IGNORE};
 use super::rope::RopeTable;
 use super::{embedding, linear, rmsnorm, swiglu};
 use rand::{Rng, SeedableRng};
@@ -382,6 +382,7 @@ impl HeadCase {
             hidden: &self.t_hidden,
             weight: &self.t_head,
             n_embd: self.td,
+            rows: None,
         }
     }
 
@@ -558,18 +559,20 @@ fn head_loss_with_known_teacher_rows_is_the_same() {
     for (temperature, chunk) in [(1.0, 7), (2.5, 23), (0.7, 4)] {
         let w = LossWeights { ce: 0.6, kl: 1.1, temperature };
         let (want, dh_want, dw_want) = c.run(&c.hidden, &c.head, &w, chunk, true);
-        let rows = teacher_rows(&c.teacher(), temperature, chunk).unwrap();
+        let rows = teacher_rows(&c.t_hidden, &c.t_head, c.td, temperature, chunk).unwrap();
         assert_eq!(rows.len(), c.n);
         let (mut dh, mut dw) = (vec![0f32; c.hidden.len()], vec![0f32; c.head.len()]);
-        let got = head_loss_with_rows(&c.hidden, &c.head, c.d, &c.targets, Some(c.teacher()), Some(&rows), &w, chunk, 1.0, &mut dh, &mut dw).unwrap();
+        let known = TeacherHead { rows: Some(&rows), ..c.teacher() };
+        let got = head_loss(&c.hidden, &c.head, c.d, &c.targets, Some(known), &w, chunk, 1.0, &mut dh, &mut dw).unwrap();
         assert_eq!(got, want, "T {temperature}, chunk {chunk}");
         assert_eq!((dh, dw), (dh_want, dw_want), "T {temperature}, chunk {chunk}");
     }
     // Rows for another number of targets are refused.
-    let rows = teacher_rows(&c.teacher(), 1.0, 8).unwrap();
+    let rows = teacher_rows(&c.t_hidden, &c.t_head, c.td, 1.0, 8).unwrap();
     let (mut dh, mut dw) = (vec![0f32; c.hidden.len()], vec![0f32; c.head.len()]);
     let w = LossWeights { ce: 1.0, kl: 1.0, temperature: 1.0 };
-    assert!(head_loss_with_rows(&c.hidden, &c.head, c.d, &c.targets, Some(c.teacher()), Some(&rows[1..]), &w, 8, 1.0, &mut dh, &mut dw).is_err());
+    let short = TeacherHead { rows: Some(&rows[1..]), ..c.teacher() };
+    assert!(head_loss(&c.hidden, &c.head, c.d, &c.targets, Some(short), &w, 8, 1.0, &mut dh, &mut dw).is_err());
 }
 
 #[test]

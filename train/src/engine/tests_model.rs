@@ -100,6 +100,7 @@ impl Case {
             hidden: &self.t_hidden,
             weight: &self.t_head,
             n_embd: self.td,
+            rows: None,
         };
         let parts = head_loss(
             acts.hidden(),
@@ -126,6 +127,7 @@ impl Case {
             hidden: &self.t_hidden,
             weight: &self.t_head,
             n_embd: self.td,
+            rows: None,
         };
         let head = self.head(p);
         let d_head = grads.output.as_mut().unwrap_or(&mut grads.embed);

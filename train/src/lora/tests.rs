@@ -98,7 +98,7 @@ fn adapter_gradients_through_the_student_match_finite_differences() {
             let mut grads = Params::zeros(&cfg);
             let mut d_hidden = vec![0f32; acts.hidden().len()];
             let d_head = grads.output.as_mut().unwrap_or(&mut grads.embed);
-            let teacher = TeacherHead { hidden: &t_hidden, weight: &t_head, n_embd: td };
+            let teacher = TeacherHead { hidden: &t_hidden, weight: &t_head, n_embd: td, rows: None };
             let parts = head_loss(acts.hidden(), head, cfg.n_embd, &targets, Some(teacher), &w, 4, 1.0, &mut d_hidden, d_head).unwrap();
             if let Some(out) = grads_out {
                 backward(&cfg, &merged, &acts, &d_hidden, &[], &mut grads).unwrap();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::anchor::{sink_mask, Anchor};
 use crate::config::TrainSection;
 use crate::data::Batch;
-use crate::engine::head_loss::{head_loss_with_rows, LossParts, LossWeights, TeacherHead};
+use crate::engine::head_loss::{head_loss, LossParts, LossWeights, TeacherHead};
 use crate::error::TrainError;
 use crate::student::{self, Params, StudentConfig};
 use crate::teacher::{Teacher, TeacherOut};
@@ -111,10 +111,17 @@ pub fn accumulate(
     let acts = student::forward(cfg, x.params, &batch.inputs, batch.n_seq)?;
     lap(&mut phases.student_forward);
     let mut d_hidden = vec![0f32; n * cfg.n_embd];
+    // The teacher's row statistics come per sequence through the cache (kept for data seen
+    // again), so the loss's first pass runs the student's head only.
+    let rows = match (&teacher_out, t.kl > 0.0) {
+        (Some(out), true) => Some(cache.teacher_rows(x.teacher, batch, out, t.temperature, t.vocab_chunk)?),
+        _ => None,
+    };
     let teacher_head = teacher_out.as_ref().filter(|_| t.kl > 0.0).map(|o| TeacherHead {
         hidden: &o.hidden,
         weight: &x.teacher.head,
         n_embd: x.teacher.n_embd(),
+        rows: rows.as_deref(),
     });
     let weights = LossWeights { ce: t.ce, kl: t.kl, temperature: t.temperature };
     let head = x.params.output.as_deref().unwrap_or(&x.params.embed);
@@ -123,13 +130,7 @@ pub fn accumulate(
         Some(o) => o,
         None => &mut grads.embed,
     };
-    // The teacher's row statistics come per sequence through the cache (kept for data seen
-    // again), so the loss's first pass runs the student's head only.
-    let rows = match (&teacher_out, t.kl > 0.0) {
-        (Some(out), true) => Some(cache.teacher_rows(x.teacher, batch, out, t.temperature, t.vocab_chunk)?),
-        _ => None,
-    };
-    let parts = head_loss_with_rows(acts.hidden(), head, cfg.n_embd, &batch.targets, teacher_head, rows.as_deref(), &weights, t.vocab_chunk, grad_scale, &mut d_hidden, d_head)?;
+    let parts = head_loss(acts.hidden(), head, cfg.n_embd, &batch.targets, teacher_head, &weights, t.vocab_chunk, grad_scale, &mut d_hidden, d_head)?;
     lap(&mut phases.head_loss);
 
     let (d_residual, anchor_sum) = anchor_terms(x, batch, teacher_out.as_ref(), grad_scale, anchor_grads, |l| acts.residual(l))?;

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use crate::data::Batch;
-use crate::engine::head_loss::{teacher_rows, TeacherHead, TeacherRow};
+use crate::engine::head_loss::{teacher_rows, TeacherRow};
 use crate::error::TrainError;
 use crate::teacher::{Teacher, TeacherOut};
 
@@ -105,7 +105,7 @@ impl TeacherCache {
                 continue;
             }
             let hidden = out.hidden.get(j * per_seq..(j + 1) * per_seq).ok_or_else(|| TrainError::Invalid("teacher cache: outputs shorter than the batch".into()))?;
-            let r = teacher_rows(&TeacherHead { hidden, weight: &teacher.head, n_embd: td }, temperature, chunk)?;
+            let r = teacher_rows(hidden, &teacher.head, td, temperature, chunk)?;
             all.extend_from_slice(&r);
             if self.kept.contains_key(s) {
                 self.rows.insert(*s, r);
@@ -176,7 +176,7 @@ mod tests {
         let mut cache = TeacherCache::new(usize::MAX);
         let own = |b: &Batch, out: &TeacherOut, j: usize| {
             let hidden = &out.hidden[j * b.seq_len * td..(j + 1) * b.seq_len * td];
-            teacher_rows(&TeacherHead { hidden, weight: &t.head, n_embd: td }, 1.5, 10).unwrap()
+            teacher_rows(hidden, &t.head, td, 1.5, 10).unwrap()
         };
         for seqs in [&[3, 5][..], &[5, 7, 3]] {
             let b = batch(&t, seqs, 9);

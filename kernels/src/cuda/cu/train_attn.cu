@@ -5,8 +5,9 @@
 // score gradients between the GEMMs. Scores are [seq][head][i][j], a row per query, causal:
 // the entries j > i are written as 0 so the GEMMs after them may run over whole rows.
 
-// y[seq][h][pos][e] = x[seq·L + pos][h·hd + e]
-extern "C" __global__ void tr_heads_split(const float* x, float* y, int n_seq, int seq_len, int heads, int hd) {
+// Between token-major x[seq·L + pos][h·hd + e] and head-major y[seq][h][pos][e]: y from x
+// when to_heads, else x from y (overwritten).
+extern "C" __global__ void tr_heads_transpose(float* x, float* y, int n_seq, int seq_len, int heads, int hd, int to_heads) {
     DEPENDENT_KERNEL();
     long total = (long)n_seq * heads * seq_len * hd;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
@@ -16,22 +17,9 @@ extern "C" __global__ void tr_heads_split(const float* x, float* y, int n_seq, i
         long sh = r / seq_len;
         int h = sh % heads;
         long seq = sh / heads;
-        y[i] = x[(seq * seq_len + pos) * (long)heads * hd + (long)h * hd + e];
-    }
-}
-
-// The inverse: x[seq·L + pos][h·hd + e] = y[seq][h][pos][e] (overwrites x).
-extern "C" __global__ void tr_heads_merge(const float* y, float* x, int n_seq, int seq_len, int heads, int hd) {
-    DEPENDENT_KERNEL();
-    long total = (long)n_seq * seq_len * heads * hd;
-    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
-        int e = i % hd;
-        long r = i / hd;
-        int h = r % heads;
-        long t = r / heads;
-        int pos = t % seq_len;
-        long seq = t / seq_len;
-        x[i] = y[((seq * heads + h) * seq_len + pos) * hd + e];
+        long t = (seq * seq_len + pos) * (long)heads * hd + (long)h * hd + e;
+        if (to_heads) y[i] = x[t];
+        else x[t] = y[i];
     }
 }
 
