@@ -200,11 +200,11 @@ fn profile(cfg: &RunConfig, kit: &TeacherKit) -> Result<()> {
 /// A second Ctrl-C aborts training only this long after the first (see `train`).
 const SECOND_INTERRUPT_AFTER: Duration = Duration::from_secs(1);
 
-fn train(cfg: &RunConfig, kit: &TeacherKit, resume: bool) -> Result<()> {
-    // Ctrl-C finishes the current step, writes a checkpoint and exits; a second one aborts —
-    // unless it comes within a second of the first: GNU `timeout` (and anything that signals
-    // a process group) delivers the same SIGINT twice, microseconds apart, and that must not
-    // throw the checkpoint away. A person pressing Ctrl-C again is slower than that.
+/// The flag Ctrl-C sets: training finishes the current step, writes a checkpoint and exits; a
+/// second Ctrl-C aborts — unless it comes within a second of the first: GNU `timeout` (and
+/// anything that signals a process group) delivers the same SIGINT twice, microseconds apart,
+/// and that must not throw the checkpoint away. A person pressing Ctrl-C again is slower.
+pub(crate) fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let first = std::sync::Mutex::new(None::<Instant>);
@@ -220,6 +220,11 @@ fn train(cfg: &RunConfig, kit: &TeacherKit, resume: bool) -> Result<()> {
             }
         }
     })?;
+    Ok(stop)
+}
+
+fn train(cfg: &RunConfig, kit: &TeacherKit, resume: bool) -> Result<()> {
+    let stop = stop_on_ctrl_c()?;
     let mut p = StageProgress::new();
     let tty = std::io::stderr().is_terminal();
     let mut bar: Option<ProgressBar> = None;

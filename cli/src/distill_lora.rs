@@ -86,6 +86,13 @@ pub struct TrainLoraArgs {
     /// CPU threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
+    /// Save the run's state in OUTPUT.checkpoint/ every this many steps (0: only on Ctrl-C);
+    /// the folder goes once the adapter is written.
+    #[arg(long = "checkpoint-every", default_value_t = 50)]
+    checkpoint_every: usize,
+    /// Continue the run saved in OUTPUT.checkpoint/ (after Ctrl-C or a crash).
+    #[arg(long)]
+    resume: bool,
 }
 
 pub fn train_lora(a: TrainLoraArgs) -> Result<()> {
@@ -117,6 +124,7 @@ pub fn train_lora(a: TrainLoraArgs) -> Result<()> {
     let t0 = Instant::now();
     let kit = TeacherKit::load(&a.teacher).with_context(|| format!("loading the teacher {}", a.teacher.display()))?;
     eprintln!("teacher {} loaded in {:.1} s", a.teacher.display(), t0.elapsed().as_secs_f64());
+    let stop = crate::distill::stop_on_ctrl_c()?;
     let job = LoraJob {
         base: &a.base,
         teacher_path: &a.teacher,
@@ -129,14 +137,14 @@ pub fn train_lora(a: TrainLoraArgs) -> Result<()> {
         seed: a.seed,
         train,
         out: &a.output,
+        checkpoint_every: a.checkpoint_every,
+        stop: &stop,
+        resume: a.resume,
     };
-    let mut metrics = String::new();
     let tty = std::io::stderr().is_terminal();
     let mut last_line = Instant::now();
     let total = a.steps;
-    let (summary, _) = run_lora_job(&job, &kit, &mut |s| {
-        metrics.push_str(&serde_json::to_string(s).unwrap_or_default());
-        metrics.push('\n');
+    let result = run_lora_job(&job, &kit, &mut |s| {
         if s.step == 1 || s.step == total || tty || last_line.elapsed().as_secs_f64() > 10.0 {
             eprintln!(
                 "step {}/{total} loss {:.4} ce {:.4} kl {:.4} top1 {:.3} lr {:.2e} |g| {:.3} {:.0} tok/s",
@@ -144,9 +152,19 @@ pub fn train_lora(a: TrainLoraArgs) -> Result<()> {
             );
             last_line = Instant::now();
         }
-    })
-    .with_context(|| format!("training a LoRA adapter for {}", a.base.display()))?;
+    });
+    let (summary, log) = match result {
+        Ok(r) => r,
+        // The state is saved: say where, and leave as an interrupted command does.
+        Err(e @ nexus_train::error::TrainError::Interrupted { .. }) => {
+            eprintln!("{e}");
+            std::process::exit(130);
+        }
+        Err(e) => return Err(e).with_context(|| format!("training a LoRA adapter for {}", a.base.display())),
+    };
     if let Some(path) = &a.metrics {
+        // Every step of the run, across resumes.
+        let metrics: String = log.iter().map(|s| serde_json::to_string(s).unwrap_or_default() + "\n").collect();
         nexus_train::data::write_atomic(path, metrics.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     }
     println!(

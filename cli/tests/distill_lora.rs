@@ -254,3 +254,68 @@ fn bad_input_is_refused_with_the_problem_named() {
     let out = cli(&["distill", "verify", "-c", &s.s("run.toml"), "--student", &s.s("student.gguf"), "--lora", "arithmetic"]);
     assert!(!out.status.success() && text(&out.stderr).contains("CAPABILITY=FILE"), "{}", text(&out.stderr));
 }
+
+fn as_refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Ctrl-C stops an adapter run after its step with the state saved in `OUT.checkpoint/` (exit
+/// 130, nothing written at OUT); running again without `--resume` is refused, with another
+/// rank too; `--resume` finishes it to the very adapter and losses of an uninterrupted run, and
+/// the checkpoint folder goes once the adapter is written.
+#[test]
+fn an_interrupted_adapter_run_resumes_to_the_same_adapter() {
+    use std::time::{Duration, Instant};
+    let s = Setup::new();
+    TinyModel { n_embd: 32, n_layer: 2, n_ff: 64, tied: true, n_ctx: 256, ..Default::default() }.write(&s.path("base.gguf"));
+    let run = |out: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "distill", "train-lora", "--base", &s.s("base.gguf"), "--teacher", &s.s("teacher.gguf"), "--data", &s.s("sums.txt"),
+            "--rank", "4", "--steps", "400", "--batch", "2", "--seq-len", "32", "--vocab-chunk", "100", "-t", "2",
+            "--checkpoint-every", "4", "--metrics", &s.s(&format!("{out}.jsonl")), "-o", &s.s(out),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    ok(&cli(&as_refs(&run("whole.gguf", &[]))));
+    assert!(!s.path("whole.gguf.checkpoint").exists(), "a finished run leaves its checkpoint");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-cli")).args(run("parts.gguf", &[])).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while !s.path("parts.gguf.checkpoint").exists() && t0.elapsed() < Duration::from_secs(120) {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first checkpoint");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted at step") && err.contains("--resume"), "{err}");
+    assert!(!s.path("parts.gguf").exists(), "an interrupted run wrote its adapter");
+
+    // Without --resume (the saved run is not overwritten), and resumed with another rank.
+    let mut other_rank = run("parts.gguf", &["--resume"]);
+    let i = other_rank.iter().position(|a| a == "--rank").unwrap();
+    other_rank[i + 1] = "2".into();
+    for (args, says) in [(run("parts.gguf", &[]), "--resume"), (other_rank, "another run")] {
+        let out = cli(&as_refs(&args));
+        let err = text(&out.stderr);
+        assert!(!out.status.success() && err.contains("parts.gguf.checkpoint") && err.contains(says), "{err}");
+    }
+    ok(&cli(&as_refs(&run("parts.gguf", &["--resume"]))));
+    assert!(!s.path("parts.gguf.checkpoint").exists());
+
+    let losses = |name: &str| -> Vec<f64> {
+        std::fs::read_to_string(s.path(name)).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()).collect()
+    };
+    assert_eq!(losses("whole.gguf.jsonl").len(), 400);
+    assert_eq!(losses("whole.gguf.jsonl"), losses("parts.gguf.jsonl"));
+    let (a, b) = (nexus_runtime::gguf::GgufFile::open(s.path("whole.gguf")).unwrap(), nexus_runtime::gguf::GgufFile::open(s.path("parts.gguf")).unwrap());
+    assert_eq!(a.tensors().len(), b.tensors().len());
+    for (x, y) in a.tensors().iter().zip(b.tensors()) {
+        assert_eq!((&x.name, a.tensor_data(x)), (&y.name, b.tensor_data(y)), "tensor {}", x.name);
+    }
+}

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::student::{Params, StudentConfig};
 
 mod read;
+pub mod tensor_dir;
 use read::{read_extra, read_params};
 
 /// The version of the layout above; `load` refuses any other.
@@ -220,6 +221,19 @@ fn write_tensors(path: &Path, tensors: Vec<(String, F32View)>) -> Result<(), Che
     fsync(path)
 }
 
+/// Makes the complete folder `tmp` the current one, `cur`, inside `parent`: `cur` (if any)
+/// becomes `old`, `tmp` becomes `cur`, `old` goes. `cur` and `old` both present means a crash
+/// after the second rename of an earlier save: `cur` is complete and `old` is stale.
+fn swap_in(parent: &Path, tmp: &Path, cur: &Path, old: &Path) -> Result<(), CheckpointError> {
+    if cur.exists() {
+        remove_dir_if_present(old)?;
+        std::fs::rename(cur, old).map_err(io_err(cur))?;
+    }
+    std::fs::rename(tmp, cur).map_err(io_err(tmp))?;
+    fsync(parent)?;
+    remove_dir_if_present(old)
+}
+
 /// Flushes a file's data, or a folder's entries, to the disk.
 fn fsync(path: &Path) -> Result<(), CheckpointError> {
     File::open(path)
@@ -265,16 +279,8 @@ impl CheckpointRef<'_> {
         }
         written?;
 
-        // The swap. `checkpoint/` and `checkpoint.old/` both present means a crash after the
-        // second rename of an earlier save: `checkpoint/` is complete and `.old` is stale.
-        let (cur, old) = (run_dir.join(DIR), run_dir.join(OLD_DIR));
-        if cur.exists() {
-            remove_dir_if_present(&old)?;
-            std::fs::rename(&cur, &old).map_err(io_err(&cur))?;
-        }
-        std::fs::rename(&tmp, &cur).map_err(io_err(&tmp))?;
-        fsync(run_dir)?;
-        remove_dir_if_present(&old)?;
+        let cur = run_dir.join(DIR);
+        swap_in(run_dir, &tmp, &cur, &run_dir.join(OLD_DIR))?;
         Ok(cur)
     }
 

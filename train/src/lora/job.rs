@@ -1,15 +1,17 @@
 //! `nexus-cli distill train-lora` as one call: the frozen base and the teacher checked against
 //! each other, the capability's data tokenized (refused where it overlaps a held-out set),
-//! the adapter initialized, trained and written.
+//! the adapter initialized (or resumed from its checkpoint), trained and written.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use nexus_runtime::gguf::{Value, ValueType};
 use nexus_runtime::model::Model;
 use serde::{Deserialize, Serialize};
 
 use super::base::load_base;
-use super::train::{train_lora, LoraStep};
+use super::checkpoint::{self as lora_checkpoint, checkpoint_path, LoraJobId};
+use super::train::{train_lora, LoraKeeping, LoraStep};
 use super::{LoraSet, Target};
 use crate::config::TrainSection;
 use crate::data::{build_corpus, sha256_file, Dataset};
@@ -34,6 +36,13 @@ pub struct LoraJob<'a> {
     /// Steps, batch, accumulation, schedule, AdamW, clipping and the loss weights.
     pub train: TrainSection,
     pub out: &'a Path,
+    /// Save the run's state in `<out>.checkpoint/` every this many steps (0: only when
+    /// stopped), and stop after the step during which `stop` is set.
+    pub checkpoint_every: usize,
+    pub stop: &'a AtomicBool,
+    /// Continue the run saved in `<out>.checkpoint/` (refused when there is none or it is of
+    /// another job); without it, a saved run there is refused too, so none is overwritten.
+    pub resume: bool,
 }
 
 /// What a finished job reports.
@@ -78,8 +87,30 @@ pub fn run_lora_job(job: &LoraJob, kit: &TeacherKit, on_step: &mut dyn FnMut(&Lo
     let mut dataset = Dataset::new(corpus.tokens, job.seq_len, job.seed)?;
     let base_sha = sha256_file(job.base)?;
 
+    let ck = checkpoint_path(job.out);
+    let id = LoraJobId {
+        base_sha256: base_sha.clone(),
+        targets: job.targets.iter().map(|t| t.short().to_string()).collect(),
+        rank: job.rank,
+        alpha: job.alpha,
+        seq_len: job.seq_len,
+        batch: job.train.batch,
+        accum: job.train.accum,
+        seed: job.seed,
+    };
+    let resume = match (job.resume, lora_checkpoint::exists(&ck)) {
+        (true, true) => Some(lora_checkpoint::load(&ck, &id, &mut lora)?),
+        (true, false) => return Err(TrainError::Config { path: ck, what: "--resume, but there is no checkpoint to resume".into() }),
+        (false, true) => {
+            return Err(TrainError::Config { path: ck, what: "an unfinished run of this adapter is saved here: pass --resume to continue it, or remove it".into() })
+        }
+        (false, false) => None,
+    };
+    let mut save = |lora: &LoraSet, state: &super::train::LoraResume| lora_checkpoint::save(&ck, &id, lora, state);
+    let keeping = LoraKeeping { every: job.checkpoint_every, stop: job.stop, path: &ck, save: &mut save };
+
     let t0 = std::time::Instant::now();
-    let log = train_lora(&cfg, &base, &kit.teacher, &mut dataset, &mut lora, &job.train, on_step)?;
+    let log = train_lora(&cfg, &base, &kit.teacher, &mut dataset, &mut lora, &job.train, resume, Some(keeping), on_step)?;
     let seconds = t0.elapsed().as_secs_f64();
 
     let file_name = |p: &Path| p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -96,6 +127,8 @@ pub fn run_lora_job(job: &LoraJob, kit: &TeacherKit, on_step: &mut dyn FnMut(&Lo
         ("nexus.lora.steps".to_string(), Value::U64(log.len() as u64)),
     ];
     lora.write_gguf("llama", &meta, job.out)?;
+    // The adapter is written: nothing is left to resume.
+    lora_checkpoint::remove(&checkpoint_path(job.out))?;
 
     let k = log.len().min(10);
     let summary = LoraSummary {

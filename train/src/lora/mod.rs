@@ -11,6 +11,7 @@
 //! frozen weights are only ever read ([`train::train_lora`] borrows them immutably).
 
 pub mod base;
+pub mod checkpoint;
 pub mod job;
 pub mod train;
 #[cfg(test)]

@@ -1,15 +1,18 @@
 //! The adapter's training loop: per step the adapter is merged into a copy of the frozen
 //! weights, the distillation step (`trainer::step::accumulate`: teacher, student, fused head +
 //! CE/KL, backward) runs on it for each micro-batch, the full gradients of the adapted
-//! matrices become the pairs' gradients, and clipping and AdamW update A and B only.
+//! matrices become the pairs' gradients, and clipping and AdamW update A and B only. The run
+//! saves its state every few steps and when asked to stop (`LoraKeeping`), and resumes from it
+//! to the same steps (`LoraResume`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use super::LoraSet;
 use crate::config::TrainSection;
-use crate::data::Dataset;
+use crate::data::{DataPosition, Dataset};
 use crate::error::TrainError;
 use crate::optim::{adamw_step, clip_grad_norm, AdamW, Schedule};
 use crate::student::{Params, StudentConfig};
@@ -34,8 +37,34 @@ pub struct LoraStep {
     pub seconds: f64,
 }
 
-/// Trains `lora` on top of the frozen `base` for `t.steps` steps (`t`'s anchor settings are
-/// not used: an adapter has no anchors). `on_step` sees every step; the log is returned.
+/// Where an adapter's training stands after a step, besides A and B (in the `LoraSet`): what a
+/// resumed run starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraResume {
+    /// Optimizer steps taken.
+    pub step: usize,
+    pub data: DataPosition,
+    /// AdamW moments, `(A, B)` per pair.
+    pub m: Vec<(Vec<f32>, Vec<f32>)>,
+    pub v: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Every step so far.
+    pub log: Vec<LoraStep>,
+}
+
+/// How a run keeps its state: `save` every `every` steps (0: never) and after the step during
+/// which `stop` was set, which then ends the run with [`TrainError::Interrupted`] naming
+/// `path`.
+pub struct LoraKeeping<'a> {
+    pub every: usize,
+    pub stop: &'a AtomicBool,
+    pub path: &'a std::path::Path,
+    pub save: &'a mut dyn FnMut(&LoraSet, &LoraResume) -> Result<(), TrainError>,
+}
+
+/// Trains `lora` on top of the frozen `base` until `t.steps` steps (`t`'s anchor settings are
+/// not used: an adapter has no anchors), from `resume` when given (with `lora` holding its A
+/// and B). `on_step` sees every new step; the whole log is returned.
+#[allow(clippy::too_many_arguments)]
 pub fn train_lora(
     cfg: &StudentConfig,
     base: &Params,
@@ -43,6 +72,8 @@ pub fn train_lora(
     dataset: &mut Dataset,
     lora: &mut LoraSet,
     t: &TrainSection,
+    resume: Option<LoraResume>,
+    mut keeping: Option<LoraKeeping>,
     on_step: &mut dyn FnMut(&LoraStep),
 ) -> Result<Vec<LoraStep>, TrainError> {
     if t.steps == 0 || t.batch == 0 || t.accum == 0 {
@@ -61,12 +92,16 @@ pub fn train_lora(
     let mut merged = base.clone();
     let mut grads = Params::zeros(cfg);
     let mut lora_grads = lora.zero_grads();
-    let mut m = lora.zero_grads();
-    let mut v = lora.zero_grads();
+    let (first, mut m, mut v, mut log) = match resume {
+        Some(r) => {
+            dataset.restore(r.data)?;
+            (r.step + 1, r.m, r.v, r.log)
+        }
+        None => (1, lora.zero_grads(), lora.zero_grads(), Vec::with_capacity(t.steps)),
+    };
     let grad_scale = 1.0 / t.accum as f32;
-    let mut log = Vec::with_capacity(t.steps);
     let mut cache = TeacherCache::new(t.teacher_cache_mb.saturating_mul(1 << 20));
-    for step in 1..=t.steps {
+    for step in first..=t.steps {
         let t0 = Instant::now();
         lora.merge_into(base, &mut merged);
         grads.fill_zero();
@@ -113,6 +148,16 @@ pub fn train_lora(
         };
         on_step(&s);
         log.push(s);
+        if let Some(k) = keeping.as_mut() {
+            let stop = k.stop.load(Ordering::Relaxed);
+            if stop || (k.every > 0 && step.is_multiple_of(k.every) && step < t.steps) {
+                let state = LoraResume { step, data: dataset.position(), m: m.clone(), v: v.clone(), log: log.clone() };
+                (k.save)(lora, &state)?;
+            }
+            if stop && step < t.steps {
+                return Err(TrainError::Interrupted { step, run_dir: k.path.to_path_buf() });
+            }
+        }
     }
     Ok(log)
 }
