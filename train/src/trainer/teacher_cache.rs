@@ -99,15 +99,17 @@ impl TeacherCache {
         let td = teacher.n_embd();
         let per_seq = batch.seq_len * td;
         let mut all = Vec::with_capacity(batch.inputs.len());
-        for (j, s) in batch.sequences.iter().enumerate() {
-            if let Some(r) = self.rows.get(s) {
+        for j in 0..batch.n_seq {
+            // A batch that does not say which sequences it holds is computed, never kept.
+            let s = batch.sequences.get(j).filter(|_| batch.sequences.len() == batch.n_seq);
+            if let Some(r) = s.and_then(|s| self.rows.get(s)) {
                 all.extend_from_slice(r);
                 continue;
             }
             let hidden = out.hidden.get(j * per_seq..(j + 1) * per_seq).ok_or_else(|| TrainError::Invalid("teacher cache: outputs shorter than the batch".into()))?;
             let r = teacher_rows(hidden, &teacher.head, td, temperature, chunk)?;
             all.extend_from_slice(&r);
-            if self.kept.contains_key(s) {
+            if let Some(s) = s.filter(|s| self.kept.contains_key(s)) {
                 self.rows.insert(*s, r);
             }
         }
