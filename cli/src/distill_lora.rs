@@ -22,9 +22,25 @@ pub struct TrainLoraArgs {
     #[arg(long)]
     teacher: PathBuf,
     /// The capability's training data: text, or JSONL with `text`, `prompt` + `response`, or
-    /// chat `messages` (repeatable).
-    #[arg(long, required = true)]
+    /// chat `messages` (repeatable; needed unless --prompts is given).
+    #[arg(long, required_unless_present = "prompts")]
     data: Vec<PathBuf>,
+    /// The capability's prompts (JSONL lines with "prompt", as models/distill/prompts.jsonl):
+    /// the teacher answers them first (OUTPUT.answers.jsonl, reused while prompts and settings
+    /// are unchanged) and the answers join the data.
+    #[arg(long, value_name = "JSONL")]
+    prompts: Option<PathBuf>,
+    /// Answers drawn per prompt (each with its own seed from --seed).
+    #[arg(long = "per-prompt", default_value_t = 2)]
+    per_prompt: usize,
+    /// Tokens per answer at most.
+    #[arg(long = "answer-tokens", default_value_t = 200)]
+    answer_tokens: usize,
+    /// The answers' sampling temperature and top-p.
+    #[arg(long = "answer-temp", default_value_t = 0.8)]
+    answer_temp: f32,
+    #[arg(long = "answer-top-p", default_value_t = 0.95)]
+    answer_top_p: f32,
     /// A held-out file no training document may overlap (repeatable).
     #[arg(long = "held-out")]
     held_out: Vec<PathBuf>,
@@ -104,6 +120,9 @@ pub fn train_lora(a: TrainLoraArgs) -> Result<()> {
     for d in &a.data {
         anyhow::ensure!(d.is_file(), "--data {}: no such file", d.display());
     }
+    if let Some(p) = &a.prompts {
+        anyhow::ensure!(p.is_file(), "--prompts {}: no such file", p.display());
+    }
     anyhow::ensure!(a.base.is_file(), "--base {}: no such file", a.base.display());
     let train = TrainSection {
         steps: a.steps,
@@ -129,6 +148,16 @@ pub fn train_lora(a: TrainLoraArgs) -> Result<()> {
         base: &a.base,
         teacher_path: &a.teacher,
         data: &a.data,
+        prompts: a.prompts.as_deref().map(|p| {
+            let gen = nexus_train::data::GenerateConfig {
+                max_tokens: a.answer_tokens,
+                temperature: a.answer_temp,
+                top_p: a.answer_top_p,
+                seed: a.seed,
+                per_prompt: a.per_prompt,
+            };
+            (p, gen)
+        }),
         held_out: &a.held_out,
         targets: &targets,
         rank: a.rank,
@@ -144,7 +173,14 @@ pub fn train_lora(a: TrainLoraArgs) -> Result<()> {
     let tty = std::io::stderr().is_terminal();
     let mut last_line = Instant::now();
     let total = a.steps;
-    let result = run_lora_job(&job, &kit, &mut |s| {
+    let mut answered = Instant::now();
+    let mut progress = |what: &str, done: usize, total: usize| {
+        if done == total || answered.elapsed().as_secs_f64() > 10.0 {
+            eprintln!("{what}: {done}/{total} answers");
+            answered = Instant::now();
+        }
+    };
+    let result = run_lora_job(&job, &kit, &mut progress, &mut |s| {
         if s.step == 1 || s.step == total || tty || last_line.elapsed().as_secs_f64() > 10.0 {
             eprintln!(
                 "step {}/{total} loss {:.4} ce {:.4} kl {:.4} top1 {:.3} lr {:.2e} |g| {:.3} {:.0} tok/s",

@@ -319,3 +319,51 @@ fn an_interrupted_adapter_run_resumes_to_the_same_adapter() {
         assert_eq!((&x.name, a.tensor_data(x)), (&y.name, b.tensor_data(y)), "tensor {}", x.name);
     }
 }
+
+/// `--prompts`: the teacher answers the capability's prompts first (OUTPUT.answers.jsonl with
+/// its record), the answers are the training data, and a second run reuses them; a teacher
+/// without a chat template cannot answer, and a run needs `--data` or `--prompts`.
+#[test]
+fn an_adapter_trains_on_the_teachers_answers_to_prompts() {
+    use nexus_runtime::gguf::Value;
+    let s = Setup::new();
+    let chatml = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    let mut w = TinyModel { n_embd: 64, n_layer: 4, n_ff: 128, tied: true, n_ctx: 256, ..Default::default() }.writer(&[]);
+    w.set("tokenizer.chat_template".to_string(), Value::String(chatml.into()));
+    w.write(s.path("chat_teacher.gguf")).unwrap();
+    TinyModel { n_embd: 32, n_layer: 2, n_ff: 64, tied: true, n_ctx: 256, ..Default::default() }.write(&s.path("base.gguf"));
+    let prompts: Vec<String> = ["What is 2 plus 3?", "Add 7 and 8.", "What is 10 minus 4?"]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| serde_json::json!({"id": format!("a{i}"), "category": "arithmetic", "prompt": p}).to_string())
+        .collect();
+    std::fs::write(s.path("prompts.jsonl"), prompts.join("\n") + "\n").unwrap();
+    let args = |teacher: &str, data: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["distill", "train-lora", "--base", &s.s("base.gguf"), "--teacher", &s.s(teacher), "--rank", "2", "--steps", "3", "--batch", "2", "--seq-len", "16", "--vocab-chunk", "100", "-t", "2", "-o", &s.s("ans.lora.gguf")]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        v.extend(data.iter().map(|x| x.to_string()));
+        v
+    };
+    let with_prompts = ["--prompts", &s.s("prompts.jsonl"), "--per-prompt", "2", "--answer-tokens", "24"];
+    let out = cli(&as_refs(&args("chat_teacher.gguf", &with_prompts)));
+    ok(&out);
+    assert!(text(&out.stderr).contains("answers"), "{}", text(&out.stderr));
+    let answers = std::fs::read_to_string(s.path("ans.lora.gguf.answers.jsonl")).unwrap();
+    assert!((1..=6).contains(&answers.lines().count()), "{answers}");
+    assert!(s.path("ans.lora.gguf.answers.json").exists());
+    let file = nexus_runtime::gguf::GgufFile::open(s.path("ans.lora.gguf")).unwrap();
+    assert!(format!("{:?}", file.get("nexus.lora.data")).contains("ans.lora.gguf.answers.jsonl"));
+
+    // Again: the answers are reused, not generated again.
+    let out = cli(&as_refs(&args("chat_teacher.gguf", &with_prompts)));
+    ok(&out);
+    assert!(!text(&out.stderr).contains("answers"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(s.path("ans.lora.gguf.answers.jsonl")).unwrap(), answers);
+
+    let out = cli(&as_refs(&args("teacher.gguf", &with_prompts)));
+    assert!(!out.status.success() && text(&out.stderr).contains("chat template"), "{}", text(&out.stderr));
+    let out = cli(&as_refs(&args("chat_teacher.gguf", &[])));
+    assert!(!out.status.success() && text(&out.stderr).contains("--data"), "{}", text(&out.stderr));
+}

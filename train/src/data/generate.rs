@@ -85,6 +85,19 @@ pub struct GenerationRecord {
     pub count: usize,
     pub empty_answers: usize,
     pub generated_tokens: usize,
+    /// Which teacher answered: its file's name and size (answers are reused only for the same
+    /// teacher; records written before this field read as no teacher, so they are redone).
+    #[serde(default)]
+    pub teacher: String,
+    #[serde(default)]
+    pub teacher_bytes: u64,
+}
+
+/// The `(name, size)` a [`GenerationRecord`] gives for the teacher `model`.
+pub fn teacher_identity(model: &Model) -> (String, u64) {
+    let path = model.file().path();
+    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    (name, std::fs::metadata(path).map_or(0, |m| m.len()))
 }
 
 /// One line of the output JSONL.
@@ -274,5 +287,7 @@ pub fn generate_from_teacher(
         count,
         empty_answers,
         generated_tokens,
+        teacher: teacher_identity(model).0,
+        teacher_bytes: teacher_identity(model).1,
     })
 }

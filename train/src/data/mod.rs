@@ -14,7 +14,7 @@ mod write;
 use std::path::PathBuf;
 
 pub use dataset::{tokenize_document, tokenize_documents, Batch, DataPosition, Dataset};
-pub use generate::{answer_seed, chat_prompt_tokens, generate_from_teacher, load_prompts, GenerateConfig, GeneratedAnswer, GenerationRecord, Prompt};
+pub use generate::{answer_seed, chat_prompt_tokens, generate_from_teacher, load_prompts, teacher_identity, GenerateConfig, GeneratedAnswer, GenerationRecord, Prompt};
 pub use held_out::{check_held_out, load_held_out, load_held_out_files, HeldOutIndex, Overlap};
 pub use load::{load_documents, Document, SourceFormat};
 pub use provenance::{build_corpus, sha256_file, Corpus, HeldOutRecord, Provenance, SourceRecord, PROVENANCE_FILE};

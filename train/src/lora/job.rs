@@ -14,9 +14,9 @@ use super::checkpoint::{self as lora_checkpoint, checkpoint_path, LoraJobId};
 use super::train::{train_lora, LoraKeeping, LoraStep};
 use super::{LoraSet, Target};
 use crate::config::TrainSection;
-use crate::data::{build_corpus, sha256_file, Dataset};
+use crate::data::{build_corpus, sha256_file, Dataset, GenerateConfig};
 use crate::error::TrainError;
-use crate::pipeline::TeacherKit;
+use crate::pipeline::{teacher_answers, Progress, TeacherKit};
 use crate::verify::check_same_vocabulary;
 
 /// What to train.
@@ -26,6 +26,10 @@ pub struct LoraJob<'a> {
     pub teacher_path: &'a Path,
     /// The capability's training text (text files or JSONL, as `distill` reads sources).
     pub data: &'a [PathBuf],
+    /// Prompts (JSONL, as `data.prompts`) the teacher answers first, with these settings; the
+    /// answers (`<out>.answers.jsonl`, reused while prompts and settings are unchanged) join
+    /// the data.
+    pub prompts: Option<(&'a Path, GenerateConfig)>,
     /// Files no training document may overlap (the capability's held-out set).
     pub held_out: &'a [PathBuf],
     pub targets: &'a [Target],
@@ -68,8 +72,9 @@ fn mean(xs: impl Iterator<Item = f64>) -> f64 {
     s / n.max(1) as f64
 }
 
-/// Runs the job with `kit` (the teacher, its tokenizer and template); `on_step` sees every step.
-pub fn run_lora_job(job: &LoraJob, kit: &TeacherKit, on_step: &mut dyn FnMut(&LoraStep)) -> Result<(LoraSummary, Vec<LoraStep>), TrainError> {
+/// Runs the job with `kit` (the teacher, its tokenizer and template); `progress` sees the
+/// teacher's answers being generated, `on_step` every step.
+pub fn run_lora_job(job: &LoraJob, kit: &TeacherKit, progress: Progress, on_step: &mut dyn FnMut(&LoraStep)) -> Result<(LoraSummary, Vec<LoraStep>), TrainError> {
     let (cfg, base) = load_base(job.base)?;
     let teacher_vocab = kit.teacher.model.config.n_vocab;
     if teacher_vocab != cfg.n_vocab {
@@ -82,7 +87,20 @@ pub fn run_lora_job(job: &LoraJob, kit: &TeacherKit, on_step: &mut dyn FnMut(&Lo
     }
     check_same_vocabulary(&kit.teacher.model, &Model::load(job.base)?, &kit.tokenizer)?;
     let mut lora = LoraSet::init(&cfg, job.targets, job.rank, job.alpha, job.seed)?;
-    let corpus = build_corpus(job.data, &kit.tokenizer, kit.template.as_ref(), job.held_out)?;
+    let mut data = job.data.to_vec();
+    if let Some((prompts, gen)) = &job.prompts {
+        let with = |ext: &str| {
+            let name = job.out.file_name().map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned());
+            job.out.with_file_name(format!("{name}.{ext}"))
+        };
+        let no_template = || TrainError::Config { path: job.teacher_path.to_path_buf(), what: "the teacher has no chat template, so it cannot answer --prompts".into() };
+        let record = teacher_answers(kit, prompts, gen, &with("answers.jsonl"), &with("answers.json"), no_template, progress)?;
+        data.push(record.output_path);
+    }
+    if data.is_empty() {
+        return Err(TrainError::Invalid("no training data: give --data or --prompts".into()));
+    }
+    let corpus = build_corpus(&data, &kit.tokenizer, kit.template.as_ref(), job.held_out)?;
     let data_tokens = corpus.tokens.len();
     let mut dataset = Dataset::new(corpus.tokens, job.seq_len, job.seed)?;
     let base_sha = sha256_file(job.base)?;
@@ -115,7 +133,7 @@ pub fn run_lora_job(job: &LoraJob, kit: &TeacherKit, on_step: &mut dyn FnMut(&Lo
 
     let file_name = |p: &Path| p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let stem = job.out.file_name().map_or_else(|| "adapter".into(), |n| n.to_string_lossy().trim_end_matches(".gguf").to_string());
-    let data_names: Vec<Value> = job.data.iter().map(|p| Value::String(file_name(p))).collect();
+    let data_names: Vec<Value> = data.iter().map(|p| Value::String(file_name(p))).collect();
     let targets: Vec<Value> = job.targets.iter().map(|t| Value::String(t.short().into())).collect();
     let meta = vec![
         ("general.name".to_string(), Value::String(stem)),

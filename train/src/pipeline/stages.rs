@@ -90,11 +90,30 @@ fn generate(cfg: &RunConfig, kit: &TeacherKit, prompts: &Path, progress: Progres
         seed: cfg.seed,
         per_prompt: cfg.data.per_prompt,
     };
-    let out = cfg.run_dir.join("generated.jsonl");
-    let record_path = cfg.run_dir.join("generation.json");
+    let no_template = || TrainError::Config {
+        path: cfg.teacher.clone(),
+        what: "the teacher has no chat template, so it cannot answer data.prompts; give data.sources instead".into(),
+    };
+    teacher_answers(kit, prompts, &gen, &cfg.run_dir.join("generated.jsonl"), &cfg.run_dir.join("generation.json"), no_template, progress)
+}
+
+/// The teacher's answers to `prompts` in `out` (JSONL) with their record in `record_path`:
+/// the ones already there when prompts, output and settings are unchanged, else generated
+/// now. `no_template` is the error for a teacher without a chat template.
+pub fn teacher_answers(
+    kit: &TeacherKit,
+    prompts: &Path,
+    gen: &GenerateConfig,
+    out: &Path,
+    record_path: &Path,
+    no_template: impl FnOnce() -> TrainError,
+    progress: Progress,
+) -> Result<GenerationRecord, TrainError> {
+    let (out, record_path) = (out.to_path_buf(), record_path.to_path_buf());
     if record_path.exists() && out.exists() {
         let old: GenerationRecord = read_json(&record_path)?;
-        let same = old.prompts_sha256 == sha256_file(prompts)?
+        let same = (old.teacher.clone(), old.teacher_bytes) == crate::data::teacher_identity(&kit.teacher.model)
+            && old.prompts_sha256 == sha256_file(prompts)?
             && old.output_sha256 == sha256_file(&out)?
             && (old.per_prompt, old.max_tokens, old.seed) == (gen.per_prompt, gen.max_tokens, gen.seed)
             && (old.temperature, old.top_p) == (gen.temperature, gen.top_p);
@@ -103,11 +122,8 @@ fn generate(cfg: &RunConfig, kit: &TeacherKit, prompts: &Path, progress: Progres
             return Ok(GenerationRecord { output_path: out, ..old });
         }
     }
-    let template = kit.template.as_ref().ok_or_else(|| TrainError::Config {
-        path: cfg.teacher.clone(),
-        what: "the teacher has no chat template, so it cannot answer data.prompts; give data.sources instead".into(),
-    })?;
-    let record = generate_from_teacher(&kit.teacher.model, &kit.tokenizer, template, prompts, &gen, &out, &mut |d, t| progress("generate", d, t))?;
+    let template = kit.template.as_ref().ok_or_else(no_template)?;
+    let record = generate_from_teacher(&kit.teacher.model, &kit.tokenizer, template, prompts, gen, &out, &mut |d, t| progress("generate", d, t))?;
     write_json(&record_path, &record)?;
     Ok(record)
 }
