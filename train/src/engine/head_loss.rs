@@ -3,9 +3,10 @@
 //! whose target is not [`IGNORE`], where `s = hidden·headᵀ` are the student's logits and
 //! `t = teacher_hidden·teacher_headᵀ` the teacher's.
 //!
-//! No `n × n_vocab` tensor is ever held: a first pass over the vocabulary in chunks of `chunk`
-//! head rows keeps, per row, online log-sum-exps (of `s`, `s/T` and `t/T`), the argmaxes and the
-//! target's logit; a second pass recomputes each chunk's logits, turns them into
+//! No `n × n_vocab` tensor is ever held: the teacher's rows' log-sum-exp of `t/T` and argmax
+//! ([`teacher_rows`], or given when kept with its outputs) and a first pass over the student's
+//! vocabulary in chunks of `chunk` head rows keep, per row, online log-sum-exps (of `s` and
+//! `s/T`), the argmax and the target's logit; a second pass recomputes each chunk's logits, turns them into
 //! `∂loss/∂s = (ce·(softmax(s) − onehot) + kl·T·(softmax(s/T) − softmax(t/T))) / N` in place
 //! and multiplies it back into `d_hidden` and `d_head` with two GEMMs. Memory is
 //! `n × chunk` floats for the student and as many for the teacher.
@@ -28,8 +29,8 @@ pub struct LossWeights {
 
 /// The teacher's side of the KL term: its final normed hidden states (`n × n_embd`) and its
 /// output head (`n_vocab × n_embd`); its width may differ from the student's. `rows`, when
-/// known ahead ([`teacher_rows`] at the loss's temperature), spares the first pass the
-/// teacher's head.
+/// known ahead ([`teacher_rows`] at the loss's temperature), spares a pass over the teacher's
+/// head.
 #[derive(Debug, Clone, Copy)]
 pub struct TeacherHead<'a> {
     pub hidden: &'a [f32],
@@ -40,7 +41,7 @@ pub struct TeacherHead<'a> {
 
 /// The teacher's statistics of one row at a temperature T: the log-sum-exp of `t/T` over the
 /// whole vocabulary and the argmax of `t`. Known ahead (kept with the teacher's outputs for data
-/// seen again), they spare [`head_loss_with_rows`]'s first pass the teacher's head.
+/// seen again), they spare [`head_loss`] a pass over the teacher's head.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TeacherRow {
     pub lse: f32,
@@ -48,8 +49,8 @@ pub struct TeacherRow {
 }
 
 /// The [`TeacherRow`]s of the teacher's `hidden` rows (`n × td`) through its `head`
-/// (`n_vocab × td`) at `temperature`, over vocabulary chunks of `chunk` head rows: the arithmetic
-/// of [`head_loss`]'s first pass, so they are the values it would have found for the same rows.
+/// (`n_vocab × td`) at `temperature`, over vocabulary chunks of `chunk` head rows ([`head_loss`]
+/// computes them so itself when they are not given).
 pub fn teacher_rows(hidden: &[f32], head: &[f32], td: usize, temperature: f32, chunk: usize) -> Result<Vec<TeacherRow>, EngineError> {
     if td == 0 || head.is_empty() || !head.len().is_multiple_of(td) || !hidden.len().is_multiple_of(td) || chunk == 0 {
         return Err(EngineError::Invalid(format!(
@@ -124,14 +125,12 @@ impl Lse {
     }
 }
 
-/// Per row: the first pass's statistics, then the second pass's KL.
+/// Per row: the first pass's statistics of the student, then the second pass's KL.
 #[derive(Clone, Copy)]
 struct RowStats {
     s: Lse,
     s_temp: Lse,
-    t_temp: Lse,
     s_best: (f32, usize),
-    t_best: (f32, usize),
     z_target: f32,
     kl: f64,
 }
@@ -271,10 +270,20 @@ pub fn head_loss(
     let (n, temp) = (targets.len(), w.temperature);
     let chunk = chunk.min(n_vocab);
     let inv_t = 1.0 / temp;
+    // The teacher's row statistics first (given, or one pass over its head), so that the
+    // student's first pass below needs only the student's logits.
+    let computed;
+    let rows: Option<&[TeacherRow]> = match &teacher {
+        None => None,
+        Some(TeacherHead { rows: Some(r), .. }) => Some(r),
+        Some(t) => {
+            computed = teacher_rows(t.hidden, t.weight, t.n_embd, temp, chunk)?;
+            Some(&computed)
+        }
+    };
     let mut zs = vec![0f32; n * chunk];
     let mut zt = vec![0f32; if teacher.is_some() { n * chunk } else { 0 }];
-    let known = teacher.and_then(|t| t.rows);
-    let logits = |v0: usize, c: usize, zs: &mut [f32], zt: &mut [f32], with_teacher: bool| {
+    let student_logits = |v0: usize, c: usize, zs: &mut [f32]| {
         sgemm_t(
             false,
             true,
@@ -289,7 +298,9 @@ pub fn head_loss(
             c,
             false,
         );
-        if let Some(t) = teacher.as_ref().filter(|_| with_teacher) {
+    };
+    let teacher_logits = |v0: usize, c: usize, zt: &mut [f32]| {
+        if let Some(t) = &teacher {
             let td = t.n_embd;
             sgemm_t(
                 false,
@@ -315,16 +326,14 @@ pub fn head_loss(
     let empty = RowStats {
         s: Lse::EMPTY,
         s_temp: Lse::EMPTY,
-        t_temp: Lse::EMPTY,
         s_best: (f32::NEG_INFINITY, 0),
-        t_best: (f32::NEG_INFINITY, 0),
         z_target: 0.0,
         kl: 0.0,
     };
     let mut stats = vec![empty; n];
     for v0 in (0..n_vocab).step_by(chunk) {
         let c = chunk.min(n_vocab - v0);
-        logits(v0, c, &mut zs, &mut zt, known.is_none());
+        student_logits(v0, c, &mut zs);
         stats
             .par_iter_mut()
             .enumerate()
@@ -341,25 +350,15 @@ pub fn head_loss(
                 if has_teacher && temp != 1.0 {
                     st.s_temp.add(z, inv_t, scratch);
                 }
-                if let Some(t) = row_of(has_teacher && known.is_none(), &zt, i, c) {
-                    st.t_temp.add(t, inv_t, scratch);
-                    argmax_update(&mut st.t_best, t, v0);
-                }
             });
-    }
-    if let Some(rows) = known {
-        for (st, r) in stats.iter_mut().zip(rows) {
-            // max + ln(1) is `lse` exactly.
-            st.t_temp = Lse { max: r.lse, sum: 1.0 };
-            st.t_best = (r.lse, r.best as usize);
-        }
     }
 
     let coef = grad_scale / counted as f32;
     let (ce_w, kl_w) = (w.ce * coef, w.kl * temp * coef);
     for v0 in (0..n_vocab).step_by(chunk) {
         let c = chunk.min(n_vocab - v0);
-        logits(v0, c, &mut zs, &mut zt, true);
+        student_logits(v0, c, &mut zs);
+        teacher_logits(v0, c, &mut zt);
         zs[..n * c]
             .par_chunks_mut(c)
             .zip(stats.par_iter_mut())
@@ -381,7 +380,7 @@ pub fn head_loss(
                         Some(t) => {
                             // At T = 1 the tempered softmax is the plain one: save its exps.
                             let lse_st = if temp == 1.0 { lse_s } else { st.s_temp.value() };
-                            let lse_tt = st.t_temp.value();
+                            let lse_tt = rows.map_or(0.0, |r| r[i].lse);
                             pt.resize(c, 0.0);
                             exp_affine(t, inv_t, lse_tt, pt);
                             let q_of = match temp == 1.0 {
@@ -436,13 +435,13 @@ pub fn head_loss(
     }
 
     let (mut ce, mut kl, mut agree) = (0f64, 0f64, 0usize);
-    for (st, &tgt) in stats.iter().zip(targets) {
+    for (i, (st, &tgt)) in stats.iter().zip(targets).enumerate() {
         if tgt == IGNORE {
             continue;
         }
         ce += st.s.value() as f64 - st.z_target as f64;
         kl += st.kl;
-        agree += usize::from(teacher.is_some() && st.s_best.1 == st.t_best.1);
+        agree += usize::from(rows.is_some_and(|r| st.s_best.1 == r[i].best as usize));
     }
     let (ce, kl) = (ce / counted as f64, kl / counted as f64);
     let loss = w.ce as f64 * ce + w.kl as f64 * (temp as f64).powi(2) * kl;
