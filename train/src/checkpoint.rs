@@ -30,6 +30,8 @@ use read::{read_extra, read_params};
 pub const FORMAT_VERSION: u32 = 1;
 
 const DIR: &str = "checkpoint";
+/// What [`save_folder`] names the folder it fills (`DIR` + `.tmp`), for the tests.
+#[cfg(test)]
 const TMP_DIR: &str = "checkpoint.tmp";
 const OLD_DIR: &str = "checkpoint.old";
 const WEIGHTS: &str = "weights.safetensors";
@@ -221,17 +223,44 @@ fn write_tensors(path: &Path, tensors: Vec<(String, F32View)>) -> Result<(), Che
     fsync(path)
 }
 
-/// Makes the complete folder `tmp` the current one, `cur`, inside `parent`: `cur` (if any)
-/// becomes `old`, `tmp` becomes `cur`, `old` goes. `cur` and `old` both present means a crash
-/// after the second rename of an earlier save: `cur` is complete and `old` is stale.
-fn swap_in(parent: &Path, tmp: &Path, cur: &Path, old: &Path) -> Result<(), CheckpointError> {
-    if cur.exists() {
-        remove_dir_if_present(old)?;
-        std::fs::rename(cur, old).map_err(io_err(cur))?;
+/// Saves the folder `<parent>/<name>/` atomically (creating `parent` if needed): `write` fills
+/// `<name>.tmp/` (fsyncing what it writes), then `<name>/` (if any) becomes `<name>.old/`,
+/// `<name>.tmp/` becomes `<name>/`, and `<name>.old/` goes. `<name>/` and `<name>.old/` both
+/// present means a crash after the second rename of an earlier save: `<name>/` is complete
+/// and `.old` is stale. Returns the saved folder.
+fn save_folder(parent: &Path, name: &str, write: impl FnOnce(&Path) -> Result<(), CheckpointError>) -> Result<PathBuf, CheckpointError> {
+    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = parent.join(format!("{name}.tmp"));
+    remove_dir_if_present(&tmp)?;
+    std::fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+    let written = write(&tmp);
+    if written.is_err() {
+        // Not needed for safety (loading ignores it, the next save replaces it): tidiness.
+        let _ = std::fs::remove_dir_all(&tmp);
     }
-    std::fs::rename(tmp, cur).map_err(io_err(tmp))?;
+    written?;
+    let (cur, old) = (parent.join(name), parent.join(format!("{name}.old")));
+    if cur.exists() {
+        remove_dir_if_present(&old)?;
+        std::fs::rename(&cur, &old).map_err(io_err(&cur))?;
+    }
+    std::fs::rename(&tmp, &cur).map_err(io_err(&tmp))?;
     fsync(parent)?;
-    remove_dir_if_present(old)
+    remove_dir_if_present(&old)?;
+    Ok(cur)
+}
+
+/// The folder [`save_folder`] last completed in `parent`: `<name>/`, or `<name>.old/` when a
+/// save was cut between its two renames (a leftover `<name>.tmp/` is never read).
+fn saved_folder(parent: &Path, name: &str) -> Option<PathBuf> {
+    [name.to_string(), format!("{name}.old")].iter().map(|d| parent.join(d)).find(|d| d.is_dir())
+}
+
+/// Writes `value` as pretty JSON to `path` and fsyncs it.
+fn write_json_synced(path: &Path, value: &impl Serialize) -> Result<(), CheckpointError> {
+    let json = serde_json::to_vec_pretty(value).map_err(|e| CheckpointError::Format { path: path.into(), what: format!("writing: {e}") })?;
+    std::fs::write(path, json).map_err(io_err(path))?;
+    fsync(path)
 }
 
 /// Flushes a file's data, or a folder's entries, to the disk.
@@ -268,20 +297,7 @@ impl CheckpointRef<'_> {
             )));
         }
 
-        std::fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
-        let tmp = run_dir.join(TMP_DIR);
-        remove_dir_if_present(&tmp)?;
-        std::fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-        let written = self.write_files(&tmp);
-        if written.is_err() {
-            // Not needed for safety (load ignores it, the next save replaces it): tidiness.
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        written?;
-
-        let cur = run_dir.join(DIR);
-        swap_in(run_dir, &tmp, &cur, &run_dir.join(OLD_DIR))?;
-        Ok(cur)
+        save_folder(run_dir, DIR, |tmp| self.write_files(tmp))
     }
 
     /// The four files, each fsynced, then the folder itself.
@@ -308,20 +324,14 @@ impl CheckpointRef<'_> {
                 .collect(),
             state: self.state,
         };
-        let state_path = tmp.join(STATE);
-        let json = serde_json::to_vec_pretty(&state).map_err(|e| CheckpointError::Format {
-            path: state_path.clone(),
-            what: format!("writing: {e}"),
-        })?;
-        std::fs::write(&state_path, json).map_err(io_err(&state_path))?;
-        fsync(&state_path)?;
+        write_json_synced(&tmp.join(STATE), &state)?;
         fsync(tmp)
     }
 }
 
 /// Whether `run_dir` holds a checkpoint [`Checkpoint::load`] would read.
 pub fn exists(run_dir: &Path) -> bool {
-    run_dir.join(DIR).is_dir() || run_dir.join(OLD_DIR).is_dir()
+    saved_folder(run_dir, DIR).is_some()
 }
 
 impl Checkpoint {
@@ -341,13 +351,9 @@ impl Checkpoint {
     /// its two renames), checking the format version, every tensor's presence, dtype (F32)
     /// and shape against the saved config, and that no unexpected tensor is present.
     pub fn load(run_dir: &Path) -> Result<Checkpoint, CheckpointError> {
-        let dir = [DIR, OLD_DIR]
-            .iter()
-            .map(|d| run_dir.join(d))
-            .find(|d| d.is_dir())
-            .ok_or_else(|| CheckpointError::Missing {
-                path: run_dir.into(),
-            })?;
+        let dir = saved_folder(run_dir, DIR).ok_or_else(|| CheckpointError::Missing {
+            path: run_dir.into(),
+        })?;
 
         let state_path = dir.join(STATE);
         let bad_state = |what: String| CheckpointError::Format {

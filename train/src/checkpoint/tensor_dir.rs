@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{fsync, io_err, read_extra, remove_dir_if_present, swap_in, write_tensors, CheckpointError, ExtraEntry, F32View, FORMAT_VERSION, STATE};
+use super::{fsync, io_err, read_extra, save_folder, saved_folder, write_json_synced, write_tensors, CheckpointError, ExtraEntry, F32View, FORMAT_VERSION, STATE};
 
 const TENSORS: &str = "tensors.safetensors";
 
@@ -36,11 +36,7 @@ pub fn save(parent: &Path, name: &str, tensors: &[(String, &[f32])], state: &ser
     if let Some((n, _)) = tensors.iter().find(|(n, _)| n == "__metadata__" || !seen.insert(n.as_str())) {
         return Err(invalid(format!("tensor name {n:?} repeated or reserved")));
     }
-    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let tmp = parent.join(format!("{name}.tmp"));
-    remove_dir_if_present(&tmp)?;
-    std::fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-    let written = (|| {
+    save_folder(parent, name, |tmp| {
         let views = tensors.iter().map(|(n, data)| (n.clone(), F32View { shape: vec![data.len()], data })).collect();
         write_tensors(&tmp.join(TENSORS), views)?;
         let out = Out {
@@ -48,33 +44,19 @@ pub fn save(parent: &Path, name: &str, tensors: &[(String, &[f32])], state: &ser
             tensors: tensors.iter().map(|(n, d)| ExtraEntry { name: n.clone(), len: d.len() }).collect(),
             state,
         };
-        let path = tmp.join(STATE);
-        let json = serde_json::to_vec_pretty(&out).map_err(|e| CheckpointError::Format { path: path.clone(), what: format!("writing: {e}") })?;
-        std::fs::write(&path, json).map_err(io_err(&path))?;
-        fsync(&path)?;
-        fsync(&tmp)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    written?;
-    let cur = parent.join(name);
-    swap_in(parent, &tmp, &cur, &parent.join(format!("{name}.old")))?;
-    Ok(cur)
+        write_json_synced(&tmp.join(STATE), &out)?;
+        fsync(tmp)
+    })
 }
 
 /// Whether `<parent>/<name>/` (or its `.old` copy) holds a saved state.
 pub fn exists(parent: &Path, name: &str) -> bool {
-    parent.join(name).is_dir() || parent.join(format!("{name}.old")).is_dir()
+    saved_folder(parent, name).is_some()
 }
 
 /// Reads what [`save`] wrote: the tensors in the order saved, and the state.
 pub fn load(parent: &Path, name: &str) -> Result<Loaded, CheckpointError> {
-    let dir = [name.to_string(), format!("{name}.old")]
-        .iter()
-        .map(|d| parent.join(d))
-        .find(|d| d.is_dir())
-        .ok_or_else(|| CheckpointError::Missing { path: parent.join(name) })?;
+    let dir = saved_folder(parent, name).ok_or_else(|| CheckpointError::Missing { path: parent.join(name) })?;
     let path = dir.join(STATE);
     let bad = |what: String| CheckpointError::Format { path: path.clone(), what };
     let text = std::fs::read(&path).map_err(io_err(&path))?;
