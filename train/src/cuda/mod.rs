@@ -85,9 +85,14 @@ impl CudaStudent {
     /// Opens GPU `ordinal` and uploads `params`; gradients and moments start at zero.
     pub fn new(ordinal: usize, cfg: &StudentConfig, params: &Params, precision: GemmPrecision) -> Result<Self, EngineError> {
         Self::check_shape(cfg, params)?;
+        Self::on(Self::open_gpu(ordinal)?, cfg, params, precision)
+    }
+
+    /// GPU `ordinal`, opened for training: freed memory kept in the pool between steps.
+    fn open_gpu(ordinal: usize) -> Result<Arc<Gpu>, EngineError> {
         let gpu = Gpu::open(ordinal)?;
         gpu.keep_freed_memory()?;
-        Self::on(Arc::new(gpu), cfg, params, precision)
+        Ok(Arc::new(gpu))
     }
 
     /// [`CudaStudent::new`] on a GPU already open (another model's, sharing its stream).

@@ -52,9 +52,7 @@ impl CudaTeacher {
     pub fn load(ordinal: usize, teacher: &Model, precision: GemmPrecision) -> Result<CudaTeacher, EngineError> {
         let (cfg, params) = Self::read(teacher)?;
         CudaStudent::check_shape(&cfg, &params)?;
-        let gpu = nexus_kernels::cuda::Gpu::open(ordinal)?;
-        gpu.keep_freed_memory()?;
-        Ok(CudaTeacher { model: CudaStudent::frozen_on(Arc::new(gpu), &cfg, &params, precision)? })
+        Ok(CudaTeacher { model: CudaStudent::frozen_on(CudaStudent::open_gpu(ordinal)?, &cfg, &params, precision)? })
     }
 
     /// [`CudaTeacher::load`] onto the GPU (and stream) a student already holds, so the

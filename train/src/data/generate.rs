@@ -272,6 +272,7 @@ pub fn generate_from_teacher(
         count += 1;
     }
     write_atomic(out_jsonl, &out).map_err(|source| DataError::Io { path: out_jsonl.to_path_buf(), source })?;
+    let (teacher, teacher_bytes) = teacher_identity(model);
     Ok(GenerationRecord {
         prompts_path: prompts_path.to_path_buf(),
         prompts_sha256: sha256_file(prompts_path)?,
@@ -287,7 +288,7 @@ pub fn generate_from_teacher(
         count,
         empty_answers,
         generated_tokens,
-        teacher: teacher_identity(model).0,
-        teacher_bytes: teacher_identity(model).1,
+        teacher,
+        teacher_bytes,
     })
 }

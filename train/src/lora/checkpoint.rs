@@ -35,10 +35,15 @@ struct Saved {
     log: Vec<LoraStep>,
 }
 
+/// `<out>.<suffix>` beside the adapter `out` (its checkpoint folder, the teacher's answers).
+pub fn beside(out: &Path, suffix: &str) -> PathBuf {
+    let name = out.file_name().map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned());
+    out.with_file_name(format!("{name}.{suffix}"))
+}
+
 /// The checkpoint folder of the adapter `out`: `<out>.checkpoint/` beside it.
 pub fn checkpoint_path(out: &Path) -> PathBuf {
-    let name = out.file_name().map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned());
-    out.with_file_name(format!("{name}.checkpoint"))
+    beside(out, "checkpoint")
 }
 
 fn parts(path: &Path) -> (&Path, String) {

@@ -10,7 +10,7 @@ use nexus_runtime::model::Model;
 use serde::{Deserialize, Serialize};
 
 use super::base::load_base;
-use super::checkpoint::{self as lora_checkpoint, checkpoint_path, LoraJobId};
+use super::checkpoint::{self as lora_checkpoint, beside, checkpoint_path, LoraJobId};
 use super::train::{train_lora, LoraKeeping, LoraStep};
 use super::{LoraSet, Target};
 use crate::config::TrainSection;
@@ -89,12 +89,9 @@ pub fn run_lora_job(job: &LoraJob, kit: &TeacherKit, progress: Progress, on_step
     let mut lora = LoraSet::init(&cfg, job.targets, job.rank, job.alpha, job.seed)?;
     let mut data = job.data.to_vec();
     if let Some((prompts, gen)) = &job.prompts {
-        let with = |ext: &str| {
-            let name = job.out.file_name().map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned());
-            job.out.with_file_name(format!("{name}.{ext}"))
-        };
         let no_template = || TrainError::Config { path: job.teacher_path.to_path_buf(), what: "the teacher has no chat template, so it cannot answer --prompts".into() };
-        let record = teacher_answers(kit, prompts, gen, &with("answers.jsonl"), &with("answers.json"), no_template, progress)?;
+        let (out, record) = (beside(job.out, "answers.jsonl"), beside(job.out, "answers.json"));
+        let record = teacher_answers(kit, prompts, gen, &out, &record, no_template, progress)?;
         data.push(record.output_path);
     }
     if data.is_empty() {
@@ -146,7 +143,7 @@ pub fn run_lora_job(job: &LoraJob, kit: &TeacherKit, progress: Progress, on_step
     ];
     lora.write_gguf("llama", &meta, job.out)?;
     // The adapter is written: nothing is left to resume.
-    lora_checkpoint::remove(&checkpoint_path(job.out))?;
+    lora_checkpoint::remove(&ck)?;
 
     let k = log.len().min(10);
     let summary = LoraSummary {

@@ -359,12 +359,12 @@ fn fresh_state(cfg: &RunConfig, kit: &TeacherKit, scfg: StudentConfig) -> Result
     Ok(TrainState::fresh(scfg, params, anchors))
 }
 
-/// Weights that take part in a matrix product per token (the embedding lookup does not; a
-/// tied head does).
 /// The H100 SXM's dense BF16 tensor-core peak, TFLOP/s: the denominator of the MFU the
 /// reference run reports.
 pub const H100_BF16_DENSE_TFLOPS: f64 = 989.0;
 
+/// Weights that take part in a matrix product per token (the embedding lookup does not; a
+/// tied head does).
 fn matmul_params(s: &StudentConfig) -> usize {
     let lookup_only = if s.tied { 0 } else { s.n_vocab * s.n_embd };
     s.n_params() - s.n_embd * (2 * s.n_layer + 1) - lookup_only
