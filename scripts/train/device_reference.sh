@@ -60,7 +60,9 @@ prepare)
   strip -o /tmp/nexus-cli.stripped "$T/release/nexus-cli" && xz -9 -c /tmp/nexus-cli.stripped > .carry/ref/nexus-cli.xz
   rm -f .carry/ref/teacher.xz.*
   xz -9 -T0 -c "models/$TEACHER" | split -b 49000000 - .carry/ref/teacher.xz.
-  tar cf - -C runs corpus | xz -9 -T0 > .carry/ref/corpus.txz
+  # Only the JSONL files and their manifest: make_corpus.py leaves its .deb downloads and
+  # unpacked trees (~1.3 GB) beside them.
+  tar cf - -C runs --exclude=corpus/debs --exclude=corpus/unpacked corpus | xz -9 -T0 > .carry/ref/corpus.txz
   tar czf .carry/ref/seed.tgz --transform "s|^smollm2-student|run|" -C runs smollm2-student/profile.safetensors smollm2-student/profile smollm2-student/generated.jsonl smollm2-student/generation.json
   ls -la .carry/ref
   ;;
