@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use nexus_runtime::generate::GenerateParams;
+use nexus_runtime::kv_cache::{CacheTypes, KvType};
 use nexus_runtime::sampling::SamplingParams;
 
 #[derive(Args, Debug, Clone)]
@@ -25,6 +26,23 @@ pub struct ModelArgs {
     /// (bytes, or with K/M/G/T; default: the memory the system has available).
     #[arg(long = "max-memory", value_parser = crate::load::parse_size)]
     pub max_memory: Option<u64>,
+    /// How the KV cache stores keys (llama.cpp's -ctk): f32, f16 or q8_0 (default: f32 on the
+    /// CPU; CUDA keeps f16, its only type so far). A --model-draft's cache is stored alike.
+    #[arg(long = "cache-type-k", value_parser = parse_kv_type)]
+    pub cache_type_k: Option<KvType>,
+    /// How the KV cache stores values (llama.cpp's -ctv); as --cache-type-k.
+    #[arg(long = "cache-type-v", value_parser = parse_kv_type)]
+    pub cache_type_v: Option<KvType>,
+}
+
+impl ModelArgs {
+    pub fn cache_types(&self) -> CacheTypes {
+        CacheTypes { k: self.cache_type_k, v: self.cache_type_v }
+    }
+}
+
+fn parse_kv_type(s: &str) -> Result<KvType, String> {
+    KvType::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Args, Debug, Clone)]

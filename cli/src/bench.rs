@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use nexus_runtime::kv_cache::CacheTypes;
 use nexus_runtime::model::{Logits, Model};
 use rand::{Rng, SeedableRng};
 
@@ -32,6 +33,10 @@ pub struct BenchArgs {
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     repetitions: usize,
+    /// Tokens already in the KV cache when each test starts (llama-bench's -d; filled before
+    /// the clock starts), so attention reads a long context.
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    n_depth: usize,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "md")]
     output: Format,
@@ -68,11 +73,14 @@ fn random_tokens(model: &Model, n: usize, seed: u64) -> Vec<u32> {
     (0..n).map(|_| rng.gen_range(0..model.config.n_vocab as u32)).collect()
 }
 
-/// One timed run: a fresh context, then either one batch of `n` tokens (pp) or `n` single
-/// tokens in a row (tg), as llama-bench does.
-fn time_once(model: &Model, n: usize, batch: bool, seed: u64) -> Result<f64> {
+/// One timed run: a fresh context holding `depth` tokens, then either one batch of `n` tokens
+/// (pp) or `n` single tokens in a row (tg), as llama-bench does.
+fn time_once(model: &Model, types: CacheTypes, depth: usize, n: usize, batch: bool, seed: u64) -> Result<f64> {
     let tokens = random_tokens(model, n, seed);
-    let mut cache = model.new_cache(n.max(1));
+    let mut cache = model.new_cache_typed(depth + n.max(1), types)?;
+    if depth > 0 {
+        model.forward(&random_tokens(model, depth, seed + 1000), &mut cache, Logits::Last)?;
+    }
     let start = Instant::now();
     if batch {
         model.forward(&tokens, &mut cache, Logits::Last)?;
@@ -87,9 +95,12 @@ fn time_once(model: &Model, n: usize, batch: bool, seed: u64) -> Result<f64> {
 /// The same on the GPU. tg keeps greedy decoding on the device: per token the graph is
 /// replayed and the picked token read back (a sync per token, as llama-bench's decode has).
 #[cfg(feature = "cuda")]
-fn time_once_cuda(gpu: &mut nexus_runtime::model::CudaModel, model: &Model, n: usize, batch: bool, seed: u64) -> Result<f64> {
+fn time_once_cuda(gpu: &mut nexus_runtime::model::CudaModel, model: &Model, depth: usize, n: usize, batch: bool, seed: u64) -> Result<f64> {
     let tokens = random_tokens(model, n, seed);
     gpu.truncate(0);
+    if depth > 0 {
+        gpu.forward(&random_tokens(model, depth, seed + 1000), Logits::Last)?;
+    }
     let start = Instant::now();
     if batch {
         gpu.forward(&tokens, Logits::Last)?;
@@ -115,12 +126,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if !args.lora.is_empty() {
         crate::lora::apply(&mut loaded.model, &args.lora)?;
     }
-    let model = &loaded.model;
+    crate::device::check_cache_types(device, loaded.cache_types)?;
+    let (model, types, depth) = (&loaded.model, loaded.cache_types, args.n_depth);
+    if depth > 0 {
+        // The deepest context the tests reach must be one the model has and memory holds.
+        load::context_size(&loaded, Some(depth + args.n_prompt.max(args.n_gen))).context("-d (--n-depth)")?;
+    }
     let threads = rayon::current_num_threads();
     #[cfg(feature = "cuda")]
     let mut gpu = match device {
         crate::device::Device::Cuda(n) => {
-            let ctx = args.n_prompt.max(args.n_gen).max(16) + 1;
+            let ctx = depth + args.n_prompt.max(args.n_gen).max(16) + 1;
             Some(nexus_runtime::model::CudaModel::load(model, ctx, n)?)
         }
         crate::device::Device::Cpu => None,
@@ -129,9 +145,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut timed = |n: usize, batch: bool, seed: u64| -> Result<f64> {
         #[cfg(feature = "cuda")]
         if let Some(g) = gpu.as_mut() {
-            return time_once_cuda(g, model, n, batch, seed);
+            return time_once_cuda(g, model, depth, n, batch, seed);
         }
-        time_once(model, n, batch, seed)
+        time_once(model, types, depth, n, batch, seed)
     };
     let mut results = Vec::new();
     for (name, n, batch) in [("pp", args.n_prompt, true), ("tg", args.n_gen, false)] {
@@ -141,7 +157,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         // Warm-up: page the weights in, spin up threads, capture the GPU graphs.
         timed(n, batch, 0)?;
         let secs = (0..args.repetitions).map(|r| timed(n, batch, r as u64 + 1)).collect::<Result<_>>()?;
-        results.push(TestResult { name: format!("{name}{n}"), tokens: n, secs });
+        let at = if depth > 0 { format!(" @ d{depth}") } else { String::new() };
+        results.push(TestResult { name: format!("{name}{n}{at}"), tokens: n, secs });
     }
     // The roofline: bytes a tg token must read (weights, plus the KV cache at the average
     // position) over the device's measured copy bandwidth.
@@ -149,7 +166,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut roofline: Option<(f64, f64)> = None;
     #[cfg(feature = "cuda")]
     if let Some(g) = gpu.as_ref() {
-        let kv = g.kv_bytes_per_token(args.n_gen / 2) as f64;
+        let kv = g.kv_bytes_per_token(depth + args.n_gen / 2) as f64;
         roofline = Some((g.copy_bandwidth()?, kv));
     }
     let backend = device.name();
@@ -163,13 +180,20 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
     let model_name = loaded.path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let weight_bytes = model.weight_bytes_per_token() as f64;
+    // The cache's types, as llama-bench shows them when they are not the default.
+    let (type_k, type_v) = match device {
+        crate::device::Device::Cpu => types.on_cpu(),
+        crate::device::Device::Cuda(_) => (nexus_runtime::kv_cache::KvType::F16, nexus_runtime::kv_cache::KvType::F16),
+    };
+    let show_types = types != CacheTypes::default();
     match args.output {
         Format::Md => {
             let par_name = if device == crate::device::Device::Cpu { "threads" } else { "ngl" };
             let roof = if roofline.is_some() { " roofline |" } else { "" };
             let roof_sep = if roofline.is_some() { " ---: |" } else { "" };
-            println!("| model | size | params | backend | {par_name} | test | t/s | weights GB/s |{roof}");
-            println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |{roof_sep}");
+            let (types_head, types_sep) = if show_types { (" type_k | type_v |", " --- | --- |") } else { ("", "") };
+            println!("| model | size | params | backend | {par_name} |{types_head} test | t/s | weights GB/s |{roof}");
+            println!("| --- | ---: | ---: | --- | ---: |{types_sep} ---: | ---: | ---: |{roof_sep}");
             for r in &results {
                 let (mean, sd) = r.mean_sd();
                 let tg = r.name.starts_with("tg");
@@ -179,8 +203,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                     Some(_) => " |".to_string(),
                     None => String::new(),
                 };
+                let types = if show_types { format!(" {} | {} |", type_k.name(), type_v.name()) } else { String::new() };
                 println!(
-                    "| {model_name} | {:.2} MiB | {:.2} M | {backend} | {par} | {} | {mean:.2} ± {sd:.2} | {gbs} |{roof}",
+                    "| {model_name} | {:.2} MiB | {:.2} M | {backend} | {par} |{types} {} | {mean:.2} ± {sd:.2} | {gbs} |{roof}",
                     size as f64 / (1 << 20) as f64,
                     params as f64 / 1e6,
                     r.name
@@ -195,6 +220,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                     serde_json::json!({
                         "model": model_name, "size": size, "params": params, "backend": backend,
                         "threads": threads, "n_gpu_layers": if device == crate::device::Device::Cpu { 0 } else { 99 },
+                        "type_k": type_k.name(), "type_v": type_v.name(), "n_depth": depth,
                         "test": r.name, "avg_ts": mean, "stddev_ts": sd,
                         "samples_s": r.secs, "weight_bytes_per_token": weight_bytes,
                         "copy_bandwidth": roofline.map(|r| r.0), "kv_bytes_per_token": roofline.map(|r| r.1),

@@ -44,7 +44,7 @@ pub fn bench_draft(device: Device, target: &Loaded, draft: &Draft, n_gen: usize,
     let params = GenerateParams { max_tokens: Some(n_gen), sampling: SamplingParams::greedy(), stop: Vec::new() };
     let cancel = AtomicBool::new(false);
     let alone = || -> Result<Timed> {
-        let mut backend = crate::device::open(device, &target.model, n_ctx)?;
+        let mut backend = crate::device::open(device, &target.model, n_ctx, target.cache_types)?;
         let generation = generate(backend.as_mut(), &target.tokenizer, &prompt, &params, &cancel, |_| {})?;
         Ok(Timed { secs: generation.stats.generation_secs, generation })
     };

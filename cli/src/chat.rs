@@ -67,8 +67,12 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let params = args.gen.params();
     // The session borrows the model mutably: /lora changes its adapters between turns.
     let system = args.system_prompt.clone();
+    crate::device::check_cache_types(device, loaded.cache_types)?;
     let mut session = match device {
-        Device::Cpu => ChatSession::new(&mut loaded.model, tokenizer, template, system, n_ctx),
+        Device::Cpu => {
+            let cache = loaded.model.new_cache_typed(n_ctx, loaded.cache_types)?;
+            ChatSession::with_cache(&mut loaded.model, tokenizer, template, system, cache)
+        }
         #[cfg(feature = "cuda")]
         Device::Cuda(n) => ChatSession::on_cuda(&mut loaded.model, tokenizer, template, system, n_ctx, n)?,
         #[cfg(not(feature = "cuda"))]

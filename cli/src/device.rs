@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Result};
 use nexus_runtime::decoder::{CpuDecoder, Decoder};
+use nexus_runtime::kv_cache::{CacheTypes, KvType};
 use nexus_runtime::model::Model;
 
 use crate::args::ModelArgs;
@@ -81,10 +82,24 @@ fn default_device() -> Device {
     Device::Cpu
 }
 
-/// A backend on `device` for `model` with `n_ctx` positions.
-pub fn open<'a>(device: Device, model: &'a Model, n_ctx: usize) -> Result<Box<dyn Decoder + 'a>> {
+/// Refuses a KV cache type `device` cannot hold: the CUDA backend's kernels read an f16 cache
+/// only, so far.
+pub fn check_cache_types(device: Device, types: CacheTypes) -> Result<()> {
+    if let Device::Cuda(_) = device {
+        for (flag, ty) in [("--cache-type-k", types.k), ("--cache-type-v", types.v)] {
+            if let Some(ty) = ty.filter(|&t| t != KvType::F16) {
+                bail!("{flag} {}: the CUDA backend keeps its KV cache in f16 (f32 and q8_0 caches run on the CPU: --device cpu)", ty.name());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A backend on `device` for `model` with `n_ctx` positions, its KV cache stored as `types`.
+pub fn open<'a>(device: Device, model: &'a Model, n_ctx: usize, types: CacheTypes) -> Result<Box<dyn Decoder + 'a>> {
+    check_cache_types(device, types)?;
     match device {
-        Device::Cpu => Ok(Box::new(CpuDecoder { model, cache: model.new_cache(n_ctx) })),
+        Device::Cpu => Ok(Box::new(CpuDecoder { model, cache: model.new_cache_typed(n_ctx, types)? })),
         #[cfg(feature = "cuda")]
         Device::Cuda(n) => Ok(Box::new(nexus_runtime::model::CudaModel::load(model, n_ctx, n)?)),
         #[cfg(not(feature = "cuda"))]

@@ -74,8 +74,8 @@ pub fn generate(
     cancel: &AtomicBool,
     on_text: impl FnMut(&str),
 ) -> Result<(Generation, SpeculativeStats)> {
-    let mut target_backend = device::open(device, &target.model, n_ctx)?;
-    let mut draft_backend = device::open(device, &draft.loaded.model, n_ctx)
+    let mut target_backend = device::open(device, &target.model, n_ctx, target.cache_types)?;
+    let mut draft_backend = device::open(device, &draft.loaded.model, n_ctx, target.cache_types)
         .with_context(|| format!("opening the draft model {} on {}", draft.loaded.path.display(), device.name()))?;
     let mut speculative =
         Speculative { target: target_backend.as_mut(), draft: draft_backend.as_mut(), params: draft.params.clone() };

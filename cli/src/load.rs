@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use nexus_runtime::gguf::GgufFile;
+use nexus_runtime::kv_cache::CacheTypes;
 use nexus_runtime::model::Model;
 use nexus_runtime::tokenizer::Tokenizer;
 
@@ -43,6 +44,8 @@ pub struct Loaded {
     pub tokenizer: Tokenizer,
     /// Host memory the weights (the mapped file) and the KV cache may take, when known.
     pub memory_limit: Option<MemoryLimit>,
+    /// How the KV cache stores keys and values (`--cache-type-k/-v`).
+    pub cache_types: CacheTypes,
 }
 
 /// A memory budget and where it came from, for the error message.
@@ -90,6 +93,7 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
     }
     let mut loaded = load_path(&path)?;
     loaded.memory_limit = memory_limit;
+    loaded.cache_types = args.cache_types();
     Ok(loaded)
 }
 
@@ -97,7 +101,7 @@ pub fn load_path(path: &Path) -> Result<Loaded> {
     let file = Arc::new(GgufFile::open(path)?);
     let tokenizer = Tokenizer::from_gguf(&file).with_context(|| format!("{}: reading the tokenizer", path.display()))?;
     let model = Model::from_file(file)?;
-    Ok(Loaded { path: path.to_path_buf(), model, tokenizer, memory_limit: None })
+    Ok(Loaded { path: path.to_path_buf(), model, tokenizer, memory_limit: None, cache_types: CacheTypes::default() })
 }
 
 /// `MemAvailable` of /proc/meminfo, where there is one.
@@ -147,8 +151,9 @@ const DEFAULT_CTX: usize = 4096;
 
 /// The context size to allocate: 0 means the model's own, and more than that is refused
 /// before any work, since positions past the training context give garbage. The weights and
-/// an f32 KV cache of that size must fit the memory limit (a file's `context_length` is
-/// whatever its author wrote, so `-c 0` could otherwise ask for any amount).
+/// a host KV cache of that size (of the types asked for) must fit the memory limit (a file's
+/// `context_length` is whatever its author wrote, so `-c 0` could otherwise ask for any
+/// amount).
 pub fn context_size(loaded: &Loaded, requested: Option<usize>) -> Result<usize> {
     let config = &loaded.model.config;
     let train = config.n_ctx_train;
@@ -160,7 +165,7 @@ pub fn context_size(loaded: &Loaded, requested: Option<usize>) -> Result<usize> 
     };
     if let Some(limit) = loaded.memory_limit {
         let weights = std::fs::metadata(&loaded.path).map(|m| m.len()).unwrap_or(0);
-        let kv = 2 * 4 * (config.n_layer as u64) * (config.kv_dim() as u64) * (n_ctx as u64);
+        let kv = loaded.cache_types.cpu_bytes(config.n_layer, config.kv_dim(), n_ctx);
         limit.check(&loaded.path, &format!("the weights and a {n_ctx}-token KV cache"), weights.saturating_add(kv))?;
     }
     Ok(n_ctx)

@@ -82,10 +82,12 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // llama.cpp spells them `-ngl` and `-md`; clap only knows single-letter short flags.
+    // llama.cpp spells them `-ngl`, `-md`, `-ctk`, `-ctv`; clap only knows single-letter short flags.
     let argv = std::env::args().map(|a| match a.as_str() {
         "-ngl" => "--n-gpu-layers".to_string(),
         "-md" => "--model-draft".to_string(),
+        "-ctk" => "--cache-type-k".to_string(),
+        "-ctv" => "--cache-type-v".to_string(),
         _ => a,
     });
     let result = match Command::parse_from(argv) {

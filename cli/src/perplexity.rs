@@ -70,11 +70,12 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
     let tokens = text_tokens(&loaded, file)?;
     let chunks = Chunks::new(tokens, n_ctx, args.chunks).with_context(|| file.display().to_string())?;
     eprintln!("perplexity: {} chunks of {n_ctx} tokens, {} scored per chunk", chunks.n_chunk(), chunks.scored_per_chunk());
+    let mut cache = model.new_cache_typed(n_ctx, loaded.cache_types)?;
     let result = match &args.kl_divergence_base {
-        None => eval::perplexity(model, &chunks, bos, progress)?,
+        None => eval::perplexity_with(model, &mut cache, &chunks, bos, |_, _| Ok(()), progress)?,
         Some(out) => {
             let mut writer = KlBaseWriter::create(out, model.config.n_vocab, &chunks, args.kl_top_k)?;
-            let r = eval::perplexity_with(model, &chunks, bos, |i, logits| writer.add_chunk(logits, chunks.targets(i)), progress)?;
+            let r = eval::perplexity_with(model, &mut cache, &chunks, bos, |i, logits| writer.add_chunk(logits, chunks.targets(i)), progress)?;
             writer.finish()?;
             eprintln!("\nsaved the top-{} log-probabilities of {} positions to {}", args.kl_top_k, r.stats.count, out.display());
             r
@@ -98,7 +99,7 @@ fn kl_divergence(loaded: &Loaded, args: &PerplexityArgs, base_path: &Path, bos: 
     }
     let n_chunk = chunks.n_chunk().min(args.chunks.unwrap_or(usize::MAX));
     eprintln!("kl-divergence: {n_chunk} chunks of {} tokens against {} (top-{} + rest)", chunks.n_ctx(), base_path.display(), base.top_k);
-    let mut cache = model.new_cache(chunks.n_ctx());
+    let mut cache = model.new_cache_typed(chunks.n_ctx(), loaded.cache_types)?;
     let mut report = KlReport::default();
     for i in 0..n_chunk {
         let logits = eval::chunk_logits(model, &mut cache, chunks, i, bos)?;

@@ -55,7 +55,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     // With a draft, the speculative loop opens both models on the device.
     let mut backend = match draft {
         Some(_) => None,
-        None => Some(crate::device::open(device, model, n_ctx)?),
+        None => Some(crate::device::open(device, model, n_ctx, loaded.cache_types)?),
     };
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();

@@ -123,6 +123,39 @@ fn bench_prints_a_llama_bench_table() {
 }
 
 #[test]
+fn kv_cache_types_run_and_unusable_ones_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Heads of 32 values: one Q8_0 block each.
+    let m32 = dir.path().join("h32.gguf");
+    TinyModel { n_embd: 128, n_head: 4, n_head_kv: 2, n_ctx: 512, ..Default::default() }.write(&m32);
+    let m32 = m32.to_str().unwrap();
+    let run = |m: &str, extra: &[&str]| cli(&[&["run", "-m", m, "-p", "hello", "-n", "8", "--temp", "0", "-t", "2"][..], extra].concat(), None);
+    let f32_text = run(m32, &[]);
+    assert!(f32_text.status.success(), "{}", text(&f32_text.stderr));
+    for types in [["-ctk", "q8_0", "-ctv", "q8_0"], ["--cache-type-k", "f16", "--cache-type-v", "q8_0"]] {
+        let o = run(m32, &types);
+        assert!(o.status.success(), "{types:?}: {}", text(&o.stderr));
+        assert!(text(&o.stdout).starts_with("hello") && o.stdout.len() > 5, "{}", text(&o.stdout));
+    }
+    let o = run(m32, &["-ctk", "q4_0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("q4_0") && text(&o.stderr).contains("f32, f16 or q8_0"), "{}", text(&o.stderr));
+    // Heads of 16: a Q8_0 cache cannot hold them, said before any work.
+    let m16 = tiny_model(dir.path());
+    let o = run(m16.to_str().unwrap(), &["-ctv", "q8_0"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("multiple of 32") && text(&o.stderr).contains("16"), "{}", text(&o.stderr));
+    // bench at a depth, with the types in the table as llama-bench shows them.
+    let o = cli(&["bench", "-m", m32, "-p", "8", "-n", "4", "-r", "1", "-t", "1", "-d", "16", "-ctk", "q8_0", "-ctv", "f16"], None);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("| q8_0 | f16 |") && out.contains("| tg4 @ d16 |") && out.contains("| pp8 @ d16 |"), "{out}");
+    let o = cli(&["bench", "-m", m32, "-p", "0", "-n", "4", "-r", "1", "-d", "100000"], None);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("training context"), "{}", text(&o.stderr));
+}
+
+#[test]
 fn bad_files_and_flags_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.gguf");

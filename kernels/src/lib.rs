@@ -16,8 +16,8 @@ pub mod quant;
 pub mod simd;
 
 pub use ggml_type::GgmlType;
-pub use matmul::{matmul, matmul_in, matmul_rowwise, matmul_rowwise_in, matvec, DotOrder, TILED_MIN_BATCH};
-pub use quant::{dequantize_row, quantize_row};
+pub use matmul::{matmul, matmul_in, matmul_rowwise, matmul_rowwise_in, matvec, DotOrder, RowDot, TILED_MIN_BATCH};
+pub use quant::{dequantize_row, quantize_activation_row, quantize_row};
 
 /// Errors of the kernel layer: wrong buffer sizes or a type without a kernel.
 #[derive(Debug, thiserror::Error)]

@@ -131,6 +131,38 @@ pub fn matvec_with(
     Ok(())
 }
 
+/// Dot products of one vector with rows of type `ty` that do not form one matrix — a KV cache's
+/// per-head slices, strided by the other heads' — each summed as [`matvec`] sums a row: the
+/// vector is put in the kernel's activation format (Q8_0 for Q8_0 rows, f32 for float rows)
+/// once, then every row is one call of the same kernel.
+pub struct RowDot {
+    dot: simd::DotFn,
+    act: Vec<u8>,
+    cols: usize,
+    row_bytes: usize,
+}
+
+impl RowDot {
+    pub fn new(ty: GgmlType, x: &[f32]) -> Result<Self, KernelError> {
+        let cols = x.len();
+        let (k, row_bytes) = prepare(simd::detected(), DotOrder::VecDot, ty, &[], 0, cols, "row dot")?;
+        let act = quantize_acts(k.act, x, cols)?.into_owned();
+        Ok(RowDot { dot: k.dot, act, cols, row_bytes })
+    }
+
+    /// Bytes of one row of the type for this vector's length.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// `dot(row, x)`. `row` must be exactly one row ([`RowDot::row_bytes`] long): callers cut
+    /// rows out of buffers they sized, so a wrong length is a bug, not bad input.
+    pub fn dot(&self, row: &[u8]) -> f32 {
+        assert_eq!(row.len(), self.row_bytes, "RowDot::dot: not one row");
+        (self.dot)(row, &self.act, self.cols)
+    }
+}
+
 /// `y[t*rows + r] = dot(W[r], x[t])` for `n` activation rows `x` (`n x cols`, row-major).
 pub fn matmul(
     ty: GgmlType,

@@ -2,6 +2,7 @@
 //! (`dot_f32`); the element-wise loops are left to the compiler, which vectorizes them.
 
 use crate::simd;
+use crate::{GgmlType, KernelError};
 
 /// `out = x / rms(x) * weight` with ggml's rounding: each square rounded to f32, then summed
 /// in f64 in order; `(x * scale) * weight`.
@@ -65,6 +66,17 @@ pub fn axpy_inplace(y: &mut [f32], alpha: f32, x: &[f32]) {
 /// for long rows (a LoRA's `B·t` during decoding).
 pub fn axpy_fma(y: &mut [f32], alpha: f32, x: &[f32]) {
     simd::axpy_f32_slices(y, alpha, x);
+}
+
+/// `y += alpha · x` for one row `x` of F32, F16 or Q8_0 values, `y.len()` of them: a value
+/// row of a KV cache added into an attention output without widening it first.
+pub fn axpy_row(ty: GgmlType, y: &mut [f32], alpha: f32, x: &[u8]) -> Result<(), KernelError> {
+    crate::quant::check_sizes(ty, y.len(), x.len(), "axpy_row")?;
+    if simd::axpy_row(ty, y, alpha, x) {
+        Ok(())
+    } else {
+        Err(KernelError::Unsupported { ty, what: "axpy_row" })
+    }
 }
 
 pub fn scale_inplace(x: &mut [f32], s: f32) {

@@ -46,3 +46,17 @@ fn ops_match_f64_references() {
         }
     }
 }
+
+#[test]
+fn axpy_row_checks_sizes_and_types() {
+    use nexus_kernels::GgmlType;
+    let mut y = vec![1f32; 32];
+    let mut row = vec![0u8; 34];
+    nexus_kernels::quantize_row(GgmlType::Q8_0, &[2.0; 32], &mut row).unwrap();
+    axpy_row(GgmlType::Q8_0, &mut y, 0.5, &row).unwrap();
+    // 2.0 is stored as 127 steps of an f16 scale: 1.99988.
+    assert!(y.iter().all(|&v| (v - 2.0).abs() < 1e-3), "{y:?}");
+    assert!(axpy_row(GgmlType::Q8_0, &mut y, 1.0, &row[..33]).is_err());
+    assert!(axpy_row(GgmlType::Q8_0, &mut y[..31], 1.0, &row).is_err());
+    assert!(axpy_row(GgmlType::Q4_0, &mut y, 1.0, &[0u8; 18]).is_err());
+}

@@ -63,6 +63,17 @@ impl<'m> ChatSession<'m> {
         n_ctx: usize,
     ) -> Self {
         let cache = model.new_cache(n_ctx);
+        Self::with_cache(model, tokenizer, template, system, cache)
+    }
+
+    /// A session on the CPU in `cache` (one of `model`'s: an f16 or Q8_0 cache, say).
+    pub fn with_cache(
+        model: &'m mut Model,
+        tokenizer: &'m Tokenizer,
+        template: ChatTemplate,
+        system: Option<String>,
+        cache: KvCache,
+    ) -> Self {
         ChatSession { model, tokenizer, template, system, turns: Vec::new(), backend: Backend::Cpu(cache), cached: Vec::new() }
     }
 

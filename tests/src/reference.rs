@@ -82,6 +82,31 @@ pub fn forward_f64(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
 /// [`forward_f64`] with `deltas[name]` (`[rows][cols]`, row-major) added to the weights of the
 /// named 2-D tensors: the merged-weights reference for LoRA adapters.
 pub fn forward_f64_with_deltas(file: &GgufFile, tokens: &[u32], deltas: &HashMap<String, Vec<f64>>) -> Vec<Vec<f64>> {
+    forward_f64_full(file, tokens, deltas, &|_| {}, &|_| {}, &|_| {})
+}
+
+/// [`forward_f64`] with every position's rotated query, key and value rows passed through
+/// `round_q`, `round_k` and `round_v` before attention reads them: the reference for a KV
+/// cache that stores keys and values in a narrower type (and, for a block type, multiplies
+/// keys with a query rounded to that type's dot-product format, as ggml does).
+pub fn forward_f64_kv_rounded(
+    file: &GgufFile,
+    tokens: &[u32],
+    round_q: &dyn Fn(&mut [f64]),
+    round_k: &dyn Fn(&mut [f64]),
+    round_v: &dyn Fn(&mut [f64]),
+) -> Vec<Vec<f64>> {
+    forward_f64_full(file, tokens, &HashMap::new(), round_q, round_k, round_v)
+}
+
+fn forward_f64_full(
+    file: &GgufFile,
+    tokens: &[u32],
+    deltas: &HashMap<String, Vec<f64>>,
+    round_q: &dyn Fn(&mut [f64]),
+    round_k: &dyn Fn(&mut [f64]),
+    round_v: &dyn Fn(&mut [f64]),
+) -> Vec<Vec<f64>> {
     let arch = file.get_str("general.architecture").unwrap().to_string();
     let k = |s: &str| format!("{arch}.{s}");
     let d = get_u(file, &k("embedding_length"));
@@ -130,7 +155,10 @@ pub fn forward_f64_with_deltas(file: &GgufFile, tokens: &[u32], deltas: &HashMap
         for (p, (qr, kr)) in q.iter_mut().zip(kk.iter_mut()).enumerate() {
             rope(qr, p);
             rope(kr, p);
+            round_q(qr);
+            round_k(kr);
         }
+        v.iter_mut().for_each(|vr| round_v(vr));
         let mut att = vec![vec![0f64; d]; tokens.len()];
         for t in 0..tokens.len() {
             for h in 0..n_head {

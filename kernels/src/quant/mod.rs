@@ -41,10 +41,10 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Ker
     Ok(())
 }
 
-/// Quantizes one row of activations for a dot product, the way ggml-cpu does at run time
-/// (see `legacy::quantize_q8_act_block`); Q8_K activations use the reference quantizer, as
-/// ggml-cpu does on x86.
-pub(crate) fn quantize_activation_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
+/// Quantizes one row the way ggml-cpu does at run time (see `legacy::quantize_q8_act_block`):
+/// activations for a dot product, and f32 copied into a quantized tensor such as a Q8_0 KV
+/// cache. Q8_K activations use the reference quantizer, as ggml-cpu does on x86.
+pub fn quantize_activation_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
     check_sizes(ty, src.len(), dst.len(), "quantize_activation_row")?;
     match ty {
         GgmlType::Q8_0 => legacy::quantize_q8_0_act(src, dst),

@@ -548,3 +548,33 @@ pub(crate) unsafe fn axpy_f32(y: *mut f32, alpha: f32, x: *const f32, n: usize) 
         i += 1;
     }
 }
+
+/// `y += alpha · x` for `n` f16 values at `x`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn axpy_f16(y: *mut f32, alpha: f32, x: *const u8, n: usize) {
+    let va = _mm256_set1_ps(alpha);
+    let mut i = 0;
+    while i + 8 <= n {
+        let v = _mm256_cvtph_ps(_mm_loadu_si128(x.add(2 * i) as *const __m128i));
+        _mm256_storeu_ps(y.add(i), _mm256_fmadd_ps(va, v, _mm256_loadu_ps(y.add(i))));
+        i += 8;
+    }
+    while i < n {
+        *y.add(i) += alpha * h2f(x.add(2 * i));
+        i += 1;
+    }
+}
+
+/// `y += alpha · x` for `n / 32` Q8_0 blocks at `x` (each an f16 scale and 32 int8 values).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn axpy_q8_0(y: *mut f32, alpha: f32, x: *const u8, n: usize) {
+    for b in 0..n / 32 {
+        let block = x.add(34 * b);
+        let scale = _mm256_set1_ps(alpha * h2f(block));
+        for g in 0..4 {
+            let q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(block.add(2 + 8 * g) as *const __m128i));
+            let out = y.add(32 * b + 8 * g);
+            _mm256_storeu_ps(out, _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(q), _mm256_loadu_ps(out)));
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! the matching activation format (f32, Q8_0, Q8_1 or Q8_K), `n` the element count.
 
 use crate::ggml_type::QK_K;
+use crate::GgmlType;
 use crate::quant::{f16_at, f32_at, Q8K_BSUMS, Q8K_QS};
 use half::f16;
 
@@ -358,4 +359,29 @@ pub(crate) fn dot_q3_k(w: &[u8], a: &[u8], n: usize) -> f32 {
         s += f32_at(ab, 0) * f16_at(wb, 108) * isum as f32;
     }
     s
+}
+
+/// `y += alpha · x` for one row of F32, F16 or Q8_0 values (the portable path of
+/// `simd::axpy_row`).
+pub(crate) fn axpy_row(ty: GgmlType, y: &mut [f32], alpha: f32, x: &[u8]) {
+    match ty {
+        GgmlType::F32 => {
+            for (v, b) in y.iter_mut().zip(x.chunks_exact(4)) {
+                *v += alpha * f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (v, b) in y.iter_mut().zip(x.chunks_exact(2)) {
+                *v += alpha * f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            }
+        }
+        _ => {
+            for (ys, block) in y.chunks_exact_mut(32).zip(x.chunks_exact(34)) {
+                let s = alpha * f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32();
+                for (v, &q) in ys.iter_mut().zip(&block[2..]) {
+                    *v += s * q as i8 as f32;
+                }
+            }
+        }
+    }
 }

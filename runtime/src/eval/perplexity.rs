@@ -157,24 +157,25 @@ impl PerplexityResult {
 /// progress. `bos` is the token that replaces each chunk's first (None when the vocabulary
 /// adds no BOS).
 pub fn perplexity(model: &Model, chunks: &Chunks, bos: Option<u32>, on_chunk: impl FnMut(usize, f64)) -> Result<PerplexityResult, EvalError> {
-    perplexity_with(model, chunks, bos, |_, _| Ok(()), on_chunk)
+    perplexity_with(model, &mut model.new_cache(chunks.n_ctx()), chunks, bos, |_, _| Ok(()), on_chunk)
 }
 
-/// [`perplexity`] that also hands each chunk's scored logits to `on_logits(i, logits)` before
-/// scoring them (how a KL base file is written in the same pass).
+/// [`perplexity`] in `cache` (of at least a chunk's positions; f16 or Q8_0, say) that also
+/// hands each chunk's scored logits to `on_logits(i, logits)` before scoring them (how a KL
+/// base file is written in the same pass).
 pub fn perplexity_with(
     model: &Model,
+    cache: &mut KvCache,
     chunks: &Chunks,
     bos: Option<u32>,
     mut on_logits: impl FnMut(usize, &[f32]) -> Result<(), EvalError>,
     mut on_chunk: impl FnMut(usize, f64),
 ) -> Result<PerplexityResult, EvalError> {
     let n_vocab = model.config.n_vocab;
-    let mut cache = model.new_cache(chunks.n_ctx());
     let mut stats = NllStats::default();
     let mut running = Vec::with_capacity(chunks.n_chunk());
     for i in 0..chunks.n_chunk() {
-        let logits = chunk_logits(model, &mut cache, chunks, i, bos)?;
+        let logits = chunk_logits(model, cache, chunks, i, bos)?;
         on_logits(i, &logits)?;
         let nlls: Vec<f64> = logits.par_chunks(n_vocab).zip(chunks.targets(i).par_iter()).map(|(row, &t)| row_nll(row, t)).collect();
         nlls.iter().for_each(|&v| stats.add(v));

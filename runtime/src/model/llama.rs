@@ -5,14 +5,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use nexus_kernels::ggml_order::{self, PositionSum};
-use nexus_kernels::ops::{add_inplace, rms_norm};
+use nexus_kernels::ops::{add_inplace, axpy_row, rms_norm};
+use nexus_kernels::RowDot;
 use rayon::prelude::*;
 
 use super::rope::Rope;
 use super::weights::load_vector;
 use super::{Batching, LayerWeights, Linear, ModelConfig, ModelError};
 use crate::gguf::GgufFile;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{CacheTypes, KvCache, KvCacheError, KvRows};
 
 /// Which positions' logits a forward call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +106,13 @@ impl Model {
 
     pub fn new_cache(&self, n_ctx: usize) -> KvCache {
         KvCache::new(self.config.n_layer, self.config.kv_dim(), n_ctx)
+    }
+
+    /// A CPU cache storing keys and values as `types` says (f32 where it says nothing).
+    pub fn new_cache_typed(&self, n_ctx: usize, types: CacheTypes) -> Result<KvCache, KvCacheError> {
+        let (k, v) = types.on_cpu();
+        let c = &self.config;
+        KvCache::with_types(c.n_layer, c.kv_dim(), c.head_dim, n_ctx, k, v)
     }
 
     /// Bytes of weights read to produce one token (the memory-bandwidth roofline's numerator).
@@ -269,9 +277,13 @@ fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 
 /// Causal grouped-query attention for `n` new tokens at positions `pos0..pos0+n`, reading
 /// K/V of all positions so far. Query heads share KV heads in groups; K/V are never copied.
-/// Scores, softmax and the weighted sum of values round as llama.cpp's CPU backend does
-/// (`ggml_order`), the sum in the order `order` of the batch llama.cpp would run.
-fn attention(c: &ModelConfig, q: &[f32], keys: &[f32], values: &[f32], pos0: usize, order: PositionSum, out: &mut [f32]) {
+/// With an f32 cache, scores, softmax and the weighted sum of values round as llama.cpp's CPU
+/// backend does (`ggml_order`), the sum in the order `order` of the batch llama.cpp would run.
+/// With an f16 or Q8_0 cache, each score is the kernels' row dot (the query put in the row
+/// type's activation format once, as a matvec does) and each value row is added into an f32
+/// sum straight from its stored form: close to llama.cpp's flash attention over such a cache,
+/// not bitwise.
+fn attention(c: &ModelConfig, q: &[f32], keys: KvRows, values: KvRows, pos0: usize, order: PositionSum, out: &mut [f32]) {
     let (hd, kv_dim) = (c.head_dim, c.kv_dim());
     let group = c.n_head / c.n_head_kv;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -281,10 +293,28 @@ fn attention(c: &ModelConfig, q: &[f32], keys: &[f32], values: &[f32], pos0: usi
         let qh = &q[i * hd..(i + 1) * hd];
         let kv_off = (h / group) * hd;
         let n_pos = pos0 + t + 1;
-        let mut scores: Vec<f32> = (0..n_pos)
-            .map(|p| ggml_order::dot_f32(qh, &keys[p * kv_dim + kv_off..p * kv_dim + kv_off + hd]) * scale)
-            .collect();
+        let mut scores: Vec<f32> = match keys {
+            KvRows::F32(keys) => (0..n_pos)
+                .map(|p| ggml_order::dot_f32(qh, &keys[p * kv_dim + kv_off..p * kv_dim + kv_off + hd]) * scale)
+                .collect(),
+            KvRows::Packed { ty, bytes, row_bytes } => {
+                // Heads are whole blocks (checked when the cache was made), so this cannot fail.
+                let dot = RowDot::new(ty.ggml(), qh).expect("a head is whole blocks");
+                let (off, len) = (ty.bytes(kv_off), dot.row_bytes());
+                (0..n_pos).map(|p| dot.dot(&bytes[p * row_bytes + off..p * row_bytes + off + len]) * scale).collect()
+            }
+        };
         ggml_order::softmax(&mut scores);
-        ggml_order::weighted_sum(&scores, values, kv_dim, kv_off, o, order);
+        match values {
+            KvRows::F32(values) => ggml_order::weighted_sum(&scores, values, kv_dim, kv_off, o, order),
+            KvRows::Packed { ty, bytes, row_bytes } => {
+                let (off, len) = (ty.bytes(kv_off), ty.bytes(hd));
+                o.fill(0.0);
+                for (p, &w) in scores.iter().enumerate() {
+                    let at = p * row_bytes + off;
+                    axpy_row(ty.ggml(), o, w, &bytes[at..at + len]).expect("a head is whole blocks");
+                }
+            }
+        }
     });
 }
