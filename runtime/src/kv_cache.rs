@@ -3,7 +3,6 @@
 //! `--cache-type-v`), which take a half or 34/128 of the memory and of the bytes attention
 //! reads per token.
 
-use half::f16;
 use nexus_kernels::{quantize_activation_row, GgmlType};
 
 /// How keys or values are stored, by llama.cpp's names.
@@ -105,16 +104,11 @@ impl Store {
     fn write(&mut self, row0: usize, kv_dim: usize, src: &[f32]) {
         match self {
             Store::F32(v) => v[row0 * kv_dim..row0 * kv_dim + src.len()].copy_from_slice(src),
-            Store::Packed { ty: KvType::F16, bytes, row_bytes } => {
-                let dst = &mut bytes[row0 * *row_bytes..row0 * *row_bytes + src.len() * 2];
-                for (d, &x) in dst.chunks_exact_mut(2).zip(src) {
-                    d.copy_from_slice(&f16::from_f32(x).to_le_bytes());
-                }
-            }
             Store::Packed { ty, bytes, row_bytes } => {
                 for (i, row) in src.chunks_exact(kv_dim).enumerate() {
                     let at = (row0 + i) * *row_bytes;
-                    // Sizes are the cache's own (checked at creation), so this cannot fail.
+                    // ggml-cpu's f32 → f16 / Q8_0 copy. Sizes are the cache's own (checked at
+                    // creation), so this cannot fail.
                     quantize_activation_row(ty.ggml(), row, &mut bytes[at..at + *row_bytes])
                         .expect("a KV cache row is whole blocks");
                 }

@@ -366,18 +366,18 @@ pub(crate) fn dot_q3_k(w: &[u8], a: &[u8], n: usize) -> f32 {
 pub(crate) fn axpy_row(ty: GgmlType, y: &mut [f32], alpha: f32, x: &[u8]) {
     match ty {
         GgmlType::F32 => {
-            for (v, b) in y.iter_mut().zip(x.chunks_exact(4)) {
-                *v += alpha * f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            for (i, v) in y.iter_mut().enumerate() {
+                *v += alpha * f32_at(x, 4 * i);
             }
         }
         GgmlType::F16 => {
-            for (v, b) in y.iter_mut().zip(x.chunks_exact(2)) {
-                *v += alpha * f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            for (i, v) in y.iter_mut().enumerate() {
+                *v += alpha * f16_at(x, 2 * i);
             }
         }
         _ => {
             for (ys, block) in y.chunks_exact_mut(32).zip(x.chunks_exact(34)) {
-                let s = alpha * f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32();
+                let s = alpha * f16_at(block, 0);
                 for (v, &q) in ys.iter_mut().zip(&block[2..]) {
                     *v += s * q as i8 as f32;
                 }
