@@ -173,16 +173,10 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
+/// `exp(v − max)` in place: [`exp_affine`] with a scale of 1, exact in f32, so the same bits.
 fn exp_minus_max(v: &mut [f32; 16], max: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: AVX2 and FMA detected; `v` holds 16 values.
-        unsafe { exp_minus_max_avx2(v, max) };
-        return;
-    }
-    for e in v.iter_mut() {
-        *e = expf_lane(*e - max);
-    }
+    let x = *v;
+    exp_affine(&x, 1.0, max, v);
 }
 
 /// `gate = silu(gate) · up`, as ggml's `ggml_vec_swiglu_f32`: the approximate exp sixteen at
@@ -300,15 +294,6 @@ unsafe fn v_expf(x: __m256) -> __m256 {
         *v = expf_lane(*v);
     }
     _mm256_loadu_ps(lanes.as_ptr())
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_minus_max_avx2(v: &mut [f32; 16], max: f32) {
-    for half in v.chunks_exact_mut(8) {
-        let e = v_expf(_mm256_sub_ps(_mm256_loadu_ps(half.as_ptr()), _mm256_set1_ps(max)));
-        _mm256_storeu_ps(half.as_mut_ptr(), e);
-    }
 }
 
 /// SwiGLU is element-wise: eight at a time gives what ggml's sixteen do.
@@ -463,7 +448,7 @@ mod tests {
                 *w = x[i % n] * 5.0;
             }
             let mut fast = wide;
-            unsafe { exp_minus_max_avx2(&mut fast, 3.0) };
+            unsafe { exp_affine_avx2(&wide, 1.0, 3.0, &mut fast) };
             let slow: Vec<f32> = wide.iter().map(|&v| expf_lane(v - 3.0)).collect();
             assert_eq!(bits(&fast), bits(&slow), "exp n={n}");
             for order in [PositionSum::Single, PositionSum::Batch] {

@@ -270,7 +270,7 @@ fn fsync(path: &Path) -> Result<(), CheckpointError> {
         .map_err(io_err(path))
 }
 
-fn remove_dir_if_present(path: &Path) -> Result<(), CheckpointError> {
+pub(crate) fn remove_dir_if_present(path: &Path) -> Result<(), CheckpointError> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path)(e)),
         _ => Ok(()),

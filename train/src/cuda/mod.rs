@@ -84,8 +84,14 @@ mod t {
 impl CudaStudent {
     /// Opens GPU `ordinal` and uploads `params`; gradients and moments start at zero.
     pub fn new(ordinal: usize, cfg: &StudentConfig, params: &Params, precision: GemmPrecision) -> Result<Self, EngineError> {
+        Self::open(ordinal, cfg, params, precision, false)
+    }
+
+    /// Opens GPU `ordinal` and uploads a model there, trainable or `frozen`; its shape is
+    /// checked before the GPU is touched.
+    fn open(ordinal: usize, cfg: &StudentConfig, params: &Params, precision: GemmPrecision, frozen: bool) -> Result<Self, EngineError> {
         Self::check_shape(cfg, params)?;
-        Self::on(Self::open_gpu(ordinal)?, cfg, params, precision)
+        Self::upload(Self::open_gpu(ordinal)?, cfg, params, precision, frozen)
     }
 
     /// GPU `ordinal`, opened for training: freed memory kept in the pool between steps.

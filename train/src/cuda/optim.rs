@@ -10,10 +10,11 @@ use crate::optim::{clip_factor, coefficients, decays, AdamW};
 impl CudaStudent {
     /// The L2 norm of all gradients together (f64 sums).
     pub fn grad_norm(&self) -> Result<f64, EngineError> {
+        let grads = &self.trainable()?.grads;
         let partial = self.gpu.alloc::<f64>(SUM_SQUARES_BLOCKS)?;
         let mut sum = 0f64;
         for &(o, n) in &self.spans {
-            sum += self.gpu.tr_sum_squares(self.trainable()?.grads.ptr_at(o), n, partial.ptr())?;
+            sum += self.gpu.tr_sum_squares(grads.ptr_at(o), n, partial.ptr())?;
         }
         Ok(sum.sqrt())
     }

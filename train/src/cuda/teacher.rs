@@ -51,8 +51,7 @@ impl CudaTeacher {
     /// architecture other than plain llama: biases, partial or scaled RoPE).
     pub fn load(ordinal: usize, teacher: &Model, precision: GemmPrecision) -> Result<CudaTeacher, EngineError> {
         let (cfg, params) = Self::read(teacher)?;
-        CudaStudent::check_shape(&cfg, &params)?;
-        Ok(CudaTeacher { model: CudaStudent::frozen_on(CudaStudent::open_gpu(ordinal)?, &cfg, &params, precision)? })
+        Ok(CudaTeacher { model: CudaStudent::open(ordinal, &cfg, &params, precision, true)? })
     }
 
     /// [`CudaTeacher::load`] onto the GPU (and stream) a student already holds, so the

@@ -108,10 +108,7 @@ pub fn load(path: &Path, job: &LoraJobId, lora: &mut LoraSet) -> Result<LoraResu
 pub fn remove(path: &Path) -> Result<(), TrainError> {
     let (parent, name) = parts(path);
     for dir in [name.clone(), format!("{name}.old")] {
-        match std::fs::remove_dir_all(parent.join(&dir)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(TrainError::Io { path: parent.join(dir), source: e }),
-            _ => {}
-        }
+        crate::checkpoint::remove_dir_if_present(&parent.join(dir))?;
     }
     Ok(())
 }

@@ -87,6 +87,16 @@ pub fn run_lora_job(job: &LoraJob, kit: &TeacherKit, progress: Progress, on_step
     }
     check_same_vocabulary(&kit.teacher.model, &Model::load(job.base)?, &kit.tokenizer)?;
     let mut lora = LoraSet::init(&cfg, job.targets, job.rank, job.alpha, job.seed)?;
+    // Before the teacher answers anything: --resume needs a checkpoint, and a fresh run must
+    // not overwrite a saved one.
+    let ck = checkpoint_path(job.out);
+    match (job.resume, lora_checkpoint::exists(&ck)) {
+        (true, false) => return Err(TrainError::Config { path: ck, what: "--resume, but there is no checkpoint to resume".into() }),
+        (false, true) => {
+            return Err(TrainError::Config { path: ck, what: "an unfinished run of this adapter is saved here: pass --resume to continue it, or remove it".into() })
+        }
+        _ => {}
+    }
     let mut data = job.data.to_vec();
     if let Some((prompts, gen)) = &job.prompts {
         let no_template = || TrainError::Config { path: job.teacher_path.to_path_buf(), what: "the teacher has no chat template, so it cannot answer --prompts".into() };
@@ -102,7 +112,6 @@ pub fn run_lora_job(job: &LoraJob, kit: &TeacherKit, progress: Progress, on_step
     let mut dataset = Dataset::new(corpus.tokens, job.seq_len, job.seed)?;
     let base_sha = sha256_file(job.base)?;
 
-    let ck = checkpoint_path(job.out);
     let id = LoraJobId {
         base_sha256: base_sha.clone(),
         targets: job.targets.iter().map(|t| t.short().to_string()).collect(),
@@ -113,13 +122,9 @@ pub fn run_lora_job(job: &LoraJob, kit: &TeacherKit, progress: Progress, on_step
         accum: job.train.accum,
         seed: job.seed,
     };
-    let resume = match (job.resume, lora_checkpoint::exists(&ck)) {
-        (true, true) => Some(lora_checkpoint::load(&ck, &id, &mut lora)?),
-        (true, false) => return Err(TrainError::Config { path: ck, what: "--resume, but there is no checkpoint to resume".into() }),
-        (false, true) => {
-            return Err(TrainError::Config { path: ck, what: "an unfinished run of this adapter is saved here: pass --resume to continue it, or remove it".into() })
-        }
-        (false, false) => None,
+    let resume = match job.resume {
+        true => Some(lora_checkpoint::load(&ck, &id, &mut lora)?),
+        false => None,
     };
     let mut save = |lora: &LoraSet, state: &super::train::LoraResume| lora_checkpoint::save(&ck, &id, lora, state);
     let keeping = LoraKeeping { every: job.checkpoint_every, stop: job.stop, path: &ck, save: &mut save };

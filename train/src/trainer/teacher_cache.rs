@@ -21,22 +21,33 @@ pub struct TeacherCache {
     used: usize,
     /// The layers whose streams the kept outputs hold (a run asks for the same ones each time).
     layers: Vec<usize>,
-    kept: HashMap<usize, TeacherOut>,
-    /// The loss's statistics of the kept sequences' rows ([`TeacherRow`]), for the temperature
-    /// and vocabulary chunk in `rows_for`.
-    rows: HashMap<usize, Vec<TeacherRow>>,
+    kept: HashMap<usize, Kept>,
+    /// The temperature and vocabulary chunk the kept rows' statistics are for.
     rows_for: Option<(u32, usize)>,
+}
+
+/// One sequence's teacher outputs and, once asked for, the loss's statistics of its rows
+/// ([`TeacherRow`]).
+struct Kept {
+    out: TeacherOut,
+    rows: Option<Vec<TeacherRow>>,
 }
 
 impl TeacherCache {
     /// A cache of at most `budget` bytes (0: none, every batch runs the teacher).
     pub fn new(budget: usize) -> Self {
-        TeacherCache { budget, used: 0, layers: Vec::new(), kept: HashMap::new(), rows: HashMap::new(), rows_for: None }
+        TeacherCache { budget, used: 0, layers: Vec::new(), kept: HashMap::new(), rows_for: None }
     }
 
     /// Bytes of outputs held.
     pub fn bytes(&self) -> usize {
         self.used
+    }
+
+    /// How many kept sequences hold their rows' statistics.
+    #[cfg(test)]
+    fn rows_kept(&self) -> usize {
+        self.kept.values().filter(|k| k.rows.is_some()).count()
     }
 
     /// `teacher.run(&batch.inputs, batch.n_seq, layers)`, running the teacher only on the
@@ -47,7 +58,6 @@ impl TeacherCache {
         }
         if self.layers != layers {
             self.kept.clear();
-            self.rows.clear();
             self.used = 0;
             self.layers = layers.to_vec();
         }
@@ -68,7 +78,7 @@ impl TeacherCache {
         }
         let mut out = TeacherOut { hidden: Vec::new(), residuals: layers.iter().map(|&l| (l, Vec::new())).collect() };
         for s in &batch.sequences {
-            let one = fresh.get(s).or_else(|| self.kept.get(s)).ok_or_else(|| TrainError::Invalid(format!("teacher cache: sequence {s} went missing")))?;
+            let one = fresh.get(s).or_else(|| self.kept.get(s).map(|k| &k.out)).ok_or_else(|| TrainError::Invalid(format!("teacher cache: sequence {s} went missing")))?;
             out.hidden.extend_from_slice(&one.hidden);
             for ((_, dst), (_, src)) in out.residuals.iter_mut().zip(&one.residuals) {
                 dst.extend_from_slice(src);
@@ -78,7 +88,7 @@ impl TeacherCache {
             let bytes = 4 * (one.hidden.len() + one.residuals.iter().map(|(_, r)| r.len()).sum::<usize>());
             if self.used + bytes <= self.budget {
                 self.used += bytes;
-                self.kept.insert(s, one);
+                self.kept.insert(s, Kept { out: one, rows: None });
             }
         }
         Ok(out)
@@ -93,24 +103,25 @@ impl TeacherCache {
     pub fn teacher_rows(&mut self, teacher: &Teacher, batch: &Batch, out: &TeacherOut, temperature: f32, chunk: usize) -> Result<Vec<TeacherRow>, TrainError> {
         let key = (temperature.to_bits(), chunk);
         if self.rows_for != Some(key) {
-            self.rows.clear();
+            self.kept.values_mut().for_each(|k| k.rows = None);
             self.rows_for = Some(key);
         }
         let td = teacher.n_embd();
         let per_seq = batch.seq_len * td;
         let mut all = Vec::with_capacity(batch.inputs.len());
+        // A batch that does not say which sequences it holds is computed, never kept.
+        let named = batch.sequences.len() == batch.n_seq;
         for j in 0..batch.n_seq {
-            // A batch that does not say which sequences it holds is computed, never kept.
-            let s = batch.sequences.get(j).filter(|_| batch.sequences.len() == batch.n_seq);
-            if let Some(r) = s.and_then(|s| self.rows.get(s)) {
+            let kept = batch.sequences.get(j).filter(|_| named).and_then(|s| self.kept.get_mut(s));
+            if let Some(r) = kept.as_ref().and_then(|k| k.rows.as_ref()) {
                 all.extend_from_slice(r);
                 continue;
             }
             let hidden = out.hidden.get(j * per_seq..(j + 1) * per_seq).ok_or_else(|| TrainError::Invalid("teacher cache: outputs shorter than the batch".into()))?;
             let r = teacher_rows(hidden, &teacher.head, td, temperature, chunk)?;
             all.extend_from_slice(&r);
-            if let Some(s) = s.filter(|s| self.kept.contains_key(s)) {
-                self.rows.insert(*s, r);
+            if let Some(k) = kept {
+                k.rows = Some(r);
             }
         }
         Ok(all)
@@ -187,12 +198,12 @@ mod tests {
             let want: Vec<TeacherRow> = (0..seqs.len()).flat_map(|j| own(&b, &out, j)).collect();
             assert_eq!(rows, want, "{seqs:?}");
         }
-        assert_eq!(cache.rows.len(), 3);
+        assert_eq!(cache.rows_kept(), 3);
         // Another temperature: the kept rows are dropped, not mixed in.
         let b = batch(&t, &[3], 9);
         let out = cache.run(&t, &b, &[0]).unwrap();
         cache.teacher_rows(&t, &b, &out, 1.0, 10).unwrap();
-        assert_eq!(cache.rows.len(), 1);
+        assert_eq!(cache.rows_kept(), 1);
     }
 
     #[test]
