@@ -137,7 +137,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut gpu = match device {
         crate::device::Device::Cuda(n) => {
             let ctx = depth + args.n_prompt.max(args.n_gen).max(16) + 1;
-            Some(nexus_runtime::model::CudaModel::load(model, ctx, n)?)
+            Some(nexus_runtime::model::CudaModel::load(model, ctx, n, types)?)
         }
         crate::device::Device::Cpu => None,
     };
@@ -183,7 +183,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     // The cache's types, as llama-bench shows them when they are not the default.
     let (type_k, type_v) = match device {
         crate::device::Device::Cpu => types.on_cpu(),
-        crate::device::Device::Cuda(_) => (nexus_runtime::kv_cache::KvType::F16, nexus_runtime::kv_cache::KvType::F16),
+        crate::device::Device::Cuda(_) => types.on_cuda(model.config.head_dim)?,
     };
     let show_types = types != CacheTypes::default();
     match args.output {

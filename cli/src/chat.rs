@@ -74,7 +74,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             ChatSession::with_cache(&mut loaded.model, tokenizer, template, system, cache)
         }
         #[cfg(feature = "cuda")]
-        Device::Cuda(n) => ChatSession::on_cuda(&mut loaded.model, tokenizer, template, system, n_ctx, n)?,
+        Device::Cuda(n) => ChatSession::on_cuda(&mut loaded.model, tokenizer, template, system, n_ctx, n, loaded.cache_types)?,
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => anyhow::bail!("this nexus-cli was built without CUDA"),
     };

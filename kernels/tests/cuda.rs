@@ -4,47 +4,13 @@
 #![cfg(feature = "cuda")]
 
 use half::f16;
-use nexus_kernels::cuda::{
-    AttnDecode, AttnPrefill, DeviceWeight, Gpu, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore, ARGMAX_SCRATCH,
-};
-use nexus_kernels::{dequantize_row, quantize_row, GgmlType};
-use rand::{Rng, SeedableRng};
+use nexus_kernels::cuda::{AttnDecode, AttnPrefill, DeviceWeight, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore, ARGMAX_SCRATCH};
+use nexus_kernels::GgmlType;
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-fn gpu() -> Option<Gpu> {
-    match Gpu::open(0) {
-        Ok(g) => Some(g),
-        Err(e) if std::env::var_os("NEXUS_REQUIRE_CUDA").is_none() => {
-            eprintln!("skipped: {e}");
-            None
-        }
-        Err(e) => panic!("NEXUS_REQUIRE_CUDA is set but the GPU cannot be used: {e}"),
-    }
-}
-
-fn random(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| (rng.gen::<f32>() - 0.5) * 2.0 * scale).collect()
-}
-
-fn quantize(ty: GgmlType, w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
-    let rb = ty.row_size(cols as u64).unwrap() as usize;
-    let mut out = vec![0u8; rows * rb];
-    for r in 0..rows {
-        quantize_row(ty, &w[r * cols..(r + 1) * cols], &mut out[r * rb..(r + 1) * rb]).unwrap();
-    }
-    out
-}
-
-fn dequantize(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Vec<f64> {
-    let rb = ty.row_size(cols as u64).unwrap() as usize;
-    let mut row = vec![0f32; cols];
-    let mut out = Vec::with_capacity(rows * cols);
-    for r in 0..rows {
-        dequantize_row(ty, &data[r * rb..(r + 1) * rb], &mut row).unwrap();
-        out.extend(row.iter().map(|&v| v as f64));
-    }
-    out
-}
+mod cuda_common;
+use cuda_common::{dequantize, gpu, quantize, random, rel_err};
 
 /// x as the kernels see it: per 32 elements, scaled to ±127 and rounded half to even.
 fn q8_roundtrip(x: &[f32]) -> Vec<f64> {
@@ -66,12 +32,6 @@ fn rms(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
     let rs = 1.0 / (ss / x.len() as f64 + eps as f64).sqrt();
     x.iter().zip(w).map(|(&v, &g)| (v as f64 * rs * g as f64) as f32).collect()
-}
-
-fn rel_err(got: &[f32], want: &[f64]) -> f64 {
-    let num: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum();
-    let den: f64 = want.iter().map(|w| w * w).sum();
-    (num / den.max(1e-300)).sqrt()
 }
 
 const TYPES: [GgmlType; 10] = [
@@ -243,6 +203,8 @@ fn fused_qkv_rope_matches_separate_launches() {
             v: vb.ptr(),
             k_cache: kc1.ptr(),
             v_cache: vc1.ptr(),
+            k_scales: 0,
+            v_scales: 0,
             inv_freq: freq.ptr(),
             state: state.ptr(),
             freq_scale: 0.5,
@@ -331,6 +293,8 @@ fn prefill_attention_matches_reference() {
                 q: qb.ptr(),
                 k_cache: kc.ptr(),
                 v_cache: vc.ptr(),
+                k_scales: 0,
+                v_scales: 0,
                 out: out.ptr(),
                 state: state.ptr(),
                 scale,
@@ -411,6 +375,8 @@ fn rope_and_attention_match_reference() {
                 v: vb.ptr(),
                 k_cache: kc.ptr(),
                 v_cache: vc.ptr(),
+                k_scales: 0,
+                v_scales: 0,
                 inv_freq: freq.ptr(),
                 state: state.ptr(),
                 freq_scale: 1.0,
@@ -442,6 +408,8 @@ fn rope_and_attention_match_reference() {
             q: qb.ptr(),
             k_cache: kc.ptr(),
             v_cache: vc.ptr(),
+            k_scales: 0,
+            v_scales: 0,
             out: out.ptr(),
             part: part.ptr(),
             counter: counter.ptr(),

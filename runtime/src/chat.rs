@@ -37,10 +37,10 @@ pub struct ChatReply {
 enum Backend {
     /// The host model, with this cache.
     Cpu(KvCache),
-    /// A copy of the model (adapters included) on GPU `ordinal`, with `n_ctx` positions; `None`
-    /// after an upload failed, tried again at the next turn.
+    /// A copy of the model (adapters included) on GPU `ordinal`, with `n_ctx` positions stored
+    /// as `types`; `None` after an upload failed, tried again at the next turn.
     #[cfg(feature = "cuda")]
-    Cuda { ordinal: usize, n_ctx: usize, model: Option<Box<crate::model::CudaModel>> },
+    Cuda { ordinal: usize, n_ctx: usize, types: crate::kv_cache::CacheTypes, model: Option<Box<crate::model::CudaModel>> },
 }
 
 pub struct ChatSession<'m> {
@@ -77,9 +77,10 @@ impl<'m> ChatSession<'m> {
         ChatSession { model, tokenizer, template, system, turns: Vec::new(), backend: Backend::Cpu(cache), cached: Vec::new() }
     }
 
-    /// A session whose forward passes run on CUDA device `ordinal` (the model, with the
-    /// adapters attached now, is uploaded here).
+    /// A session whose forward passes run on CUDA device `ordinal` with a cache stored as
+    /// `types` (the model, with the adapters attached now, is uploaded here).
     #[cfg(feature = "cuda")]
+    #[allow(clippy::too_many_arguments)]
     pub fn on_cuda(
         model: &'m mut Model,
         tokenizer: &'m Tokenizer,
@@ -87,9 +88,10 @@ impl<'m> ChatSession<'m> {
         system: Option<String>,
         n_ctx: usize,
         ordinal: usize,
+        types: crate::kv_cache::CacheTypes,
     ) -> Result<Self, ModelError> {
-        let gpu = crate::model::CudaModel::load(model, n_ctx, ordinal)?;
-        let backend = Backend::Cuda { ordinal, n_ctx, model: Some(Box::new(gpu)) };
+        let gpu = crate::model::CudaModel::load(model, n_ctx, ordinal, types)?;
+        let backend = Backend::Cuda { ordinal, n_ctx, types, model: Some(Box::new(gpu)) };
         Ok(ChatSession { model, tokenizer, template, system, turns: Vec::new(), backend, cached: Vec::new() })
     }
 
@@ -142,10 +144,10 @@ impl<'m> ChatSession<'m> {
         match &mut self.backend {
             Backend::Cpu(_) => Ok(()),
             #[cfg(feature = "cuda")]
-            Backend::Cuda { ordinal, n_ctx, model } => {
+            Backend::Cuda { ordinal, n_ctx, types, model } => {
                 // The old copy goes first: both at once might not fit.
                 *model = None;
-                *model = Some(Box::new(crate::model::CudaModel::load(self.model, *n_ctx, *ordinal)?));
+                *model = Some(Box::new(crate::model::CudaModel::load(self.model, *n_ctx, *ordinal, *types)?));
                 Ok(())
             }
         }
@@ -254,9 +256,9 @@ impl<'m> ChatSession<'m> {
         let decoder: &mut dyn Decoder = match &mut self.backend {
             Backend::Cpu(cache) => &mut CpuDecoder { model, cache },
             #[cfg(feature = "cuda")]
-            Backend::Cuda { ordinal, n_ctx, model: gpu } => {
+            Backend::Cuda { ordinal, n_ctx, types, model: gpu } => {
                 if gpu.is_none() {
-                    *gpu = Some(Box::new(crate::model::CudaModel::load(model, *n_ctx, *ordinal)?));
+                    *gpu = Some(Box::new(crate::model::CudaModel::load(model, *n_ctx, *ordinal, *types)?));
                 }
                 gpu.as_deref_mut().expect("loaded above")
             }

@@ -65,6 +65,24 @@ impl CacheTypes {
         let (k, v) = self.on_cpu();
         (n_layer * n_ctx) as u64 * (k.bytes(kv_dim) + v.bytes(kv_dim)) as u64
     }
+
+    /// What the CUDA backend stores: f16 unless told otherwise, or Q8_0; it has no f32 cache
+    /// (its attention kernels read f16 or Q8_0 rows). Heads must be whole blocks of the type.
+    pub fn on_cuda(self, head_dim: usize) -> Result<(KvType, KvType), KvCacheError> {
+        let pick = |t: Option<KvType>| match t.unwrap_or(KvType::F16) {
+            KvType::F32 => Err(KvCacheError::NotOnBackend { ty: "f32", backend: "CUDA" }),
+            t => check_head(t, head_dim).map(|()| t),
+        };
+        Ok((pick(self.k)?, pick(self.v)?))
+    }
+}
+
+fn check_head(ty: KvType, head_dim: usize) -> Result<(), KvCacheError> {
+    let block = ty.ggml().block_size();
+    if !head_dim.is_multiple_of(block) {
+        return Err(KvCacheError::HeadSize { ty: ty.name(), block, head_dim });
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +91,8 @@ pub enum KvCacheError {
     UnknownType(String),
     #[error("a {ty} KV cache needs a head size that is a multiple of {block}; this model's is {head_dim}")]
     HeadSize { ty: &'static str, block: usize, head_dim: usize },
+    #[error("the {backend} backend has no {ty} KV cache")]
+    NotOnBackend { ty: &'static str, backend: &'static str },
 }
 
 /// One layer's keys or values for positions `0..n`, one `kv_dim` row per position.
@@ -152,12 +172,8 @@ impl KvCache {
         k: KvType,
         v: KvType,
     ) -> Result<Self, KvCacheError> {
-        for ty in [k, v] {
-            let block = ty.ggml().block_size();
-            if !head_dim.is_multiple_of(block) {
-                return Err(KvCacheError::HeadSize { ty: ty.name(), block, head_dim });
-            }
-        }
+        check_head(k, head_dim)?;
+        check_head(v, head_dim)?;
         let rows = n_layer * capacity;
         Ok(KvCache { n_layer, kv_dim, capacity, len: 0, k: Store::new(k, rows, kv_dim), v: Store::new(v, rows, kv_dim) })
     }
@@ -205,5 +221,23 @@ impl KvCache {
     /// Marks `n` more positions as filled once every layer has stored them.
     pub fn advance(&mut self, n: usize) {
         self.len += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_caches_are_f16_or_q8_0_of_whole_blocks() {
+        assert_eq!(CacheTypes::default().on_cuda(64).unwrap(), (KvType::F16, KvType::F16));
+        let q8k = CacheTypes { k: Some(KvType::Q8_0), v: None };
+        assert_eq!(q8k.on_cuda(64).unwrap(), (KvType::Q8_0, KvType::F16));
+        let e = q8k.on_cuda(16).unwrap_err().to_string();
+        assert!(e.contains("q8_0") && e.contains("multiple of 32") && e.contains("16"), "{e}");
+        let e = CacheTypes { k: None, v: Some(KvType::F32) }.on_cuda(64).unwrap_err().to_string();
+        assert!(e.contains("CUDA") && e.contains("f32"), "{e}");
+        // The CPU keeps its f32 default.
+        assert_eq!(CacheTypes::default().on_cpu(), (KvType::F32, KvType::F32));
     }
 }

@@ -7,6 +7,7 @@ mkdir -p .carry/cuda
 T=${CARGO_TARGET_DIR:-target}
 pick() { grep -o "$T/release/deps/$1-[a-z0-9]*" | head -1; }
 k=$(cargo test --release -p nexus-kernels --features cuda --test cuda --no-run 2>&1 | pick cuda)
+k8=$(cargo test --release -p nexus-kernels --features cuda --test cuda_q8 --no-run 2>&1 | pick cuda_q8)
 m=$(cargo test --release -p nexus-tests --features cuda --test cuda_model --no-run 2>&1 | pick cuda_model)
 l=$(cargo test --release -p nexus-tests --features cuda --test cuda_lora --no-run 2>&1 | pick cuda_lora)
 # The CLI's adapter tests (run and chat on --device cuda); they run target/release/nexus-cli
@@ -19,6 +20,7 @@ tr=$(cargo test --release -p nexus-train --features cuda --test cuda_engine --no
 cd=$(cargo test --release -p nexus-cli --features cuda --test distill --no-run 2>&1 | pick distill)
 cargo build --release -p nexus-cli --features cuda
 cp "$k" .carry/cuda/cuda_kernels
+cp "$k8" .carry/cuda/cuda_kernels_q8
 cp "$m" .carry/cuda/cuda_model
 cp "$l" .carry/cuda/cuda_lora
 cp "$cl" .carry/cuda/cli_lora

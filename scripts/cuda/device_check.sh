@@ -21,6 +21,8 @@ synth_once() {
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
 if [[ $STAGE == *check* ]]; then
   log "kernel parity"; $B/cuda_kernels --test-threads=1 --nocapture > "$OUT/kernels.log" 2>&1; log "rc=$?"
+  log "8-bit kernels (Q8_0 KV cache, int8 GEMM)"; $B/cuda_kernels_q8 --test-threads=1 --nocapture > "$OUT/kernels_q8.log" 2>&1; log "rc=$?"
+  grep -E "rel err|FAILED|panicked" "$OUT/kernels_q8.log" | head -30 | tee -a "$OUT/summary.txt"
   log "model parity"; $B/cuda_model --test-threads=1 --nocapture > "$OUT/model.log" 2>&1; log "rc=$?"
   grep -E "steps|FAILED|panicked" "$OUT/model.log" | head -20 | tee -a "$OUT/summary.txt"
   log "LoRA parity"; timeout ${TLORAPAR:-120} $B/cuda_lora --test-threads=1 --nocapture > "$OUT/lora.log" 2>&1; log "rc=$?"
@@ -28,8 +30,10 @@ if [[ $STAGE == *check* ]]; then
   log "memcheck (LoRA kernels)"; timeout ${TMEMCHECK:-120} compute-sanitizer --tool memcheck --error-exitcode 9 $B/cuda_lora --test-threads=1 lora_matvec > "$OUT/memcheck_lora.log" 2>&1; log "rc=$?"
   tail -3 "$OUT/memcheck_lora.log" | tee -a "$OUT/summary.txt"
   if [ "${MEMCHECK_ALL:-1}" = 1 ]; then
-    log "memcheck (kernels)"; compute-sanitizer --tool memcheck --error-exitcode 9 $B/cuda_kernels --test-threads=1 > "$OUT/memcheck.log" 2>&1; log "rc=$?"
+    log "memcheck (kernels)"; timeout ${TMEMCHECK_K:-240} compute-sanitizer --tool memcheck --error-exitcode 9 $B/cuda_kernels --test-threads=1 > "$OUT/memcheck.log" 2>&1; log "rc=$?"
     tail -3 "$OUT/memcheck.log" | tee -a "$OUT/summary.txt"
+    log "memcheck (8-bit kernels)"; timeout ${TMEMCHECK_K:-240} compute-sanitizer --tool memcheck --error-exitcode 9 $B/cuda_kernels_q8 --test-threads=1 > "$OUT/memcheck_q8.log" 2>&1; log "rc=$?"
+    tail -3 "$OUT/memcheck_q8.log" | tee -a "$OUT/summary.txt"
   fi
 fi
 # The training engine: parity with the CPU engine, memcheck of its kernels, and the step time

@@ -12,6 +12,7 @@ use nexus_kernels::cuda::{DeviceWeight, Gpu, MatvecJob, MatvecMode};
 use nexus_kernels::{dequantize_row, quantize_row, GgmlType};
 use nexus_runtime::adapter::LoraAdapter;
 use nexus_runtime::gguf::GgufFile;
+use nexus_runtime::kv_cache::CacheTypes;
 use nexus_runtime::model::{CudaModel, Logits, Model};
 use nexus_tests::lora::LoraSpec;
 use nexus_tests::root;
@@ -218,7 +219,7 @@ fn compare(path: &Path, dir: &Path, prompt: &[u32], steps: usize) -> (f32, f32) 
         tokens.push(id as u32);
         logits = model.forward(&[id as u32], &mut cache, Logits::Last).unwrap();
     }
-    let mut gpu = CudaModel::load(&model, n_ctx, 0).unwrap();
+    let mut gpu = CudaModel::load(&model, n_ctx, 0, CacheTypes::default()).unwrap();
     gpu.set_batched_prompts(false);
     let stepped = gpu.forward(&tokens[..tokens.len() - 1], Logits::All).unwrap();
     let nv = model.config.n_vocab;

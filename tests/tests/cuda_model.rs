@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use nexus_convert::quantize::QuantType;
 use nexus_runtime::generate::{generate, GenerateParams};
+use nexus_runtime::kv_cache::CacheTypes;
 use nexus_runtime::model::{CudaModel, Logits, Model};
 use nexus_runtime::sampling::{Sampler, SamplingParams};
 use nexus_runtime::tokenizer::Tokenizer;
@@ -43,9 +44,15 @@ fn argmax(v: &[f32]) -> (usize, f32) {
 /// wherever the CPU's top-2 gap exceeds twice the measured difference, and the GPU's own
 /// greedy run (kept on the device) must follow the CPU's text up to the first near-tie.
 fn compare(path: &Path, prompt: &[u32], steps: usize, tol: f32) {
+    compare_with(path, prompt, steps, tol, CacheTypes::default())
+}
+
+/// [`compare`] with the KV cache stored as `types` on both backends (where `types` says
+/// nothing: f32 on the CPU, f16 on the GPU).
+fn compare_with(path: &Path, prompt: &[u32], steps: usize, tol: f32, types: CacheTypes) {
     let model = Model::load(path).unwrap();
     let n_ctx = prompt.len() + steps + 1;
-    let mut cache = model.new_cache(n_ctx);
+    let mut cache = model.new_cache_typed(n_ctx, types).unwrap();
     let mut tokens = prompt.to_vec();
     let mut cpu_logits = Vec::new();
     let mut logits = model.forward(prompt, &mut cache, Logits::Last).unwrap();
@@ -55,7 +62,7 @@ fn compare(path: &Path, prompt: &[u32], steps: usize, tol: f32) {
         tokens.push(id as u32);
         logits = model.forward(&[id as u32], &mut cache, Logits::Last).unwrap();
     }
-    let mut gpu = CudaModel::load(&model, n_ctx, 0).unwrap();
+    let mut gpu = CudaModel::load(&model, n_ctx, 0, types).unwrap();
     // Teacher-forced through the one-token decode graph (what generation runs); the batched
     // prompt path is checked against it in `prefill_matches_token_by_token_decode`.
     gpu.set_batched_prompts(false);
@@ -100,9 +107,51 @@ fn compare(path: &Path, prompt: &[u32], steps: usize, tol: f32) {
         assert_eq!(g.tokens[..], want[..g.tokens.len()], "{}: generate() on the GPU", path.display());
     }
     eprintln!(
-        "{}: {steps} steps, max logit difference {worst:.2e} of the largest, greedy identical for {agree} steps (first near-tie at {first_tie})",
+        "{} ({types:?}): {steps} steps, max logit difference {worst:.2e} of the largest, greedy identical for {agree} steps (first near-tie at {first_tie})",
         path.file_name().unwrap().to_string_lossy()
     );
+}
+
+/// A Q8_0 cache on the GPU (keys, values or both) against the CPU with the same cache: the
+/// device stores the bytes the CPU stores for the same values and, with Q8_0 keys, rounds the
+/// query through Q8_0 as the CPU does. Then the batched prompt path over such a cache against
+/// the decode graph.
+#[test]
+fn q8_0_caches_match_the_cpu_with_the_same_cache() {
+    if !gpu_available() {
+        return;
+    }
+    use nexus_runtime::kv_cache::KvType::{F16, Q8_0};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = nexus_convert::synth::config("smollm2-135m").unwrap();
+    let path = dir.path().join("smollm2-f16.gguf");
+    nexus_convert::synth::synth(cfg, QuantType::from_name("f16").unwrap(), &path, 5).unwrap();
+    let prompt = [1, 200, 3000, 17, 9000, 45000, 12];
+    for (k, v) in [(Q8_0, Q8_0), (Q8_0, F16), (F16, Q8_0)] {
+        let types = CacheTypes { k: Some(k), v: Some(v) };
+        // The same bound as f16 weights with an f16 cache on both sides would need: the
+        // products still sum in different orders, and a value near a rounding boundary of
+        // its Q8_0 block moves a whole step on one side only.
+        compare_with(&path, &prompt, 64, 5e-2, types);
+
+        let model = Model::load(&path).unwrap();
+        let long: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % model.config.n_vocab as u32).collect();
+        let mut gpu = CudaModel::load(&model, 64, 0, types).unwrap();
+        assert_eq!(gpu.cache_types(), (k, v));
+        let batched = gpu.forward(&long, Logits::All).unwrap();
+        let next_batched = gpu.forward(&[7], Logits::Last).unwrap();
+        gpu.truncate(0);
+        gpu.set_batched_prompts(false);
+        let stepped = gpu.forward(&long, Logits::All).unwrap();
+        let next_stepped = gpu.forward(&[7], Logits::Last).unwrap();
+        let rel = |a: &[f32], b: &[f32]| {
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+        };
+        let (all, next) = (rel(&batched, &stepped), rel(&next_batched, &next_stepped));
+        assert!(all <= 5e-2 && next <= 5e-2, "{types:?}: prefill vs decode {all:.2e}, next step {next:.2e}");
+        eprintln!("{types:?}: prefill vs decode {all:.2e}, next step {next:.2e}");
+    }
 }
 
 #[test]
@@ -149,7 +198,7 @@ fn prefill_matches_token_by_token_decode() {
         let path = root().join(format!("tests/fixtures/golden/{name}.gguf"));
         let model = Model::load(&path).unwrap();
         let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % model.config.n_vocab as u32).collect();
-        let mut gpu = CudaModel::load(&model, 64, 0).unwrap();
+        let mut gpu = CudaModel::load(&model, 64, 0, CacheTypes::default()).unwrap();
         let batched = gpu.forward(&prompt, Logits::All).unwrap();
         let next_batched = gpu.forward(&[7], Logits::Last).unwrap();
         gpu.truncate(0);
@@ -168,6 +217,17 @@ fn prefill_matches_token_by_token_decode() {
         let tol = if name.ends_with("q8_0") { 8e-2 } else { 1e-2 };
         assert!(all <= tol && next <= tol, "{name}: prefill vs decode {all:.2e}, next step {next:.2e} (bound {tol:.0e})");
         eprintln!("{name}: prefill vs decode {all:.2e}, next step {next:.2e}");
+        if name.ends_with("q8_0") {
+            // The int8 GEMM instead of cuBLAS: 8-bit activations, as the decode mat-vec's.
+            gpu.truncate(0);
+            gpu.set_int8_gemm(true);
+            let int8 = gpu.forward(&prompt, Logits::All).unwrap();
+            let next_int8 = gpu.forward(&[7], Logits::Last).unwrap();
+            gpu.set_int8_gemm(false);
+            let (all, next) = (rel(&int8, &stepped), rel(&next_int8, &next_stepped));
+            assert!(all <= tol && next <= tol, "{name}: int8 GEMM prefill vs decode {all:.2e}, next step {next:.2e} (bound {tol:.0e})");
+            eprintln!("{name}: int8 GEMM prefill vs decode {all:.2e}, next step {next:.2e}");
+        }
     }
 }
 
@@ -182,7 +242,7 @@ fn top_k_candidates_on_the_device_match_the_logits() {
     let path = root().join("tests/fixtures/golden/llama-spm-gqa.f32.gguf");
     let model = Model::load(&path).unwrap();
     let prompt: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % model.config.n_vocab as u32).collect();
-    let mut gpu = CudaModel::load(&model, 64, 0).unwrap();
+    let mut gpu = CudaModel::load(&model, 64, 0, CacheTypes::default()).unwrap();
     gpu.forward(&prompt, Logits::Last).unwrap();
     let at = gpu.len();
     for (step, k) in [1usize, 40, 128].into_iter().enumerate() {

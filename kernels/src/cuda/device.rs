@@ -17,13 +17,14 @@ use cudarc::nvrtc::Ptx;
 use super::{compile, driver_err, CudaError};
 
 /// Every kernel the sources define; each is looked up once when the GPU is opened.
-pub(crate) const KERNELS: [&str; 59] = [
+pub(crate) const KERNELS: [&str; 66] = [
     "matvec_f32", "matvec_f16", "matvec_bf16", "matvec_q8_0", "matvec_q4_0", "matvec_q4_1", "matvec_q5_0",
     "matvec_q4_k", "matvec_q5_k", "matvec_q6_k", "matvec_f32_lora", "matvec_f16_lora", "matvec_bf16_lora",
     "matvec_q8_0_lora", "matvec_q4_0_lora", "matvec_q4_1_lora", "matvec_q5_0_lora", "matvec_q4_k_lora",
-    "matvec_q5_k_lora", "matvec_q6_k_lora", "lora_down", "embed", "rope_store", "attn_decode", "argmax", "topk_slices", "advance",
+    "matvec_q5_k_lora", "matvec_q6_k_lora", "lora_down", "embed", "rope_store", "kv_store_q8", "attn_decode", "attn_decode_kq8", "attn_decode_vq8",
+    "attn_decode_q8", "argmax", "topk_slices", "advance",
     "swiglu", "embed_batch", "rmsnorm_f16", "to_f16", "swiglu_f16", "add_bias", "dequant_f16", "attn_prefill",
-    "attn_prefill_tiled", "tr_embed", "tr_embed_bwd", "tr_rmsnorm", "tr_rmsnorm_bwd", "tr_rmsnorm_dw", "tr_rope", "tr_swiglu",
+    "attn_prefill_tiled", "attn_prefill_tiled_q8", "quantize_q8_rows", "mmq_q8_0", "tr_embed", "tr_embed_bwd", "tr_rmsnorm", "tr_rmsnorm_bwd", "tr_rmsnorm_dw", "tr_rope", "tr_swiglu",
     "tr_swiglu_bwd", "tr_axpy", "tr_attn_fwd", "tr_attn_bwd_dq", "tr_attn_bwd_dkv", "tr_loss_stats", "tr_loss_grad", "tr_adamw",
     "tr_sum_squares", "tr_scale", "tr_zero_sink_rows", "tr_heads_transpose", "tr_attn_softmax", "tr_attn_probs",
     "tr_attn_dsum", "tr_attn_dscores",
@@ -286,6 +287,11 @@ impl Gpu {
     /// Prompt attention by the tiled kernel (the default) or one warp per query, to compare.
     pub fn set_tiled_prefill(&mut self, on: bool) {
         self.tiled_prefill = on;
+    }
+
+    /// Whether the device has int8 `mma.sync` (sm_80 and later), which [`Gpu::mmq_q8_0`] needs.
+    pub fn has_int8_mma(&self) -> bool {
+        self.arch.trim_start_matches("sm_").parse::<u32>().is_ok_and(|cc| cc >= 80)
     }
 
     /// How many blocks of `kernel` with `block` threads and `smem` bytes of dynamic shared

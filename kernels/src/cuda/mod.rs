@@ -13,7 +13,7 @@ mod train_attn;
 
 pub use device::{device_count, Gpu, GpuBuffer, Graph};
 pub use layout::{DeviceLora, DeviceWeight};
-pub use ops::{top_k_len, AttnDecode, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore, ARGMAX_SCRATCH};
+pub use ops::{top_k_len, AttnDecode, KvStore, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore, ARGMAX_SCRATCH};
 pub use prefill::AttnPrefill;
 pub use train::{GemmPrecision, LossRow, TrainAttn, LOSS_ROW_BYTES, SUM_SQUARES_BLOCKS, TRAIN_MAX_HEAD_DIM};
 

@@ -337,6 +337,43 @@ impl Gpu {
         unsafe { self.launch("rope_store", (pairs.div_ceil(128) as u32, a.n_tok as u32, 1), 128, 0, &a.args()) }
     }
 
+    /// The Q8_0 sides of one layer's cache for `n_tok` tokens, after [`Gpu::rope_store`] left
+    /// them (keys rotated) in f32; nothing for a cache of f16 sides only.
+    pub fn kv_store_q8(&self, a: &KvStore) -> Result<(), CudaError> {
+        if a.k_scales == 0 && a.v_scales == 0 {
+            return Ok(());
+        }
+        if !a.kv_dim.is_multiple_of(32) {
+            return Err(CudaError::Unsupported(format!("a Q8_0 KV cache of {} values per position (needs whole blocks of 32)", a.kv_dim)));
+        }
+        #[repr(C)]
+        struct KvStoreArgs {
+            k: u64,
+            v: u64,
+            kc: u64,
+            ks: u64,
+            vc: u64,
+            vs: u64,
+            state: u64,
+            kv_dim: i32,
+            n_tok: i32,
+        }
+        let args = KvStoreArgs {
+            k: a.k,
+            v: a.v,
+            kc: a.k_cache,
+            ks: a.k_scales,
+            vc: a.v_cache,
+            vs: a.v_scales,
+            state: a.state,
+            kv_dim: a.kv_dim as i32,
+            n_tok: a.n_tok as i32,
+        };
+        // One warp per block of 32, keys then values; 8 warps a block.
+        let warps = 2 * a.kv_dim / 32;
+        unsafe { self.launch("kv_store_q8", (warps.div_ceil(8) as u32, a.n_tok as u32, 1), 256, 0, &args) }
+    }
+
     /// `splits` blocks per head, each over `split` positions; `splits × split` must cover the
     /// positions the step will see.
     pub fn attn_decode(&self, a: &AttnDecode, splits: usize) -> Result<(), CudaError> {
@@ -346,8 +383,15 @@ impl Gpu {
                 a.hd, a.n_head, a.n_kv
             )));
         }
+        check_q8_heads(a.hd, a.k_scales, a.v_scales)?;
+        let kernel = match (a.k_scales != 0, a.v_scales != 0) {
+            (false, false) => "attn_decode",
+            (true, false) => "attn_decode_kq8",
+            (false, true) => "attn_decode_vq8",
+            (true, true) => "attn_decode_q8",
+        };
         // ATTN_THREADS in ops.cu.
-        unsafe { self.launch("attn_decode", (a.n_head as u32, splits as u32, 1), 256, 0, &a.args()) }
+        unsafe { self.launch(kernel, (a.n_head as u32, splits as u32, 1), 256, 0, &a.args()) }
     }
 
     /// state[0] = index of the largest of `n` logits. `scratch` is f32 of at least
@@ -405,13 +449,27 @@ impl Gpu {
     }
 }
 
-/// RoPE on q (in place) and k, then k and v into the f16 cache at `state[1] + t`.
+/// Heads of a Q8_0 cache side must be whole blocks: attention reads scale `i` of a head's row
+/// for the dimensions `lane + 32·i`.
+pub(crate) fn check_q8_heads(hd: usize, k_scales: u64, v_scales: u64) -> Result<(), CudaError> {
+    if (k_scales != 0 || v_scales != 0) && !hd.is_multiple_of(32) {
+        return Err(CudaError::Unsupported(format!("a Q8_0 KV cache with head size {hd} (needs a multiple of 32)")));
+    }
+    Ok(())
+}
+
+/// RoPE on q (in place) and k, then k and v into the f16 cache at `state[1] + t`. A side with
+/// its scales set is Q8_0: rope_store leaves it in f32 (k rotated in place) and
+/// [`Gpu::kv_store_q8`] stores it.
 pub struct RopeStore {
     pub q: u64,
     pub k: u64,
     pub v: u64,
     pub k_cache: u64,
     pub v_cache: u64,
+    /// Q8_0 scales of the keys / values (f16 `[pos][kv_dim / 32]`), 0 for an f16 side.
+    pub k_scales: u64,
+    pub v_scales: u64,
     /// f64 `[rope_dim / 2]`: angle per position of each rotated pair.
     pub inv_freq: u64,
     pub state: u64,
@@ -433,6 +491,8 @@ impl RopeStore {
             v: u64,
             kc: u64,
             vc: u64,
+            ks: u64,
+            vs: u64,
             inv_freq: u64,
             state: u64,
             freq_scale: f32,
@@ -449,6 +509,8 @@ impl RopeStore {
             v: self.v,
             kc: self.k_cache,
             vc: self.v_cache,
+            ks: self.k_scales,
+            vs: self.v_scales,
             inv_freq: self.inv_freq,
             state: self.state,
             freq_scale: self.freq_scale,
@@ -462,11 +524,28 @@ impl RopeStore {
     }
 }
 
-/// One decode step's attention over positions `0..=state[1]` of one layer's f16 cache.
+/// Keys (rotated) and values of `n_tok` tokens, f32 `[n_tok][kv_dim]`, into the Q8_0 sides of
+/// one layer's cache (those with scales) at positions `state[1] + t`.
+pub struct KvStore {
+    pub k: u64,
+    pub v: u64,
+    pub k_cache: u64,
+    pub k_scales: u64,
+    pub v_cache: u64,
+    pub v_scales: u64,
+    pub state: u64,
+    pub kv_dim: usize,
+    pub n_tok: usize,
+}
+
+/// One decode step's attention over positions `0..=state[1]` of one layer's cache (f16 sides,
+/// or Q8_0 for a side whose scales are set: see [`RopeStore`]).
 pub struct AttnDecode {
     pub q: u64,
     pub k_cache: u64,
     pub v_cache: u64,
+    pub k_scales: u64,
+    pub v_scales: u64,
     pub out: u64,
     /// f32 scratch `[n_head × splits × (hd + 2)]` and i32 `[n_head]` zeroed counters.
     pub part: u64,
@@ -486,6 +565,8 @@ impl AttnDecode {
             q: u64,
             kc: u64,
             vc: u64,
+            ks: u64,
+            vs: u64,
             out: u64,
             part: u64,
             counter: u64,
@@ -500,6 +581,8 @@ impl AttnDecode {
             q: self.q,
             kc: self.k_cache,
             vc: self.v_cache,
+            ks: self.k_scales,
+            vs: self.v_scales,
             out: self.out,
             part: self.part,
             counter: self.counter,

@@ -1,5 +1,6 @@
 //! Launchers for prompt processing: batched element-wise kernels, causal attention over many
-//! queries, and the f16 GEMM (cuBLAS) every projection of a prompt goes through.
+//! queries, the f16 GEMM (cuBLAS) projections of a prompt go through, and our own int8 GEMM
+//! over Q8_0 weights to compare with it.
 
 use std::ffi::c_void;
 
@@ -7,6 +8,7 @@ use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation
 
 use super::layout::DeviceWeight;
 use super::{CudaError, Gpu};
+use crate::GgmlType;
 
 /// Grid for a grid-stride loop over `n` elements.
 fn grid(n: usize) -> u32 {
@@ -31,11 +33,13 @@ fn mat(w: &DeviceWeight) -> MatArgs {
 }
 
 /// Causal attention of `n_tok` queries at positions `state[1] + t`, whose K/V are already in
-/// the f16 cache.
+/// the cache (f16 sides, or Q8_0 for a side whose scales are set: see [`super::RopeStore`]).
 pub struct AttnPrefill {
     pub q: u64,
     pub k_cache: u64,
     pub v_cache: u64,
+    pub k_scales: u64,
+    pub v_scales: u64,
     pub out: u64,
     pub state: u64,
     pub scale: f32,
@@ -114,6 +118,8 @@ impl Gpu {
             q: u64,
             kc: u64,
             vc: u64,
+            ks: u64,
+            vs: u64,
             out: u64,
             state: u64,
             scale: f32,
@@ -132,6 +138,8 @@ impl Gpu {
             q: a.q,
             kc: a.k_cache,
             vc: a.v_cache,
+            ks: a.k_scales,
+            vs: a.v_scales,
             out: a.out,
             state: a.state,
             scale: a.scale,
@@ -140,12 +148,71 @@ impl Gpu {
             hd: a.hd as i32,
             n_tok: a.n_tok as i32,
         };
+        super::ops::check_q8_heads(a.hd, a.k_scales, a.v_scales)?;
         if self.tiled_prefill && a.hd.is_multiple_of(2) && a.hd <= 128 {
-            // FA_Q queries of one head per block (prefill.cu).
-            return unsafe { self.launch("attn_prefill_tiled", (a.n_tok.div_ceil(16) as u32, a.n_head as u32, 1), 128, 0, &args) };
+            // FA_Q queries of one head per block (prefill.cu); f32 tiles when a side is Q8_0.
+            let kernel = if a.k_scales != 0 || a.v_scales != 0 { "attn_prefill_tiled_q8" } else { "attn_prefill_tiled" };
+            return unsafe { self.launch(kernel, (a.n_tok.div_ceil(16) as u32, a.n_head as u32, 1), 128, 0, &args) };
         }
         let warps = a.n_head * a.n_tok;
         unsafe { self.launch("attn_prefill", (warps.div_ceil(4) as u32, 1, 1), 128, 0, &args) }
+    }
+
+    /// Activations as [`Gpu::mmq_q8_0`] takes them: `x16` f16 `[n_rows][cols]` → `xq` i8 (same
+    /// shape) and `xd` f32 `[n_rows][cols / 32]`, per 32 values scaled by max|x| / 127 and
+    /// rounded to nearest, ties to even (the CPU's activation quantizer).
+    pub fn quantize_q8_rows(&self, x16: u64, xq: u64, xd: u64, n_rows: usize, cols: usize) -> Result<(), CudaError> {
+        if !cols.is_multiple_of(32) {
+            return Err(CudaError::Unsupported(format!("8-bit activations of {cols} columns (needs whole blocks of 32)")));
+        }
+        let blocks = (n_rows * cols / 32) as u64;
+        let (mut x, mut q, mut d, mut nb) = (x16, xq, xd, blocks);
+        let mut params = [ptr(&mut x), ptr(&mut q), ptr(&mut d), ptr(&mut nb)];
+        // One warp per block of 32, 8 warps a launch block.
+        unsafe { self.launch_raw("quantize_q8_rows", (blocks.div_ceil(8) as u32, 1, 1), 256, 0, &mut params) }
+    }
+
+    /// `y[t][r] (= or +=) Σ_c w[r][c] · x[t][c]` for `n_tok` tokens of a Q8_0 weight on int8
+    /// tensor cores, x quantized by [`Gpu::quantize_q8_rows`]; y f32 `[n_tok][ldy]`. The
+    /// alternative to [`Gpu::dequant_f16`] + [`Gpu::gemm_f16`] (prefill.cu says how it works).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mmq_q8_0(&self, w: &DeviceWeight, xq: u64, xd: u64, y: u64, n_tok: usize, ldy: usize, accumulate: bool) -> Result<(), CudaError> {
+        #[repr(C)]
+        struct Args {
+            wq: u64,
+            wd: u64,
+            xq: u64,
+            xd: u64,
+            y: u64,
+            rows: i32,
+            cols: i32,
+            n_tok: i32,
+            ldy: i32,
+            accumulate: i32,
+            pad: i32,
+        }
+        if w.ty != GgmlType::Q8_0 || !w.cols.is_multiple_of(32) {
+            return Err(CudaError::Unsupported(format!("the int8 GEMM over a {} weight of {} columns (Q8_0 only)", w.ty, w.cols)));
+        }
+        if !self.has_int8_mma() {
+            return Err(CudaError::Unsupported(format!("the int8 GEMM needs sm_80 or later; this GPU is {}", self.arch)));
+        }
+        let (wq, wd, _) = w.ptrs();
+        let args = Args {
+            wq,
+            wd,
+            xq,
+            xd,
+            y,
+            rows: w.rows as i32,
+            cols: w.cols as i32,
+            n_tok: n_tok as i32,
+            ldy: ldy as i32,
+            accumulate: accumulate as i32,
+            pad: 0,
+        };
+        // MQ_BM weight rows × MQ_BN tokens per block (prefill.cu).
+        unsafe { self.launch("mmq_q8_0", (w.rows.div_ceil(128) as u32, n_tok.div_ceil(64) as u32, 1), 256, 0, &args) }
     }
 
     /// `y[t] += B·(s·A·x[t])` for `n_tok` tokens when `w` carries a LoRA update (nothing

@@ -1,17 +1,21 @@
 //! The LLaMA-family forward pass on an NVIDIA GPU. Weights are uploaded once in the device
-//! layout; the KV cache is f16 on the device. A decode step is one captured CUDA graph (per
-//! bucket of attention splits): the token and position live in device memory, so the host
-//! only writes them, replays the graph and reads the logits or the greedy token.
+//! layout; the KV cache is f16 on the device, or Q8_0 when asked (`kv`). A decode step is one
+//! captured CUDA graph (per bucket of attention splits): the token and position live in device
+//! memory, so the host only writes them, replays the graph and reads the logits or the greedy
+//! token.
 
 use std::collections::HashMap;
 
-use half::f16;
 use nexus_kernels::cuda::{
-    top_k_len, ARGMAX_SCRATCH, AttnDecode, CudaError, DeviceWeight, Gpu, GpuBuffer, Graph, MatvecJob, MatvecMode, QkvRole, QkvRope, RopeStore,
+    top_k_len, ARGMAX_SCRATCH, AttnDecode, CudaError, DeviceWeight, Gpu, GpuBuffer, Graph, KvStore, MatvecJob, MatvecMode, QkvRole, QkvRope,
+    RopeStore,
 };
 
 use super::{Linear, Logits, Model, ModelConfig, ModelError, RopeStyle};
+use crate::kv_cache::{CacheTypes, KvType};
+use kv::KvSide;
 
+mod kv;
 mod lora;
 mod prefill;
 
@@ -65,8 +69,8 @@ pub struct CudaModel {
     layers: Vec<GpuLayer>,
     inv_freq: GpuBuffer<f64>,
     freq_scale: f32,
-    k_cache: GpuBuffer<f16>,
-    v_cache: GpuBuffer<f16>,
+    k_cache: KvSide,
+    v_cache: KvSide,
     n_ctx: usize,
     len: usize,
     s: Scratch,
@@ -80,6 +84,9 @@ pub struct CudaModel {
     /// RoPE and the KV store fused into the Q/K/V launch where the RoPE style allows
     /// (NEXUS_CUDA_FUSED_ROPE=0 keeps the separate `rope_store` launch, to compare).
     fused_rope: bool,
+    /// Prompt projections over Q8_0 weights by the int8 GEMM instead of dequantize + cuBLAS
+    /// (`set_int8_gemm`; NEXUS_CUDA_MMQ=1 at load).
+    int8_gemm: bool,
 }
 
 fn gpu_err(e: CudaError) -> ModelError {
@@ -87,11 +94,13 @@ fn gpu_err(e: CudaError) -> ModelError {
 }
 
 impl CudaModel {
-    /// Uploads `model` to GPU `ordinal` with a KV cache of `n_ctx` positions, with the LoRA
-    /// adapters attached to it at this moment (applied unmerged, as on the CPU; attaching or
-    /// removing adapters later needs a new `load`).
-    pub fn load(model: &Model, n_ctx: usize, ordinal: usize) -> Result<Self, ModelError> {
+    /// Uploads `model` to GPU `ordinal` with a KV cache of `n_ctx` positions stored as `types`
+    /// says (f16 by default, or Q8_0), with the LoRA adapters attached to it at this moment
+    /// (applied unmerged, as on the CPU; attaching or removing adapters later needs a new
+    /// `load`).
+    pub fn load(model: &Model, n_ctx: usize, ordinal: usize, types: CacheTypes) -> Result<Self, ModelError> {
         let c = model.config.clone();
+        let (k_type, v_type) = types.on_cuda(c.head_dim)?;
         if n_ctx == 0 || n_ctx > c.n_ctx_train.max(1) * 4 {
             return Err(ModelError::Gpu(format!(
                 "context of {n_ctx} positions requested; the model was trained for {}",
@@ -104,7 +113,8 @@ impl CudaModel {
             .chain(std::iter::once(&model.output));
         let weight_bytes: usize = linears.map(|w| w.data().len()).sum::<usize>() + lora::bytes(model);
         let max_splits = n_ctx.div_ceil(ATTN_SPLIT).next_power_of_two();
-        let cache_bytes = 2 * c.n_layer * n_ctx * c.kv_dim() * 2;
+        let cache_bytes =
+            KvSide::bytes(k_type, c.n_layer, n_ctx, c.kv_dim()) + KvSide::bytes(v_type, c.n_layer, n_ctx, c.kv_dim());
         let scratch_bytes = 4 * (c.n_embd * 2 + c.q_dim() * 2 + c.kv_dim() * 2 + c.n_ff * 2 + c.n_vocab)
             + 4 * c.n_head * max_splits * (c.head_dim + 2);
         gpu.ensure_free(
@@ -163,8 +173,8 @@ impl CudaModel {
             output_norm: vec(&model.output_norm)?,
             inv_freq: gpu.upload(model.rope.inv_freq()).map_err(gpu_err)?,
             freq_scale: model.rope.freq_scale() as f32,
-            k_cache: gpu.alloc::<f16>(c.n_layer * n_ctx * c.kv_dim()).map_err(gpu_err)?,
-            v_cache: gpu.alloc::<f16>(c.n_layer * n_ctx * c.kv_dim()).map_err(gpu_err)?,
+            k_cache: KvSide::alloc(&gpu, k_type, c.n_layer, n_ctx, c.kv_dim()).map_err(gpu_err)?,
+            v_cache: KvSide::alloc(&gpu, v_type, c.n_layer, n_ctx, c.kv_dim()).map_err(gpu_err)?,
             layers,
             n_ctx,
             len: 0,
@@ -174,6 +184,7 @@ impl CudaModel {
             prefill: None,
             batched_prompts: std::env::var_os("NEXUS_CUDA_PREFILL").is_none_or(|v| v != "0"),
             fused_rope: std::env::var_os("NEXUS_CUDA_FUSED_ROPE").is_none_or(|v| v != "0"),
+            int8_gemm: std::env::var_os("NEXUS_CUDA_MMQ").is_some_and(|v| v == "1"),
             config: c,
             gpu,
         })
@@ -192,9 +203,20 @@ impl CudaModel {
         self.gpu.copy_bandwidth().map_err(gpu_err)
     }
 
-    /// KV-cache bytes one decode step reads at `n_pos` positions (f16 keys and values).
+    /// KV-cache bytes one decode step reads at `n_pos` positions.
     pub fn kv_bytes_per_token(&self, n_pos: usize) -> u64 {
-        (2 * 2 * self.config.n_layer * n_pos * self.config.kv_dim()) as u64
+        let c = &self.config;
+        (c.n_layer * n_pos * (self.k_cache.ty.bytes(c.kv_dim()) + self.v_cache.ty.bytes(c.kv_dim()))) as u64
+    }
+
+    /// How keys and values are stored.
+    pub fn cache_types(&self) -> (KvType, KvType) {
+        (self.k_cache.ty, self.v_cache.ty)
+    }
+
+    /// Whether both sides are f16, which the Q/K/V launch can store itself (`QkvRope`).
+    fn cache_is_f16(&self) -> bool {
+        self.k_cache.ty == KvType::F16 && self.v_cache.ty == KvType::F16
     }
 
     pub fn is_empty(&self) -> bool {
@@ -219,6 +241,13 @@ impl CudaModel {
     /// computes, to compare or to bisect. `NEXUS_CUDA_PREFILL=0` sets false at load.
     pub fn set_batched_prompts(&mut self, on: bool) {
         self.batched_prompts = on;
+    }
+
+    /// Prompt projections over Q8_0 weights by our int8 tensor-core GEMM (on sm_80 and later)
+    /// rather than dequantize-to-f16 + cuBLAS; `NEXUS_CUDA_MMQ=1` sets it at load. Off by
+    /// default until it is measured faster (docs/CUDA.md).
+    pub fn set_int8_gemm(&mut self, on: bool) {
+        self.int8_gemm = on;
     }
 
     /// Runs `tokens` after what the cache holds, like [`Model::forward`]; two or more tokens
@@ -326,14 +355,14 @@ impl CudaModel {
     /// The launches of one decode step, in the order of the architecture.
     fn record_step(&self, splits: usize, greedy: bool) -> Result<(), CudaError> {
         let (c, g, s) = (&self.config, &self.gpu, &self.s);
-        let layer_cache = self.n_ctx * c.kv_dim();
         g.embed(&self.embd, s.state.ptr(), s.x.ptr())?;
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention block: RMSNorm fused into the Q/K/V products; with the normal RoPE
-            // style (adjacent rotary pairs) the rotation and the KV-cache store are too.
-            let (kc, vc) = (self.k_cache.ptr_at(l * layer_cache), self.v_cache.ptr_at(l * layer_cache));
+            // style (adjacent rotary pairs) and an f16 cache the rotation and the KV-cache
+            // store are too (a Q8_0 block's scale needs all 32 values: kv_store_q8).
+            let ((kc, ks), (vc, vs)) = (self.k_cache.layer(l), self.v_cache.layer(l));
             let qkv = [(&layer.wq, s.q.ptr()), (&layer.wk, s.k.ptr()), (&layer.wv, s.v.ptr())];
-            if c.rope_style == RopeStyle::Normal && self.fused_rope {
+            if c.rope_style == RopeStyle::Normal && self.fused_rope && self.cache_is_f16() {
                 let rope = QkvRope {
                     roles: [QkvRole::Q, QkvRole::K, QkvRole::V],
                     k_cache: kc,
@@ -348,13 +377,15 @@ impl CudaModel {
                 self.projections(&qkv, s.x.ptr(), Some(layer.attn_norm.ptr()), MatvecMode::QkvRope(rope))?;
             } else {
                 self.projections(&qkv, s.x.ptr(), Some(layer.attn_norm.ptr()), MatvecMode::Store)?;
-                g.rope_store(&self.rope_store(s.q.ptr(), s.k.ptr(), s.v.ptr(), (kc, vc), 1))?;
+                self.store_kv(l, s.q.ptr(), s.k.ptr(), s.v.ptr(), 1)?;
             }
             g.attn_decode(
                 &AttnDecode {
                     q: s.q.ptr(),
                     k_cache: kc,
                     v_cache: vc,
+                    k_scales: ks,
+                    v_scales: vs,
                     out: s.attn.ptr(),
                     part: s.part.ptr(),
                     counter: s.counter.ptr(),
@@ -393,16 +424,19 @@ impl CudaModel {
         Ok(())
     }
 
-    /// RoPE on `n_tok` tokens' q (in place) and k, then k and v into the layer's cache `kv`
-    /// at the step's position.
-    fn rope_store(&self, q: u64, k: u64, v: u64, kv: (u64, u64), n_tok: usize) -> RopeStore {
+    /// RoPE on `n_tok` tokens' q (in place) and k, then k and v into layer `l`'s cache at the
+    /// step's position: f16 sides by `rope_store` itself, Q8_0 sides by `kv_store_q8` after it.
+    fn store_kv(&self, l: usize, q: u64, k: u64, v: u64, n_tok: usize) -> Result<(), CudaError> {
         let c = &self.config;
-        RopeStore {
+        let ((kc, ks), (vc, vs)) = (self.k_cache.layer(l), self.v_cache.layer(l));
+        self.gpu.rope_store(&RopeStore {
             q,
             k,
             v,
-            k_cache: kv.0,
-            v_cache: kv.1,
+            k_cache: kc,
+            v_cache: vc,
+            k_scales: ks,
+            v_scales: vs,
             inv_freq: self.inv_freq.ptr(),
             state: self.s.state.ptr(),
             freq_scale: self.freq_scale,
@@ -412,7 +446,10 @@ impl CudaModel {
             rope_dim: c.rope_dim,
             neox: c.rope_style == RopeStyle::Neox,
             n_tok,
-        }
+        })?;
+        let state = self.s.state.ptr();
+        let store = KvStore { k, v, k_cache: kc, k_scales: ks, v_cache: vc, v_scales: vs, state, kv_dim: c.kv_dim(), n_tok };
+        self.gpu.kv_store_q8(&store)
     }
 
     /// Products that read the same x: one launch per run of matrices of the same type.

@@ -16,6 +16,8 @@ pub enum ModelError {
     BadToken { id: u32, n_vocab: usize },
     #[error("GPU: {0}")]
     Gpu(String),
+    #[error(transparent)]
+    KvCache(#[from] crate::kv_cache::KvCacheError),
     #[error("kernel failed in {tensor}: {source}")]
     Kernel { tensor: String, source: nexus_kernels::KernelError },
 }

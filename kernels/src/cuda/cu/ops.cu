@@ -13,10 +13,30 @@ extern "C" __global__ void embed(const EmbedArgs A) {
         ((float*)A.out)[c] = dequant_elem(A.ty, A.w, A.cols, tok, c);
 }
 
-// RoPE on Q (in place) and K, then K and V stored as f16 at the current position.
+// A side (keys or values) of one layer's KV cache: f16 rows [pos][kv_dim], or, when `scales`
+// is set, Q8_0 rows: int8 quants [pos][kv_dim] and one f16 scale per 32 of them
+// [pos][kv_dim / 32]. Element `off` (= pos * kv_dim + dim) as f32.
+__device__ __forceinline__ float kv_elem(u64 data, u64 scales, u64 off) {
+    if (scales) return (float)((const i8*)data)[off] * h2f(((const u16*)scales)[off / 32]);
+    return __half2float(((const __half*)data)[off]);
+}
+
+// v, one of 32 values held one per lane of the warp, after a round trip through Q8_0 the way
+// the CPU quantizes activations (scale 127 / max |v|, ties to even, the scale kept as f16).
+// Attention puts the query through it when the keys are Q8_0, as llama.cpp and the CPU
+// backend do. Every lane of the warp must call it.
+__device__ __forceinline__ float q8_roundtrip_lane(float v) {
+    const float amax = warp_max(fabsf(v));
+    const float id = amax != 0.f ? 127.f / amax : 0.f;
+    const int q = max(-127, min(127, __float2int_rn(v * id)));
+    return (float)q * __half2float(__float2half_rn(amax / 127.f));
+}
+
+// RoPE on Q (in place) and K, then K and V stored as f16 at the current position; a Q8_0
+// side (its scales pointer set) is left in f32 for kv_store_q8 instead, the keys rotated.
 // One thread per (head, pair of dims); pairs past rope_dim/2 are copied unrotated.
 struct RopeArgs {
-    u64 q, k, v, kc, vc, inv_freq, state;
+    u64 q, k, v, kc, vc, ks, vs, inv_freq, state;
     float freq_scale;
     int n_head, n_kv, hd, rope_dim, neox, n_tok;
 };
@@ -51,35 +71,67 @@ extern "C" __global__ void rope_store(const RopeArgs A) {
         y0 = base[a];
         y1 = base[b];
     }
-    if (head < A.n_head) {
+    if (head < A.n_head || A.ks) {
         base[a] = y0;
         base[b] = y1;
-    } else {
+    }
+    if (head >= A.n_head) {
         int kh = head - A.n_head;
         u64 off = (u64)pos * kvd + kh * A.hd;
-        __half* kc = (__half*)A.kc;
-        __half* vc = (__half*)A.vc;
-        const float* v = (const float*)A.v + (u64)t * kvd + kh * A.hd;
-        kc[off + a] = __float2half(y0);
-        kc[off + b] = __float2half(y1);
-        vc[off + a] = __float2half(v[a]);
-        vc[off + b] = __float2half(v[b]);
+        if (!A.ks) {
+            __half* kc = (__half*)A.kc;
+            kc[off + a] = __float2half(y0);
+            kc[off + b] = __float2half(y1);
+        }
+        if (!A.vs) {
+            __half* vc = (__half*)A.vc;
+            const float* v = (const float*)A.v + (u64)t * kvd + kh * A.hd;
+            vc[off + a] = __float2half(v[a]);
+            vc[off + b] = __float2half(v[b]);
+        }
     }
+}
+
+// The Q8_0 sides of a layer's cache: keys (already rotated) and values of n_tok tokens, f32
+// [n_tok][kv_dim], quantized at positions state[1] + t exactly as the CPU cache stores them
+// (kernels::quantize_activation_row). One warp per block of 32; sides stored as f16 (their
+// scales pointer 0) are rope_store's.
+struct KvStoreArgs {
+    u64 k, v, kc, ks, vc, vs, state;
+    int kv_dim, n_tok;
+};
+extern "C" __global__ void kv_store_q8(const KvStoreArgs A) {
+    DEPENDENT_KERNEL();
+    const int nb = A.kv_dim / 32, lane = threadIdx.x % WARP, t = blockIdx.y;
+    const int gw = (blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    if (gw >= 2 * nb) return;  // whole warps leave together
+    const bool is_v = gw >= nb;
+    const int b = is_v ? gw - nb : gw;
+    const u64 data = is_v ? A.vc : A.kc, scales = is_v ? A.vs : A.ks;
+    if (!scales) return;
+    const float x = ((const float*)(is_v ? A.v : A.k))[(u64)t * A.kv_dim + b * 32 + lane];
+    const float amax = warp_max(fabsf(x));
+    const float id = amax != 0.f ? 127.f / amax : 0.f;
+    const u64 off = (u64)(((const int*)A.state)[1] + t) * A.kv_dim + b * 32 + lane;
+    ((i8*)data)[off] = (i8)max(-127, min(127, __float2int_rn(x * id)));
+    if (lane == 0) ((__half*)scales)[off / 32] = __float2half_rn(amax / 127.f);
 }
 
 // Decode attention, split over the positions ("flash-decoding"): block (h, s) handles query
 // head h against positions [s*split, (s+1)*split) of its KV head with an online softmax; the
 // last block of a head to finish merges the partial results. GQA reads K/V in place.
 struct AttnArgs {
-    u64 q, kc, vc, out, part, counter, state;
+    u64 q, kc, vc, ks, vs, out, part, counter, state;
     float scale;
     int n_head, n_kv, hd, split;
 };
 #define ATTN_THREADS 256
 #define ATTN_GROUP 4
 #define MAX_HD_LANE 8
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attn_decode(const AttnArgs A) {
-    DEPENDENT_KERNEL();
+// KQ8 / VQ8: that side of the cache is Q8_0 (its scales in A.ks / A.vs; head sizes are whole
+// blocks of 32, so the element a lane reads at dim lane + 32·i has scale i of the head's row).
+template <bool KQ8, bool VQ8>
+__device__ void attn_decode_impl(const AttnArgs& A) {
     __shared__ float sm_m[ATTN_THREADS / WARP], sm_l[ATTN_THREADS / WARP];
     __shared__ float sm_acc[ATTN_THREADS / WARP][256];
     __shared__ int is_last;
@@ -91,12 +143,18 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attn_decode(const Att
     float qv[MAX_HD_LANE], acc[MAX_HD_LANE];
 #pragma unroll
     for (int i = 0; i < MAX_HD_LANE; i++) {
-        qv[i] = lane + WARP * i < hd ? ((const float*)A.q)[h * hd + lane + WARP * i] * A.scale : 0.f;
+        float v = lane + WARP * i < hd ? ((const float*)A.q)[h * hd + lane + WARP * i] : 0.f;
+        if (KQ8 && WARP * i < hd) v = q8_roundtrip_lane(v);
+        qv[i] = v * A.scale;
         acc[i] = 0.f;
     }
     float m = -INFINITY, l = 0.f;
     const __half* kc = (const __half*)A.kc + kvh * hd;
     const __half* vc = (const __half*)A.vc + kvh * hd;
+    const i8* kq = (const i8*)A.kc + kvh * hd;
+    const i8* vq = (const i8*)A.vc + kvh * hd;
+    const u16* ksc = (const u16*)A.ks + kvh * hd / 32;
+    const u16* vsc = (const u16*)A.vs + kvh * hd / 32;
     // Each warp takes ATTN_GROUP positions per round, so that many K rows and then V rows are
     // loaded before any is used: a position's loads alone are an L2 round trip each, and one
     // position at a time made a 128-position step a chain of 32 of them per warp.
@@ -107,10 +165,18 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attn_decode(const Att
             const int pg = p + g * nw;
             float d = 0.f;
             if (pg < p1) {
-                const __half* kr = kc + (u64)pg * kvd;
+                if (KQ8) {
+                    const i8* kr = kq + (u64)pg * kvd;
+                    const u16* sr = ksc + (u64)pg * (kvd / 32);
 #pragma unroll
-                for (int i = 0; i < MAX_HD_LANE; i++)
-                    if (lane + WARP * i < hd) d = fmaf(qv[i], __half2float(kr[lane + WARP * i]), d);
+                    for (int i = 0; i < MAX_HD_LANE; i++)
+                        if (lane + WARP * i < hd) d = fmaf(qv[i], (float)kr[lane + WARP * i] * h2f(sr[i]), d);
+                } else {
+                    const __half* kr = kc + (u64)pg * kvd;
+#pragma unroll
+                    for (int i = 0; i < MAX_HD_LANE; i++)
+                        if (lane + WARP * i < hd) d = fmaf(qv[i], __half2float(kr[lane + WARP * i]), d);
+                }
             }
             dot[g] = d;
         }
@@ -131,10 +197,18 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attn_decode(const Att
             if (pg < p1) {
                 const float e = __expf(dot[g] - m_new);
                 l += e;
-                const __half* vr = vc + (u64)pg * kvd;
+                if (VQ8) {
+                    const i8* vr = vq + (u64)pg * kvd;
+                    const u16* sr = vsc + (u64)pg * (kvd / 32);
 #pragma unroll
-                for (int i = 0; i < MAX_HD_LANE; i++)
-                    if (lane + WARP * i < hd) acc[i] = fmaf(e, __half2float(vr[lane + WARP * i]), acc[i]);
+                    for (int i = 0; i < MAX_HD_LANE; i++)
+                        if (lane + WARP * i < hd) acc[i] = fmaf(e, (float)vr[lane + WARP * i] * h2f(sr[i]), acc[i]);
+                } else {
+                    const __half* vr = vc + (u64)pg * kvd;
+#pragma unroll
+                    for (int i = 0; i < MAX_HD_LANE; i++)
+                        if (lane + WARP * i < hd) acc[i] = fmaf(e, __half2float(vr[lane + WARP * i]), acc[i]);
+                }
             }
         }
         m = m_new;
@@ -190,6 +264,15 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attn_decode(const Att
     }
     if (threadIdx.x == 0) ((int*)A.counter)[h] = 0;
 }
+#define ATTN_DECODE(name, kq8, vq8)                                                     \
+    extern "C" __global__ void __launch_bounds__(ATTN_THREADS) name(const AttnArgs A) { \
+        DEPENDENT_KERNEL();                                                             \
+        attn_decode_impl<kq8, vq8>(A);                                                  \
+    }
+ATTN_DECODE(attn_decode, false, false)
+ATTN_DECODE(attn_decode_kq8, true, false)
+ATTN_DECODE(attn_decode_vq8, false, true)
+ATTN_DECODE(attn_decode_q8, true, true)
 
 // Greedy pick on the device: state[0] = argmax(logits) (lowest index on ties, as the CPU).
 // Each block reduces a slice; the last block to finish reduces the blocks' winners.

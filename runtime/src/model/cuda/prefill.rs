@@ -1,10 +1,11 @@
 //! Prompt processing on the GPU: the prompt goes through the layers in chunks of up to
 //! `PREFILL_CHUNK` tokens; every projection is one cuBLAS f16 GEMM over the weight dequantized
-//! into a reused f16 scratch, attention is causal over the f16 cache the chunk has just
-//! filled. Only the logits asked for are computed, by the decode path's head mat-vec.
+//! into a reused f16 scratch (or, for Q8_0 weights with `set_int8_gemm`, our int8 GEMM over
+//! the weight as it is), attention is causal over the cache the chunk has just filled. Only the logits asked for are computed, by the decode path's head mat-vec.
 
 use half::f16;
 use nexus_kernels::cuda::{AttnPrefill, CudaError, DeviceWeight, GpuBuffer, MatvecMode};
+use nexus_kernels::GgmlType;
 
 use super::{gpu_err, CudaModel};
 use crate::model::{Logits, ModelError};
@@ -32,6 +33,9 @@ pub(super) struct PrefillScratch {
     /// f16 input (`[chunk][rank]`, the largest rank attached).
     lora_t: GpuBuffer<f32>,
     lora_t16: GpuBuffer<f16>,
+    /// x16 as 8-bit values and their per-32 scales, for the int8 GEMM (`set_int8_gemm`).
+    xq: GpuBuffer<u8>,
+    xd: GpuBuffer<f32>,
 }
 
 impl CudaModel {
@@ -65,6 +69,8 @@ impl CudaModel {
                 w16: g.alloc::<f16>(largest).map_err(gpu_err)?,
                 lora_t: f32s(rank)?,
                 lora_t16: g.alloc::<f16>(n * rank).map_err(gpu_err)?,
+                xq: g.alloc::<u8>(n * widest).map_err(gpu_err)?,
+                xd: f32s(widest.div_ceil(32))?,
             });
         }
         Ok(self.prefill.as_ref().expect("just created"))
@@ -101,7 +107,6 @@ impl CudaModel {
     fn record_chunk(&self, n: usize) -> Result<(), CudaError> {
         let (c, g, s) = (&self.config, &self.gpu, &self.s);
         let p = self.prefill.as_ref().expect("allocated by prefill");
-        let layer_cache = self.n_ctx * c.kv_dim();
         g.embed_batch(&self.embd, p.tokens.ptr(), n, p.x.ptr())?;
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention block.
@@ -109,12 +114,14 @@ impl CudaModel {
             self.project(&layer.wq, p.x16.ptr(), p.q.ptr(), n, false)?;
             self.project(&layer.wk, p.x16.ptr(), p.k.ptr(), n, false)?;
             self.project(&layer.wv, p.x16.ptr(), p.v.ptr(), n, false)?;
-            let (kc, vc) = (self.k_cache.ptr_at(l * layer_cache), self.v_cache.ptr_at(l * layer_cache));
-            g.rope_store(&self.rope_store(p.q.ptr(), p.k.ptr(), p.v.ptr(), (kc, vc), n))?;
+            self.store_kv(l, p.q.ptr(), p.k.ptr(), p.v.ptr(), n)?;
+            let ((kc, ks), (vc, vs)) = (self.k_cache.layer(l), self.v_cache.layer(l));
             g.attn_prefill(&AttnPrefill {
                 q: p.q.ptr(),
                 k_cache: kc,
                 v_cache: vc,
+                k_scales: ks,
+                v_scales: vs,
                 out: p.attn.ptr(),
                 state: s.state.ptr(),
                 scale: 1.0 / (c.head_dim as f32).sqrt(),
@@ -141,6 +148,14 @@ impl CudaModel {
     fn project(&self, w: &DeviceWeight, x16: u64, y: u64, n: usize, accumulate: bool) -> Result<(), CudaError> {
         let p = self.prefill.as_ref().expect("allocated by prefill");
         let g = &self.gpu;
+        if self.int8_gemm && w.ty == GgmlType::Q8_0 && g.has_int8_mma() {
+            g.quantize_q8_rows(x16, p.xq.ptr(), p.xd.ptr(), n, w.cols)?;
+            g.mmq_q8_0(w, p.xq.ptr(), p.xd.ptr(), y, n, w.rows, accumulate)?;
+            if let Some(b) = &w.bias {
+                g.add_bias(y, b.ptr(), w.rows, n)?;
+            }
+            return g.lora_gemm(w, x16, y, n, p.lora_t.ptr(), p.lora_t16.ptr());
+        }
         let rows_per = (p.w16.len() / w.cols).clamp(1, w.rows);
         let mut r0 = 0;
         if let Some(rows) = w.f16_rows() {
