@@ -318,3 +318,30 @@ fn llama_cpp_repacks_q4_0_and_q4_k_only_in_whole_groups_of_eight_rows() {
     assert_eq!(DotOrder::llama_cpp(GgmlType::Q8_0, 576), DotOrder::VecDot);
     assert_eq!(DotOrder::llama_cpp(GgmlType::Q6_K, 576), DotOrder::VecDot);
 }
+
+/// With AVX-512 VNNI the prompt tiles of Q8_0, Q4_0 and Q5_0 take `vpdpbusd` (activations
+/// offset by 128, a per-block correction): the same integers as the AVX2 tile, so the same
+/// bits, including at the extremes of the quants (±127 weights against ±127 activations).
+#[test]
+fn vnni_prompt_tiles_equal_the_avx2_tiles_bit_for_bit() {
+    if !available(Isa::Avx512) {
+        eprintln!("skipped: no AVX-512 on this CPU");
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0] {
+        let (rows, cols, n) = (37, 576, 13);
+        let mut w = random(&mut rng, rows * cols, 0.5);
+        let mut x = random(&mut rng, n * cols, 1.0);
+        // Blocks at the edges of the range: every quant ±127 (or the type's extremes).
+        for v in w[..64].iter_mut().chain(&mut x[..64]) {
+            *v = if v.is_sign_negative() { -1.0 } else { 1.0 };
+        }
+        let wq = quantize_matrix(ty, &w, rows, cols);
+        let (mut avx2, mut vnni) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+        matmul_with(Isa::Avx2, DotOrder::VecDot, ty, &wq, rows, cols, &x, n, &mut avx2).unwrap();
+        matmul_with(Isa::Avx512, DotOrder::VecDot, ty, &wq, rows, cols, &x, n, &mut vnni).unwrap();
+        assert_eq!(bits(&vnni), bits(&avx2), "{ty}");
+    }
+}

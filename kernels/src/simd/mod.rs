@@ -23,8 +23,9 @@ pub enum Isa {
     Scalar,
     /// AVX2 + FMA + F16C; only ever selected when the running CPU has all three.
     Avx2,
-    /// Avx2 plus AVX-512F. Only the f32 GEMM (and so the convolutions) has kernels of its
-    /// own for it; everything else runs its AVX2 kernels under this value.
+    /// Avx2 plus AVX-512F. The f32 GEMM (and so the convolutions) has kernels of its own for
+    /// it, and with AVX-512 VNNI the Q8_0/Q4_0/Q5_0 prompt tiles (bitwise the AVX2 ones);
+    /// everything else runs its AVX2 kernels under this value.
     Avx512,
 }
 
@@ -56,6 +57,20 @@ fn cpu_has_avx512() -> bool {
     {
         static HAS: OnceLock<bool> = OnceLock::new();
         *HAS.get_or_init(|| cpu_has_avx2() && is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// AVX-512 VNNI on 256-bit vectors (`vpdpbusd` on ymm), which the integer prompt tiles use
+/// under `Isa::Avx512`.
+fn cpu_has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| cpu_has_avx512() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -174,7 +189,8 @@ macro_rules! avx2_2x4_wrappers {
         mod wrap2x4 {
             use crate::GgmlType;
             $(
-                // Handed out only with AVX2 present; the checks cover every row read.
+                // Handed out only with AVX2 present (and AVX-512 VNNI for the *_vnni ones); the
+                // checks cover every row read.
                 pub(crate) fn $name(w: [&[u8]; 2], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 2] {
                     let (wt, at) = (GgmlType::$wty, GgmlType::$aty);
                     assert!(n % wt.block_size() == 0);
@@ -197,6 +213,9 @@ avx2_2x4_wrappers! {
     dot2x4_q8_0: Q8_0 x Q8_0;
     dot2x4_q4_0: Q4_0 x Q8_0;
     dot2x4_q5_0: Q5_0 x Q8_0;
+    dot2x4_q8_0_vnni: Q8_0 x Q8_0;
+    dot2x4_q4_0_vnni: Q4_0 x Q8_0;
+    dot2x4_q5_0_vnni: Q5_0 x Q8_0;
 }
 
 /// The repacked-order kernels (`avx2_repacked`), with the same length checks as the others.
@@ -357,10 +376,16 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
             Q5_K => Some(wrap4::dot4_q5_k),
             _ => None,
         };
-        let dot2x4: Option<Dot2x4Fn> = match ty {
-            Q8_0 => Some(wrap2x4::dot2x4_q8_0),
-            Q4_0 => Some(wrap2x4::dot2x4_q4_0),
-            Q5_0 => Some(wrap2x4::dot2x4_q5_0),
+        // With AVX-512 VNNI the prompt tile takes `vpdpbusd` (the same integer sums, so the
+        // same bits as the AVX2 tile).
+        let vnni = isa == Isa::Avx512 && cpu_has_vnni();
+        let dot2x4: Option<Dot2x4Fn> = match (ty, vnni) {
+            (Q8_0, false) => Some(wrap2x4::dot2x4_q8_0),
+            (Q4_0, false) => Some(wrap2x4::dot2x4_q4_0),
+            (Q5_0, false) => Some(wrap2x4::dot2x4_q5_0),
+            (Q8_0, true) => Some(wrap2x4::dot2x4_q8_0_vnni),
+            (Q4_0, true) => Some(wrap2x4::dot2x4_q4_0_vnni),
+            (Q5_0, true) => Some(wrap2x4::dot2x4_q5_0_vnni),
             _ => None,
         };
         return Some(Kernel { dot4, dot2x4, ..Kernel::single(act, dot) });
