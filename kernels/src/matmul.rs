@@ -278,7 +278,28 @@ fn matmul_impl(
                     i += 4;
                 }
             }
-            // Pairs of weight rows × four tokens in registers where the type has that tile.
+            // Quads, then pairs, of weight rows × four tokens in registers where the type has
+            // those tiles (they sum each (row, token) alike).
+            if let Some(dot4x4) = k.dot4x4.filter(|_| tiled && n >= 4) {
+                while i + 4 <= rows_here {
+                    let r = ci * chunk + i;
+                    let quad = [wrow(r), wrow(r + 1), wrow(r + 2), wrow(r + 3)];
+                    let mut t = 0;
+                    while t + 4 <= n {
+                        let y = dot4x4(quad, [a(t), a(t + 1), a(t + 2), a(t + 3)], cols);
+                        for (j, yr) in y.into_iter().enumerate() {
+                            out[(i + j) * n + t..(i + j) * n + t + 4].copy_from_slice(&yr);
+                        }
+                        t += 4;
+                    }
+                    for t in t..n {
+                        for (j, wr) in quad.into_iter().enumerate() {
+                            out[(i + j) * n + t] = (k.dot)(wr, a(t), cols);
+                        }
+                    }
+                    i += 4;
+                }
+            }
             if let Some(dot2x4) = k.dot2x4.filter(|_| tiled && n >= 4) {
                 while i + 2 <= rows_here {
                     let r = ci * chunk + i;

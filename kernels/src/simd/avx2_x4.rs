@@ -142,45 +142,50 @@ unsafe fn dot_blocks32_2x4(
     out
 }
 
-/// [`dot_blocks32_2x4`] with AVX-512 VNNI, bitwise the same. `vpdpbusd` multiplies unsigned
-/// by signed bytes, so the activations are offset by 128 (once per token, shared by both rows)
-/// and each lane's accumulator starts at −128 × the sum of its four weights (once per weight
-/// block, shared by the four tokens): Σ(y + 128)·x − 128·Σx = Σ y·x, the same exact integers
-/// the AVX2 tile's `maddubs` + `madd` reach (its 16-bit pair sums, at most 2·127·127, never
-/// saturate), then the same conversion, scale product and FMA. The scales are multiplied as
-/// whole vectors, one product per (row, token) instead of a product and a broadcast.
+/// [`dot_blocks32_2x4`] with AVX-512 VNNI for `R` weight rows (2 or 4: AVX-512VL's 32 vector
+/// registers hold the 4 × 4 tile), bitwise the same. `vpdpbusd` multiplies unsigned by signed
+/// bytes, so the activations are offset by 128 (once per token, shared by the rows) and each
+/// lane's accumulator starts at −128 × the sum of its four weights (once per weight block,
+/// shared by the four tokens): Σ(y + 128)·x − 128·Σx = Σ y·x, the same exact integers the AVX2
+/// tile's `maddubs` + `madd` reach (its 16-bit pair sums, at most 2·127·127, never saturate),
+/// then the same conversion, scale product and FMA. The scales are multiplied as whole
+/// vectors, one product per (row, token) instead of a product and a broadcast.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-unsafe fn dot_blocks32_2x4_vnni(
-    w: [*const u8; 2],
+unsafe fn dot_blocks32_rx4_vnni<const R: usize>(
+    w: [*const u8; R],
     a: [*const u8; 4],
     nb: usize,
     wsz: usize,
     asz: usize,
     prep: impl Fn(*const u8) -> (__m256i, __m256i),
     qoff: usize,
-) -> [[f32; 4]; 2] {
+) -> [[f32; 4]; R] {
     let (ones, offset) = (_mm256_set1_epi8(1), _mm256_set1_epi8(-128));
-    let correction = |x: __m256i| _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, x), 7));
-    let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+    let mut acc = [[_mm256_setzero_ps(); 4]; R];
     for i in 0..nb {
-        let (w0, w1) = (w[0].add(i * wsz), w[1].add(i * wsz));
-        let (x0, x1) = (prep(w0).1, prep(w1).1);
-        let (c0, c1) = (correction(x0), correction(x1));
-        // Scales as whole vectors (the same f32 products as a scalar multiply and a broadcast).
-        let d0 = _mm256_cvtph_ps(_mm_set1_epi16((w0 as *const i16).read_unaligned()));
-        let d1 = _mm256_cvtph_ps(_mm_set1_epi16((w1 as *const i16).read_unaligned()));
+        let mut x = [_mm256_setzero_si256(); R];
+        let mut c = [_mm256_setzero_si256(); R];
+        let mut d = [_mm256_setzero_ps(); R];
+        for r in 0..R {
+            let wb = w[r].add(i * wsz);
+            x[r] = prep(wb).1;
+            let sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, x[r]);
+            c[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 7));
+            d[r] = _mm256_cvtph_ps(_mm_set1_epi16((wb as *const i16).read_unaligned()));
+        }
         for t in 0..4 {
             let ab = a[t].add(i * asz);
             let yu = _mm256_xor_si256(loadu(ab.add(qoff)), offset);
             let da = _mm256_cvtph_ps(_mm_set1_epi16((ab as *const i16).read_unaligned()));
-            let (s0, s1) = (_mm256_mul_ps(d0, da), _mm256_mul_ps(d1, da));
-            acc[0][t] = _mm256_fmadd_ps(s0, _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(c0, yu, x0)), acc[0][t]);
-            acc[1][t] = _mm256_fmadd_ps(s1, _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(c1, yu, x1)), acc[1][t]);
+            for r in 0..R {
+                let dot = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(c[r], yu, x[r]));
+                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(d[r], da), dot, acc[r][t]);
+            }
         }
     }
-    let mut out = [[0f32; 4]; 2];
-    for r in 0..2 {
+    let mut out = [[0f32; 4]; R];
+    for r in 0..R {
         for t in 0..4 {
             out[r][t] = hsum(acc[r][t]);
         }
@@ -220,17 +225,32 @@ pub(crate) unsafe fn dot2x4_q5_0(w: [*const u8; 2], a: [*const u8; 4], n: usize)
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
 pub(crate) unsafe fn dot2x4_q8_0_vnni(w: [*const u8; 2], a: [*const u8; 4], n: usize) -> [[f32; 4]; 2] {
-    dot_blocks32_2x4_vnni(w, a, n / 32, 34, 34, |wb| signed(loadu(wb.add(2))), 2)
+    dot_blocks32_rx4_vnni(w, a, n / 32, 34, 34, |wb| signed(loadu(wb.add(2))), 2)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
 pub(crate) unsafe fn dot2x4_q4_0_vnni(w: [*const u8; 2], a: [*const u8; 4], n: usize) -> [[f32; 4]; 2] {
-    dot_blocks32_2x4_vnni(w, a, n / 32, 18, 34, |wb| prep_q4_0(wb), 2)
+    dot_blocks32_rx4_vnni(w, a, n / 32, 18, 34, |wb| prep_q4_0(wb), 2)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
 pub(crate) unsafe fn dot2x4_q5_0_vnni(w: [*const u8; 2], a: [*const u8; 4], n: usize) -> [[f32; 4]; 2] {
-    dot_blocks32_2x4_vnni(w, a, n / 32, 22, 34, |wb| prep_q5_0(wb), 2)
+    dot_blocks32_rx4_vnni(w, a, n / 32, 22, 34, |wb| prep_q5_0(wb), 2)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub(crate) unsafe fn dot4x4_q8_0_vnni(w: [*const u8; 4], a: [*const u8; 4], n: usize) -> [[f32; 4]; 4] {
+    dot_blocks32_rx4_vnni(w, a, n / 32, 34, 34, |wb| signed(loadu(wb.add(2))), 2)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub(crate) unsafe fn dot4x4_q4_0_vnni(w: [*const u8; 4], a: [*const u8; 4], n: usize) -> [[f32; 4]; 4] {
+    dot_blocks32_rx4_vnni(w, a, n / 32, 18, 34, |wb| prep_q4_0(wb), 2)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub(crate) unsafe fn dot4x4_q5_0_vnni(w: [*const u8; 4], a: [*const u8; 4], n: usize) -> [[f32; 4]; 4] {
+    dot_blocks32_rx4_vnni(w, a, n / 32, 22, 34, |wb| prep_q5_0(wb), 2)
 }
 
 /// Float weights against four f32 activation rows: each group of eight weights is loaded and

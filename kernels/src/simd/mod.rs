@@ -113,6 +113,9 @@ pub(crate) type Dot4Fn = fn(&[u8], [&[u8]; 4], usize) -> [f32; 4];
 pub(crate) type Rows4x4Fn = fn([&[u8]; 4], [&[u8]; 4], usize) -> [[f32; 4]; 4];
 /// Two weight rows against four activation rows: `[row][token]`.
 pub(crate) type Dot2x4Fn = fn([&[u8]; 2], [&[u8]; 4], usize) -> [[f32; 4]; 2];
+/// Four weight rows against four activation rows, each row's sums as [`Dot2x4Fn`]'s:
+/// `[row][token]`.
+pub(crate) type Dot4x4Fn = fn([&[u8]; 4], [&[u8]; 4], usize) -> [[f32; 4]; 4];
 
 /// A weight type's dot kernel and the format its activations are quantized to first.
 #[derive(Clone, Copy)]
@@ -124,6 +127,8 @@ pub(crate) struct Kernel {
     pub dot4: Option<Dot4Fn>,
     /// A two-row, four-token register tile where one exists (tried before `dot4`).
     pub dot2x4: Option<Dot2x4Fn>,
+    /// A four-row, four-token tile summing each (row, token) as `dot2x4` does (tried first).
+    pub dot4x4: Option<Dot4x4Fn>,
     /// Four weight rows × four tokens with the rows in lanes, bitwise `dot` for each
     /// (`[token][row]`); a batch's leftover tokens go through `dot`.
     pub rows4x4: Option<Rows4x4Fn>,
@@ -136,7 +141,7 @@ pub(crate) struct Kernel {
 impl Kernel {
     /// `dot` alone: no multi-token kernel, and the same order for every token of a batch.
     fn single(act: GgmlType, dot: DotFn) -> Self {
-        Kernel { act, dot, dot4: None, dot2x4: None, rows4x4: None, dot_in_fours: None }
+        Kernel { act, dot, dot4: None, dot2x4: None, dot4x4: None, rows4x4: None, dot_in_fours: None }
     }
 }
 
@@ -207,6 +212,36 @@ macro_rules! avx2_2x4_wrappers {
             )*
         }
     };
+}
+
+/// The four-row VNNI tiles, with the same checks.
+#[cfg(target_arch = "x86_64")]
+mod wrap4x4 {
+    use crate::GgmlType;
+
+    macro_rules! wrap {
+        ($($name:ident: $wty:ident;)*) => {$(
+            // Handed out only with AVX-512 VNNI present; the checks cover every row read.
+            pub(crate) fn $name(w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
+                let (wt, at) = (GgmlType::$wty, GgmlType::Q8_0);
+                assert!(n % wt.block_size() == 0);
+                for r in &w {
+                    assert!(r.len() >= n / wt.block_size() * wt.type_size());
+                }
+                for r in &a {
+                    assert!(r.len() >= n / at.block_size() * at.type_size());
+                }
+                let wp = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
+                let ap = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
+                unsafe { super::avx2_x4::$name(wp, ap, n) }
+            }
+        )*};
+    }
+    wrap! {
+        dot4x4_q8_0_vnni: Q8_0;
+        dot4x4_q4_0_vnni: Q4_0;
+        dot4x4_q5_0_vnni: Q5_0;
+    }
 }
 
 avx2_2x4_wrappers! {
@@ -388,7 +423,13 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
             (Q5_0, true) => Some(wrap2x4::dot2x4_q5_0_vnni),
             _ => None,
         };
-        return Some(Kernel { dot4, dot2x4, ..Kernel::single(act, dot) });
+        let dot4x4: Option<Dot4x4Fn> = match (ty, vnni) {
+            (Q8_0, true) => Some(wrap4x4::dot4x4_q8_0_vnni),
+            (Q4_0, true) => Some(wrap4x4::dot4x4_q4_0_vnni),
+            (Q5_0, true) => Some(wrap4x4::dot4x4_q5_0_vnni),
+            _ => None,
+        };
+        return Some(Kernel { dot4, dot2x4, dot4x4, ..Kernel::single(act, dot) });
     }
     let _ = isa;
     let dot: DotFn = match ty {
