@@ -112,6 +112,29 @@ fn compare_with(path: &Path, prompt: &[u32], steps: usize, tol: f32, types: Cach
     );
 }
 
+/// Max |a − b| over the largest |b|.
+fn rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// `prompt` and then one more token through the batched prompt path (as `gpu` is set) and
+/// through the decode graph, from an empty cache each time: the logits of every prompt
+/// position, then of the next step (which reads the cache the prompt left). Returns
+/// `(prompt, next)` as (batched, decode graph) pairs.
+#[allow(clippy::type_complexity)]
+fn prefill_and_decode(gpu: &mut CudaModel, prompt: &[u32]) -> ((Vec<f32>, Vec<f32>), (Vec<f32>, Vec<f32>)) {
+    gpu.truncate(0);
+    let batched = gpu.forward(prompt, Logits::All).unwrap();
+    let next_batched = gpu.forward(&[7], Logits::Last).unwrap();
+    gpu.truncate(0);
+    gpu.set_batched_prompts(false);
+    let stepped = gpu.forward(prompt, Logits::All).unwrap();
+    let next_stepped = gpu.forward(&[7], Logits::Last).unwrap();
+    gpu.set_batched_prompts(true);
+    ((batched, stepped), (next_batched, next_stepped))
+}
+
 /// A Q8_0 cache on the GPU (keys, values or both) against the CPU with the same cache: the
 /// device stores the bytes the CPU stores for the same values and, with Q8_0 keys, rounds the
 /// query through Q8_0 as the CPU does. Then the batched prompt path over such a cache against
@@ -138,16 +161,7 @@ fn q8_0_caches_match_the_cpu_with_the_same_cache() {
         let long: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % model.config.n_vocab as u32).collect();
         let mut gpu = CudaModel::load(&model, 64, 0, types).unwrap();
         assert_eq!(gpu.cache_types(), (k, v));
-        let batched = gpu.forward(&long, Logits::All).unwrap();
-        let next_batched = gpu.forward(&[7], Logits::Last).unwrap();
-        gpu.truncate(0);
-        gpu.set_batched_prompts(false);
-        let stepped = gpu.forward(&long, Logits::All).unwrap();
-        let next_stepped = gpu.forward(&[7], Logits::Last).unwrap();
-        let rel = |a: &[f32], b: &[f32]| {
-            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-            a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-        };
+        let ((batched, stepped), (next_batched, next_stepped)) = prefill_and_decode(&mut gpu, &long);
         let (all, next) = (rel(&batched, &stepped), rel(&next_batched, &next_stepped));
         assert!(all <= 5e-2 && next <= 5e-2, "{types:?}: prefill vs decode {all:.2e}, next step {next:.2e}");
         eprintln!("{types:?}: prefill vs decode {all:.2e}, next step {next:.2e}");
@@ -199,17 +213,7 @@ fn prefill_matches_token_by_token_decode() {
         let model = Model::load(&path).unwrap();
         let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % model.config.n_vocab as u32).collect();
         let mut gpu = CudaModel::load(&model, 64, 0, CacheTypes::default()).unwrap();
-        let batched = gpu.forward(&prompt, Logits::All).unwrap();
-        let next_batched = gpu.forward(&[7], Logits::Last).unwrap();
-        gpu.truncate(0);
-        gpu.set_batched_prompts(false);
-        let stepped = gpu.forward(&prompt, Logits::All).unwrap();
-        let next_stepped = gpu.forward(&[7], Logits::Last).unwrap();
-        gpu.set_batched_prompts(true);
-        let rel = |a: &[f32], b: &[f32]| {
-            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-            a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-        };
+        let ((batched, stepped), (next_batched, next_stepped)) = prefill_and_decode(&mut gpu, &prompt);
         let (all, next) = (rel(&batched, &stepped), rel(&next_batched, &next_stepped));
         // f16 GEMM inputs (weights and activations rounded to f16) against 8-bit (or f32)
         // decode activations; for Q8_0 the bound is the CPU's own distance from transformers
@@ -219,10 +223,8 @@ fn prefill_matches_token_by_token_decode() {
         eprintln!("{name}: prefill vs decode {all:.2e}, next step {next:.2e}");
         if name.ends_with("q8_0") {
             // The int8 GEMM instead of cuBLAS: 8-bit activations, as the decode mat-vec's.
-            gpu.truncate(0);
             gpu.set_int8_gemm(true);
-            let int8 = gpu.forward(&prompt, Logits::All).unwrap();
-            let next_int8 = gpu.forward(&[7], Logits::Last).unwrap();
+            let ((int8, stepped), (next_int8, next_stepped)) = prefill_and_decode(&mut gpu, &prompt);
             gpu.set_int8_gemm(false);
             let (all, next) = (rel(&int8, &stepped), rel(&next_int8, &next_stepped));
             assert!(all <= tol && next <= tol, "{name}: int8 GEMM prefill vs decode {all:.2e}, next step {next:.2e} (bound {tol:.0e})");
