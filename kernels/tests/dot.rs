@@ -319,9 +319,10 @@ fn llama_cpp_repacks_q4_0_and_q4_k_only_in_whole_groups_of_eight_rows() {
     assert_eq!(DotOrder::llama_cpp(GgmlType::Q6_K, 576), DotOrder::VecDot);
 }
 
-/// With AVX-512 VNNI the prompt tiles of Q8_0, Q4_0 and Q5_0 take `vpdpbusd` (activations
-/// offset by 128, a per-block correction): the same integers as the AVX2 tile, so the same
-/// bits, including at the extremes of the quants (±127 weights against ±127 activations).
+/// With AVX-512 VNNI the prompt tiles take `vpdpbusd` (for the signed formats the activations
+/// offset by 128 and a per-block correction; Q4_1/Q5_1 are unsigned already): the same
+/// integers as the AVX2 tiles, so the same bits, including at the extremes of the quants
+/// (±127 weights against ±127 activations).
 #[test]
 fn vnni_prompt_tiles_equal_the_avx2_tiles_bit_for_bit() {
     if !available(Isa::Avx512) {
@@ -330,7 +331,7 @@ fn vnni_prompt_tiles_equal_the_avx2_tiles_bit_for_bit() {
     }
     let mut rng = ChaCha8Rng::seed_from_u64(23);
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0] {
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_1, GgmlType::Q5_1] {
         let (rows, cols, n) = (37, 576, 13);
         let mut w = random(&mut rng, rows * cols, 0.5);
         let mut x = random(&mut rng, n * cols, 1.0);

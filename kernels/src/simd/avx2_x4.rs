@@ -91,17 +91,12 @@ unsafe fn with_mins((dots, mins): ([f32; 4], [f32; 4])) -> [f32; 4] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot4_q4_1(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
-    let prep = |wb: *const u8| bytes_from_nibbles_32(wb.add(4));
-    with_mins(dot_blocks32_x4(w, a, n / 32, 20, 36, prep, |q, ab| mul_sum_us8_pairs_float(q, loadu(ab.add(4)))))
+    with_mins(dot_blocks32_x4(w, a, n / 32, 20, 36, |wb| prep_q4_1(wb), |q, ab| mul_sum_us8_pairs_float(q, loadu(ab.add(4)))))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot4_q5_1(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
-    let prep = |wb: *const u8| {
-        let hi = _mm256_and_si256(bytes_from_bits_32(wb.add(4)), _mm256_set1_epi8(0x10));
-        _mm256_or_si256(bytes_from_nibbles_32(wb.add(8)), hi)
-    };
-    with_mins(dot_blocks32_x4(w, a, n / 32, 24, 36, prep, |q, ab| mul_sum_us8_pairs_float(q, loadu(ab.add(4)))))
+    with_mins(dot_blocks32_x4(w, a, n / 32, 24, 36, |wb| prep_q5_1(wb), |q, ab| mul_sum_us8_pairs_float(q, loadu(ab.add(4)))))
 }
 
 /// Two weight rows × four tokens for the signed 32-element formats (Q8_0, Q4_0, Q5_0): each
@@ -191,6 +186,76 @@ unsafe fn dot_blocks32_rx4_vnni<const R: usize>(
         }
     }
     out
+}
+
+/// [`dot_blocks32_x4`] for the unsigned formats (Q4_1, Q5_1 against Q8_1) with AVX-512 VNNI,
+/// for `R` weight rows at once, each (row, token) bitwise what `dot_blocks32_x4` gives: the
+/// weights are already unsigned, so one `vpdpbusd` replaces `maddubs` + `madd` with the same
+/// exact integers (pair sums at most 2·31·127, no saturation), and the scale product, FMA and
+/// the scalar chain of the minimum's term are the same operations in the same order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+unsafe fn dot_blocks32_unsigned_rx4_vnni<const R: usize>(
+    w: [*const u8; R],
+    a: [*const u8; 4],
+    nb: usize,
+    wsz: usize,
+    prep: impl Fn(*const u8) -> __m256i,
+) -> [[f32; 4]; R] {
+    let mut acc = [[_mm256_setzero_ps(); 4]; R];
+    let mut acc_m = [[0f32; 4]; R];
+    for i in 0..nb {
+        let mut q = [_mm256_setzero_si256(); R];
+        let mut dw = [_mm_setzero_ps(); R];
+        for r in 0..R {
+            let wb = w[r].add(i * wsz);
+            q[r] = prep(wb);
+            dw[r] = h2f_pair(wb);
+        }
+        for t in 0..4 {
+            let ab = a[t].add(i * 36);
+            let y = loadu(ab.add(4));
+            let da = h2f_pair(ab);
+            for r in 0..R {
+                let s = _mm_mul_ps(dw[r], da);
+                let dot = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), q[r], y));
+                acc[r][t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), dot, acc[r][t]);
+                acc_m[r][t] = side_sum(acc_m[r][t], dw[r], da);
+            }
+        }
+    }
+    let mut out = [[0f32; 4]; R];
+    for r in 0..R {
+        for t in 0..4 {
+            out[r][t] = hsum(acc[r][t]) + acc_m[r][t];
+        }
+    }
+    out
+}
+
+/// Q4_1's quants as unsigned bytes (0..15).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prep_q4_1(wb: *const u8) -> __m256i {
+    bytes_from_nibbles_32(wb.add(4))
+}
+
+/// Q5_1's quants as unsigned bytes (0..31).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prep_q5_1(wb: *const u8) -> __m256i {
+    let hi = _mm256_and_si256(bytes_from_bits_32(wb.add(4)), _mm256_set1_epi8(0x10));
+    _mm256_or_si256(bytes_from_nibbles_32(wb.add(8)), hi)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub(crate) unsafe fn dot4x4_q4_1_vnni(w: [*const u8; 4], a: [*const u8; 4], n: usize) -> [[f32; 4]; 4] {
+    dot_blocks32_unsigned_rx4_vnni(w, a, n / 32, 20, |wb| prep_q4_1(wb))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub(crate) unsafe fn dot4x4_q5_1_vnni(w: [*const u8; 4], a: [*const u8; 4], n: usize) -> [[f32; 4]; 4] {
+    dot_blocks32_unsigned_rx4_vnni(w, a, n / 32, 24, |wb| prep_q5_1(wb))
 }
 
 /// Unpacks a Q4_0 block's quants to signed bytes (−8..7).

@@ -127,7 +127,8 @@ pub(crate) struct Kernel {
     pub dot4: Option<Dot4Fn>,
     /// A two-row, four-token register tile where one exists (tried before `dot4`).
     pub dot2x4: Option<Dot2x4Fn>,
-    /// A four-row, four-token tile summing each (row, token) as `dot2x4` does (tried first).
+    /// A four-row, four-token tile summing each (row, token) as `dot2x4` does, or for Q4_1 /
+    /// Q5_1 as `dot4` does (tried first).
     pub dot4x4: Option<Dot4x4Fn>,
     /// Four weight rows × four tokens with the rows in lanes, bitwise `dot` for each
     /// (`[token][row]`); a batch's leftover tokens go through `dot`.
@@ -220,10 +221,10 @@ mod wrap4x4 {
     use crate::GgmlType;
 
     macro_rules! wrap {
-        ($($name:ident: $wty:ident;)*) => {$(
+        ($($name:ident: $wty:ident x $aty:ident;)*) => {$(
             // Handed out only with AVX-512 VNNI present; the checks cover every row read.
             pub(crate) fn $name(w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
-                let (wt, at) = (GgmlType::$wty, GgmlType::Q8_0);
+                let (wt, at) = (GgmlType::$wty, GgmlType::$aty);
                 assert!(n % wt.block_size() == 0);
                 for r in &w {
                     assert!(r.len() >= n / wt.block_size() * wt.type_size());
@@ -238,9 +239,11 @@ mod wrap4x4 {
         )*};
     }
     wrap! {
-        dot4x4_q8_0_vnni: Q8_0;
-        dot4x4_q4_0_vnni: Q4_0;
-        dot4x4_q5_0_vnni: Q5_0;
+        dot4x4_q8_0_vnni: Q8_0 x Q8_0;
+        dot4x4_q4_0_vnni: Q4_0 x Q8_0;
+        dot4x4_q5_0_vnni: Q5_0 x Q8_0;
+        dot4x4_q4_1_vnni: Q4_1 x Q8_1;
+        dot4x4_q5_1_vnni: Q5_1 x Q8_1;
     }
 }
 
@@ -427,6 +430,8 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
             (Q8_0, true) => Some(wrap4x4::dot4x4_q8_0_vnni),
             (Q4_0, true) => Some(wrap4x4::dot4x4_q4_0_vnni),
             (Q5_0, true) => Some(wrap4x4::dot4x4_q5_0_vnni),
+            (Q4_1, true) => Some(wrap4x4::dot4x4_q4_1_vnni),
+            (Q5_1, true) => Some(wrap4x4::dot4x4_q5_1_vnni),
             _ => None,
         };
         return Some(Kernel { dot4, dot2x4, dot4x4, ..Kernel::single(act, dot) });
