@@ -292,6 +292,18 @@ mod wrap_repacked {
         unsafe { super::avx2_repacked::dot4x4_q4_0_repacked(p, q, n) }
     }
 
+    // Handed out only with AVX-512 VNNI present.
+    pub(crate) fn rows4x4_q4_0_vnni(w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
+        for r in &w {
+            for t in &a {
+                check(GgmlType::Q4_0, GgmlType::Q8_0, r, t, n);
+            }
+        }
+        let p = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
+        let q = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
+        unsafe { super::avx2_repacked::dot4x4_q4_0_repacked_vnni(p, q, n) }
+    }
+
     pub(crate) fn dot_q4_k(w: &[u8], a: &[u8], n: usize) -> f32 {
         check(GgmlType::Q4_K, GgmlType::Q8_K, w, a, n);
         unsafe { super::avx2_repacked::dot_q4_k_repacked(w.as_ptr(), a.as_ptr(), n) }
@@ -376,9 +388,15 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
     if order == DotOrder::Repacked && ty == Q4_0 {
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx2() && cpu_has_avx2() {
+            // With AVX-512 VNNI the tile's integer lanes come from `vpdpbusd`: the same bits.
+            let rows4x4: Rows4x4Fn = if isa == Isa::Avx512 && cpu_has_vnni() {
+                wrap_repacked::rows4x4_q4_0_vnni
+            } else {
+                wrap_repacked::rows4x4_q4_0
+            };
             return Some(Kernel {
                 dot4: Some(wrap_repacked::dot4_q4_0),
-                rows4x4: Some(wrap_repacked::rows4x4_q4_0),
+                rows4x4: Some(rows4x4),
                 ..Kernel::single(act, wrap_repacked::dot_q4_0)
             });
         }
