@@ -281,7 +281,10 @@ mod wrap_repacked {
         unsafe { super::avx2_repacked::dot4_q4_0_repacked(w.as_ptr(), p, n) }
     }
 
-    pub(crate) fn rows4x4_q4_0(w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
+    type Rows4x4Raw = unsafe fn([*const u8; 4], [*const u8; 4], usize) -> [[f32; 4]; 4];
+
+    /// `kernel` on four Q4_0 rows and four Q8_0 activation rows, after the checks.
+    fn rows4x4_q4_0_with(w: [&[u8]; 4], a: [&[u8]; 4], n: usize, kernel: Rows4x4Raw) -> [[f32; 4]; 4] {
         for r in &w {
             for t in &a {
                 check(GgmlType::Q4_0, GgmlType::Q8_0, r, t, n);
@@ -289,19 +292,16 @@ mod wrap_repacked {
         }
         let p = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
         let q = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
-        unsafe { super::avx2_repacked::dot4x4_q4_0_repacked(p, q, n) }
+        unsafe { kernel(p, q, n) }
+    }
+
+    pub(crate) fn rows4x4_q4_0(w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
+        rows4x4_q4_0_with(w, a, n, super::avx2_repacked::dot4x4_q4_0_repacked)
     }
 
     // Handed out only with AVX-512 VNNI present.
     pub(crate) fn rows4x4_q4_0_vnni(w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
-        for r in &w {
-            for t in &a {
-                check(GgmlType::Q4_0, GgmlType::Q8_0, r, t, n);
-            }
-        }
-        let p = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
-        let q = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
-        unsafe { super::avx2_repacked::dot4x4_q4_0_repacked_vnni(p, q, n) }
+        rows4x4_q4_0_with(w, a, n, super::avx2_repacked::dot4x4_q4_0_repacked_vnni)
     }
 
     pub(crate) fn dot_q4_k(w: &[u8], a: &[u8], n: usize) -> f32 {
