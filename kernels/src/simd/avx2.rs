@@ -212,6 +212,28 @@ pub(super) unsafe fn bcast16(v: __m256i, i: i32) -> __m256i {
     _mm256_shuffle_epi8(v, _mm256_set1_epi16(lo as i16))
 }
 
+/// A Q4_K or Q5_K super-block unpacked for [`k_chunk_lanes_of`]: its sub-block scales (in
+/// both halves), minimums, and each 64-element chunk's levels. Unpacked once, it serves any
+/// number of activation blocks.
+#[derive(Clone, Copy)]
+pub(super) struct KBlock {
+    scales: __m256i,
+    mins: __m128i,
+    quants: [(__m256i, __m256i); 4],
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn k_block(wb: *const u8, quants: impl Fn(*const u8, usize) -> (__m256i, __m256i)) -> KBlock {
+    let mins_and_scales = k4_scales_mins(wb.add(4));
+    let sc128 = _mm256_castsi256_si128(mins_and_scales);
+    KBlock {
+        scales: _mm256_set_m128i(sc128, sc128),
+        mins: _mm256_extracti128_si256(mins_and_scales, 1),
+        quants: [quants(wb, 0), quants(wb, 1), quants(wb, 2), quants(wb, 3)],
+    }
+}
+
 /// One Q4_K or Q5_K super-block (`quants(wb, c)`: chunk c's levels) against one Q8_K block,
 /// per 64-element chunk: eight i32 lanes summing to the exact `Σ scale·Σ level·q8` of its two
 /// sub-blocks, and (lane c) the exact `Σ min·(32-element activation sum)` of chunk c's two.
@@ -222,19 +244,23 @@ pub(super) unsafe fn k_chunk_lanes(
     ab: *const u8,
     quants: impl Fn(*const u8, usize) -> (__m256i, __m256i),
 ) -> ([__m256i; 4], __m128i) {
-    let mins_and_scales = k4_scales_mins(wb.add(4));
+    k_chunk_lanes_of(&k_block(wb, quants), ab)
+}
+
+/// [`k_chunk_lanes`] of an unpacked super-block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn k_chunk_lanes_of(k: &KBlock, ab: *const u8) -> ([__m256i; 4], __m128i) {
     let q8sums = loadu(ab.add(4 + QK_K));
     // Pairs of 16-element sums make the eight 32-element ones the minimums go with.
     let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1));
-    let mins = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
-    let sc128 = _mm256_castsi256_si128(mins_and_scales);
-    let scales = _mm256_set_m128i(sc128, sc128);
+    let mins = _mm_madd_epi16(k.mins, q8s);
     let q8 = ab.add(4);
     let mut lanes = [_mm256_setzero_si256(); 4];
     for (c, l) in lanes.iter_mut().enumerate() {
-        let (ql, qh) = quants(wb, c);
-        let p_l = _mm256_madd_epi16(bcast16(scales, 2 * c as i32), _mm256_maddubs_epi16(ql, loadu(q8.add(64 * c))));
-        let p_h = _mm256_madd_epi16(bcast16(scales, 2 * c as i32 + 1), _mm256_maddubs_epi16(qh, loadu(q8.add(64 * c + 32))));
+        let (ql, qh) = k.quants[c];
+        let p_l = _mm256_madd_epi16(bcast16(k.scales, 2 * c as i32), _mm256_maddubs_epi16(ql, loadu(q8.add(64 * c))));
+        let p_h = _mm256_madd_epi16(bcast16(k.scales, 2 * c as i32 + 1), _mm256_maddubs_epi16(qh, loadu(q8.add(64 * c + 32))));
         *l = _mm256_add_epi32(p_l, p_h);
     }
     (lanes, mins)
@@ -452,6 +478,44 @@ pub(crate) unsafe fn dot_q4_k_tiled(w: *const u8, a: *const u8, n: usize) -> f32
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_k_tiled(w: *const u8, a: *const u8, n: usize) -> f32 {
     dot_k_min_tiled(w, a, n, 176, |wb, c| q5k_quants(wb, c))
+}
+
+/// [`dot_k_min_tiled`] for four activation rows, each super-block unpacked once for the four
+/// (bitwise `dot_k_min_tiled` for each token).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_k_min_tiled(
+    w: *const u8,
+    a: [*const u8; 4],
+    n: usize,
+    wsz: usize,
+    quants: impl Fn(*const u8, usize) -> (__m256i, __m256i) + Copy,
+) -> [f32; 4] {
+    let mut acc = [0f32; 4];
+    for i in 0..n / QK_K {
+        let wb = w.add(i * wsz);
+        let k = k_block(wb, quants);
+        let (d, dmin) = (h2f(wb), h2f(wb.add(2)));
+        for t in 0..4 {
+            let ab = a[t].add(i * 292);
+            let (l, mins) = k_chunk_lanes_of(&k, ab);
+            let total = _mm256_add_epi32(_mm256_add_epi32(l[0], l[1]), _mm256_add_epi32(l[2], l[3]));
+            let (s1, s2) = (hsum_i32(total) as f32, hsum_i32x4(mins) as f32);
+            let r = (-dmin).mul_add(s2, d * s1);
+            acc[t] = r.mul_add((ab as *const f32).read_unaligned(), acc[t]);
+        }
+    }
+    acc
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q4_k_tiled(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    dot4_k_min_tiled(w, a, n, 144, |wb, c| q4k_quants(wb, c))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q5_k_tiled(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    dot4_k_min_tiled(w, a, n, 176, |wb, c| q5k_quants(wb, c))
 }
 
 /// The exact sum of eight i32 lanes.

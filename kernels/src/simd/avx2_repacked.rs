@@ -6,7 +6,7 @@
 //! per output, where `vec_dot` keeps eight partial lanes and adds them at the end. Which rows
 //! share a register does not change any output's value, so these kernels go row by row.
 
-use super::avx2::{bytes_from_nibbles_32, h2f, hsum_i32, hsum_i32x4, k_chunk_lanes, loadu, q4k_quants};
+use super::avx2::{bytes_from_nibbles_32, h2f, hsum_i32, hsum_i32x4, k_block, k_chunk_lanes, k_chunk_lanes_of, loadu, q4k_quants};
 use crate::ggml_type::QK_K;
 use std::arch::x86_64::*;
 
@@ -233,4 +233,29 @@ pub(crate) unsafe fn dot_q4_k_repacked(w: *const u8, a: *const u8, n: usize) -> 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_k_repacked_gemm(w: *const u8, a: *const u8, n: usize) -> f32 {
     q4_k_repacked::<true>(w, a, n)
+}
+
+/// [`dot_q4_k_repacked_gemm`] for four tokens (a group of four, as llama.cpp's GEMM takes
+/// them), each super-block unpacked once for the four; bitwise the one-token kernel for each.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q4_k_repacked_gemm(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    let (mut acc, mut acc_m) = ([0f32; 4], [0f32; 4]);
+    for i in 0..n / QK_K {
+        let wb = w.add(i * 144);
+        let k = k_block(wb, |wb, c| q4k_quants(wb, c));
+        for t in 0..4 {
+            let ab = a[t].add(i * 292);
+            let d8 = (ab as *const f32).read_unaligned();
+            let (d, dmin) = (h2f(wb) * d8, h2f(wb.add(2)) * d8);
+            let (lanes, mins) = k_chunk_lanes_of(&k, ab);
+            let (mut sumi, mut summ) = ([0i32; 4], [0i32; 4]);
+            _mm_storeu_si128(summ.as_mut_ptr() as *mut __m128i, mins);
+            _mm_storeu_si128(sumi.as_mut_ptr() as *mut __m128i, sums4(lanes));
+            for c in 0..4 {
+                acc[t] = (sumi[c] as f32).mul_add(d, acc[t]);
+                acc_m[t] = (summ[c] as f32).mul_add(dmin, acc_m[t]);
+            }
+        }
+    }
+    std::array::from_fn(|t| acc[t] - acc_m[t])
 }

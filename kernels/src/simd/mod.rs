@@ -215,6 +215,32 @@ macro_rules! avx2_2x4_wrappers {
     };
 }
 
+/// Four tokens of Q4_K / Q5_K in llama.cpp's tiled order, each super-block unpacked once.
+#[cfg(target_arch = "x86_64")]
+mod wrap_k4 {
+    use crate::GgmlType;
+
+    macro_rules! wrap {
+        ($($name:ident: $wty:ident;)*) => {$(
+            // Handed out only with AVX2 present; the checks cover every row read.
+            pub(crate) fn $name(w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+                let (wt, at) = (GgmlType::$wty, GgmlType::Q8_K);
+                assert!(n % wt.block_size() == 0);
+                assert!(w.len() >= n / wt.block_size() * wt.type_size());
+                for r in &a {
+                    assert!(r.len() >= n / at.block_size() * at.type_size());
+                }
+                let p = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
+                unsafe { super::avx2::$name(w.as_ptr(), p, n) }
+            }
+        )*};
+    }
+    wrap! {
+        dot4_q4_k_tiled: Q4_K;
+        dot4_q5_k_tiled: Q5_K;
+    }
+}
+
 /// The four-row VNNI tiles, with the same checks.
 #[cfg(target_arch = "x86_64")]
 mod wrap4x4 {
@@ -313,6 +339,14 @@ mod wrap_repacked {
         check(GgmlType::Q4_K, GgmlType::Q8_K, w, a, n);
         unsafe { super::avx2_repacked::dot_q4_k_repacked_gemm(w.as_ptr(), a.as_ptr(), n) }
     }
+
+    pub(crate) fn dot4_q4_k_gemm(w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+        for r in &a {
+            check(GgmlType::Q4_K, GgmlType::Q8_K, w, r, n);
+        }
+        let p = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
+        unsafe { super::avx2_repacked::dot4_q4_k_repacked_gemm(w.as_ptr(), p, n) }
+    }
 }
 
 avx2_x4_wrappers! {
@@ -362,12 +396,12 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
     if order == DotOrder::Tiled && matches!(ty, Q4_K | Q5_K | Q6_K) {
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx2() && cpu_has_avx2() {
-            let dot: DotFn = match ty {
-                Q4_K => wrap::dot_q4_k_tiled,
-                Q5_K => wrap::dot_q5_k_tiled,
-                _ => wrap::dot_q6_k_tiled,
+            let (dot, dot4): (DotFn, Option<Dot4Fn>) = match ty {
+                Q4_K => (wrap::dot_q4_k_tiled, Some(wrap_k4::dot4_q4_k_tiled)),
+                Q5_K => (wrap::dot_q5_k_tiled, Some(wrap_k4::dot4_q5_k_tiled)),
+                _ => (wrap::dot_q6_k_tiled, None),
             };
-            return Some(Kernel::single(act, dot));
+            return Some(Kernel { dot4, ..Kernel::single(act, dot) });
         }
         let dot: DotFn = match ty {
             Q4_K => scalar::dot_q4_k_tiled,
@@ -379,8 +413,11 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
     if order == DotOrder::Repacked && ty == Q4_K {
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx2() && cpu_has_avx2() {
+            // `dot4` takes a batch's whole groups of four, the tokens `dot_in_fours` is for,
+            // in the same order: each super-block unpacked once per group.
             let dot_in_fours = Some(wrap_repacked::dot_q4_k_gemm as DotFn);
-            return Some(Kernel { dot_in_fours, ..Kernel::single(act, wrap_repacked::dot_q4_k) });
+            let dot4 = Some(wrap_repacked::dot4_q4_k_gemm as Dot4Fn);
+            return Some(Kernel { dot4, dot_in_fours, ..Kernel::single(act, wrap_repacked::dot_q4_k) });
         }
         let dot_in_fours = Some(scalar::dot_q4_k_repacked_gemm as DotFn);
         return Some(Kernel { dot_in_fours, ..Kernel::single(act, scalar::dot_q4_k_repacked) });
