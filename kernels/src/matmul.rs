@@ -254,41 +254,26 @@ fn matmul_impl(
             let wrow = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
             let rows_here = out.len() / n;
             let mut i = 0;
-            // Four weight rows × four tokens with a row per lane where the type has that tile
-            // (bitwise the single-token result, so row-wise products may take it too).
-            if let Some(rows4x4) = k.rows4x4 {
+            // Four weight rows × four tokens in registers where the type has that tile: with a
+            // row per lane (`rows4x4`, `[token][row]`; bitwise the single-token result, so
+            // row-wise products may take it too), or `dot4x4` (`[row][token]`) in tiled
+            // products. Then pairs of rows (`dot2x4`), which sum each (row, token) alike.
+            let quad_tile = match (k.rows4x4, k.dot4x4) {
+                (Some(tile), _) => Some((tile, true)),
+                (None, Some(tile)) if tiled && n >= 4 => Some((tile, false)),
+                _ => None,
+            };
+            if let Some((tile, token_major)) = quad_tile {
                 while i + 4 <= rows_here {
                     let r = ci * chunk + i;
                     let quad = [wrow(r), wrow(r + 1), wrow(r + 2), wrow(r + 3)];
                     let mut t = 0;
                     while t + 4 <= n {
-                        let y = rows4x4(quad, [a(t), a(t + 1), a(t + 2), a(t + 3)], cols);
-                        for (dt, yt) in y.into_iter().enumerate() {
-                            for (j, v) in yt.into_iter().enumerate() {
-                                out[(i + j) * n + t + dt] = v;
+                        let y = tile(quad, [a(t), a(t + 1), a(t + 2), a(t + 3)], cols);
+                        for j in 0..4 {
+                            for dt in 0..4 {
+                                out[(i + j) * n + t + dt] = if token_major { y[dt][j] } else { y[j][dt] };
                             }
-                        }
-                        t += 4;
-                    }
-                    for t in t..n {
-                        for (j, wr) in quad.into_iter().enumerate() {
-                            out[(i + j) * n + t] = (k.dot)(wr, a(t), cols);
-                        }
-                    }
-                    i += 4;
-                }
-            }
-            // Quads, then pairs, of weight rows × four tokens in registers where the type has
-            // those tiles (they sum each (row, token) alike).
-            if let Some(dot4x4) = k.dot4x4.filter(|_| tiled && n >= 4) {
-                while i + 4 <= rows_here {
-                    let r = ci * chunk + i;
-                    let quad = [wrow(r), wrow(r + 1), wrow(r + 2), wrow(r + 3)];
-                    let mut t = 0;
-                    while t + 4 <= n {
-                        let y = dot4x4(quad, [a(t), a(t + 1), a(t + 2), a(t + 3)], cols);
-                        for (j, yr) in y.into_iter().enumerate() {
-                            out[(i + j) * n + t..(i + j) * n + t + 4].copy_from_slice(&yr);
                         }
                         t += 4;
                     }

@@ -480,42 +480,23 @@ pub(crate) unsafe fn dot_q5_k_tiled(w: *const u8, a: *const u8, n: usize) -> f32
     dot_k_min_tiled(w, a, n, 176, |wb, c| q5k_quants(wb, c))
 }
 
-/// [`dot_k_min_tiled`] for four activation rows, each super-block unpacked once for the four
-/// (bitwise `dot_k_min_tiled` for each token).
+/// `vpdpbusd` multiplies unsigned by signed bytes. For signed weights `x` (quants within ±127)
+/// against signed activations `y`, the activations go in offset by 128 ([`vnni_offset`], once
+/// per activation block) and each i32 lane starts at −128 × the sum of its four weights (this,
+/// once per weight block): Σ(y + 128)·x − 128·Σx = Σ y·x, exactly the lanes AVX2's `maddubs` +
+/// `madd` give (whose 16-bit pair sums, at most 2·127·127, never saturate).
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot4_k_min_tiled(
-    w: *const u8,
-    a: [*const u8; 4],
-    n: usize,
-    wsz: usize,
-    quants: impl Fn(*const u8, usize) -> (__m256i, __m256i) + Copy,
-) -> [f32; 4] {
-    let mut acc = [0f32; 4];
-    for i in 0..n / QK_K {
-        let wb = w.add(i * wsz);
-        let k = k_block(wb, quants);
-        let (d, dmin) = (h2f(wb), h2f(wb.add(2)));
-        for t in 0..4 {
-            let ab = a[t].add(i * 292);
-            let (l, mins) = k_chunk_lanes_of(&k, ab);
-            let total = _mm256_add_epi32(_mm256_add_epi32(l[0], l[1]), _mm256_add_epi32(l[2], l[3]));
-            let (s1, s2) = (hsum_i32(total) as f32, hsum_i32x4(mins) as f32);
-            let r = (-dmin).mul_add(s2, d * s1);
-            acc[t] = r.mul_add((ab as *const f32).read_unaligned(), acc[t]);
-        }
-    }
-    acc
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub(super) unsafe fn vnni_correction(x: __m256i) -> __m256i {
+    let sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), x);
+    _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 7))
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot4_q4_k_tiled(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
-    dot4_k_min_tiled(w, a, n, 144, |wb, c| q4k_quants(wb, c))
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot4_q5_k_tiled(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
-    dot4_k_min_tiled(w, a, n, 176, |wb, c| q5k_quants(wb, c))
+/// Signed activation bytes as `y + 128`, for [`vnni_correction`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub(super) unsafe fn vnni_offset(y: __m256i) -> __m256i {
+    _mm256_xor_si256(y, _mm256_set1_epi8(-128))
 }
 
 /// The exact sum of eight i32 lanes.

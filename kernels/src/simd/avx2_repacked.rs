@@ -6,7 +6,10 @@
 //! per output, where `vec_dot` keeps eight partial lanes and adds them at the end. Which rows
 //! share a register does not change any output's value, so these kernels go row by row.
 
-use super::avx2::{bytes_from_nibbles_32, h2f, hsum_i32, hsum_i32x4, k_block, k_chunk_lanes, k_chunk_lanes_of, loadu, q4k_quants};
+use super::avx2::{
+    bytes_from_nibbles_32, h2f, hsum_i32, hsum_i32x4, k_block, k_chunk_lanes, k_chunk_lanes_of, loadu, q4k_quants, vnni_correction,
+    vnni_offset,
+};
 use crate::ggml_type::QK_K;
 use std::arch::x86_64::*;
 
@@ -125,13 +128,12 @@ pub(crate) unsafe fn dot4x4_q4_0_repacked(w: [*const u8; 4], a: [*const u8; 4], 
 }
 
 /// [`dot4x4_q4_0_repacked`] with AVX-512 VNNI, bitwise the same: each block's eight i32 lanes
-/// (sums of four consecutive products) come from one `vpdpbusd` of the activations offset by
-/// 128 (once per token, shared by the four rows), started at −128 × the lane's weight sum
-/// (once per weight block, shared by the four tokens) — the same exact lanes `block_lanes`
-/// makes, then the same sums, conversion and fused multiply-adds.
+/// (sums of four consecutive products) come from one `vpdpbusd` in the offset form of
+/// [`vnni_correction`] (the offset activations shared by the four rows, each weight block's
+/// correction by the four tokens) — the same exact lanes `block_lanes` makes, then the same
+/// sums, conversion and fused multiply-adds.
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
 pub(crate) unsafe fn dot4x4_q4_0_repacked_vnni(w: [*const u8; 4], a: [*const u8; 4], n: usize) -> [[f32; 4]; 4] {
-    let (ones, offset) = (_mm256_set1_epi8(1), _mm256_set1_epi8(-128));
     let mut acc = [_mm_setzero_ps(); 4];
     for i in 0..n / 32 {
         let mut qx = [_mm256_setzero_si256(); 4];
@@ -140,14 +142,13 @@ pub(crate) unsafe fn dot4x4_q4_0_repacked_vnni(w: [*const u8; 4], a: [*const u8;
         for r in 0..4 {
             let wb = w[r].add(i * 18);
             qx[r] = q4_0_values(wb);
-            let sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, qx[r]);
-            corr[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 7));
+            corr[r] = vnni_correction(qx[r]);
             dw[r] = h2f(wb);
         }
         let dw = _mm_loadu_ps(dw.as_ptr());
         for t in 0..4 {
             let ab = a[t].add(i * 34);
-            let yu = _mm256_xor_si256(loadu(ab.add(2)), offset);
+            let yu = vnni_offset(loadu(ab.add(2)));
             let lanes: [__m256i; 4] = std::array::from_fn(|r| _mm256_dpbusd_epi32(corr[r], yu, qx[r]));
             let d = _mm_mul_ps(dw, _mm_set1_ps(h2f(ab)));
             acc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(sums4(lanes)), d, acc[t]);

@@ -4,8 +4,9 @@
 //! from llamafile's tiled sgemm).
 
 use super::avx2::{
-    bcast16, bytes_from_bits_32, bytes_from_nibbles_32, h2f, h2f_pair, hsum, k4_scales_mins, loadu, MinTerms,
-    mul_sum_us8_pairs_float, q4k_quants, q5k_quants, side_sum, sum_i16_pairs_float,
+    bcast16, bytes_from_bits_32, bytes_from_nibbles_32, h2f, h2f_pair, hsum, hsum_i32, hsum_i32x4, k4_scales_mins, k_block,
+    k_chunk_lanes_of, loadu, mul_sum_us8_pairs_float, q4k_quants, q5k_quants, side_sum, sum_i16_pairs_float, vnni_correction,
+    vnni_offset, MinTerms,
 };
 use crate::ggml_type::QK_K;
 use std::arch::x86_64::*;
@@ -138,13 +139,11 @@ unsafe fn dot_blocks32_2x4(
 }
 
 /// [`dot_blocks32_2x4`] with AVX-512 VNNI for `R` weight rows (2 or 4: AVX-512VL's 32 vector
-/// registers hold the 4 × 4 tile), bitwise the same. `vpdpbusd` multiplies unsigned by signed
-/// bytes, so the activations are offset by 128 (once per token, shared by the rows) and each
-/// lane's accumulator starts at −128 × the sum of its four weights (once per weight block,
-/// shared by the four tokens): Σ(y + 128)·x − 128·Σx = Σ y·x, the same exact integers the AVX2
-/// tile's `maddubs` + `madd` reach (its 16-bit pair sums, at most 2·127·127, never saturate),
-/// then the same conversion, scale product and FMA. The scales are multiplied as whole
-/// vectors, one product per (row, token) instead of a product and a broadcast.
+/// registers hold the 4 × 4 tile), bitwise the same: one `vpdpbusd` per (row, token, block) in
+/// the offset form of [`vnni_correction`] (the offset activations shared by the rows, each
+/// weight block's correction by the four tokens), the same exact integers the AVX2 tile
+/// reaches, then the same conversion, scale product and FMA. The scales are multiplied as
+/// whole vectors, one product per (row, token) instead of a product and a broadcast.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
 unsafe fn dot_blocks32_rx4_vnni<const R: usize>(
@@ -156,7 +155,6 @@ unsafe fn dot_blocks32_rx4_vnni<const R: usize>(
     prep: impl Fn(*const u8) -> (__m256i, __m256i),
     qoff: usize,
 ) -> [[f32; 4]; R] {
-    let (ones, offset) = (_mm256_set1_epi8(1), _mm256_set1_epi8(-128));
     let mut acc = [[_mm256_setzero_ps(); 4]; R];
     for i in 0..nb {
         let mut x = [_mm256_setzero_si256(); R];
@@ -165,13 +163,12 @@ unsafe fn dot_blocks32_rx4_vnni<const R: usize>(
         for r in 0..R {
             let wb = w[r].add(i * wsz);
             x[r] = prep(wb).1;
-            let sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, x[r]);
-            c[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 7));
+            c[r] = vnni_correction(x[r]);
             d[r] = _mm256_cvtph_ps(_mm_set1_epi16((wb as *const i16).read_unaligned()));
         }
         for t in 0..4 {
             let ab = a[t].add(i * asz);
-            let yu = _mm256_xor_si256(loadu(ab.add(qoff)), offset);
+            let yu = vnni_offset(loadu(ab.add(qoff)));
             let da = _mm256_cvtph_ps(_mm_set1_epi16((ab as *const i16).read_unaligned()));
             for r in 0..R {
                 let dot = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(c[r], yu, x[r]));
@@ -288,33 +285,19 @@ pub(crate) unsafe fn dot2x4_q5_0(w: [*const u8; 2], a: [*const u8; 4], n: usize)
     dot_blocks32_2x4(w, a, n / 32, 22, 34, |wb| prep_q5_0(wb), 2)
 }
 
+/// The VNNI tiles of `R` rows (2 or 4) × four tokens: `[row][token]`.
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub(crate) unsafe fn dot2x4_q8_0_vnni(w: [*const u8; 2], a: [*const u8; 4], n: usize) -> [[f32; 4]; 2] {
+pub(crate) unsafe fn tile_q8_0_vnni<const R: usize>(w: [*const u8; R], a: [*const u8; 4], n: usize) -> [[f32; 4]; R] {
     dot_blocks32_rx4_vnni(w, a, n / 32, 34, 34, |wb| signed(loadu(wb.add(2))), 2)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub(crate) unsafe fn dot2x4_q4_0_vnni(w: [*const u8; 2], a: [*const u8; 4], n: usize) -> [[f32; 4]; 2] {
+pub(crate) unsafe fn tile_q4_0_vnni<const R: usize>(w: [*const u8; R], a: [*const u8; 4], n: usize) -> [[f32; 4]; R] {
     dot_blocks32_rx4_vnni(w, a, n / 32, 18, 34, |wb| prep_q4_0(wb), 2)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub(crate) unsafe fn dot2x4_q5_0_vnni(w: [*const u8; 2], a: [*const u8; 4], n: usize) -> [[f32; 4]; 2] {
-    dot_blocks32_rx4_vnni(w, a, n / 32, 22, 34, |wb| prep_q5_0(wb), 2)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub(crate) unsafe fn dot4x4_q8_0_vnni(w: [*const u8; 4], a: [*const u8; 4], n: usize) -> [[f32; 4]; 4] {
-    dot_blocks32_rx4_vnni(w, a, n / 32, 34, 34, |wb| signed(loadu(wb.add(2))), 2)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub(crate) unsafe fn dot4x4_q4_0_vnni(w: [*const u8; 4], a: [*const u8; 4], n: usize) -> [[f32; 4]; 4] {
-    dot_blocks32_rx4_vnni(w, a, n / 32, 18, 34, |wb| prep_q4_0(wb), 2)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub(crate) unsafe fn dot4x4_q5_0_vnni(w: [*const u8; 4], a: [*const u8; 4], n: usize) -> [[f32; 4]; 4] {
+pub(crate) unsafe fn tile_q5_0_vnni<const R: usize>(w: [*const u8; R], a: [*const u8; 4], n: usize) -> [[f32; 4]; R] {
     dot_blocks32_rx4_vnni(w, a, n / 32, 22, 34, |wb| prep_q5_0(wb), 2)
 }
 
@@ -430,4 +413,42 @@ pub(crate) unsafe fn dot4_q4_k(w: *const u8, a: [*const u8; 4], n: usize) -> [f3
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot4_q5_k(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
     dot_k_scale_min_x4(w, a, n, 176, true, |wb, c| q5k_quants(wb, c))
+}
+
+/// `avx2::dot_k_min_tiled` (Q4_K/Q5_K in llama.cpp's tiled order) for four activation rows,
+/// each super-block unpacked once for the four (bitwise `dot_k_min_tiled` for each token).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_k_min_tiled(
+    w: *const u8,
+    a: [*const u8; 4],
+    n: usize,
+    wsz: usize,
+    quants: impl Fn(*const u8, usize) -> (__m256i, __m256i) + Copy,
+) -> [f32; 4] {
+    let mut acc = [0f32; 4];
+    for i in 0..n / QK_K {
+        let wb = w.add(i * wsz);
+        let k = k_block(wb, quants);
+        let (d, dmin) = (h2f(wb), h2f(wb.add(2)));
+        for t in 0..4 {
+            let ab = a[t].add(i * 292);
+            let (l, mins) = k_chunk_lanes_of(&k, ab);
+            let total = _mm256_add_epi32(_mm256_add_epi32(l[0], l[1]), _mm256_add_epi32(l[2], l[3]));
+            let (s1, s2) = (hsum_i32(total) as f32, hsum_i32x4(mins) as f32);
+            let r = (-dmin).mul_add(s2, d * s1);
+            acc[t] = r.mul_add((ab as *const f32).read_unaligned(), acc[t]);
+        }
+    }
+    acc
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q4_k_tiled(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    dot4_k_min_tiled(w, a, n, 144, |wb, c| q4k_quants(wb, c))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_q5_k_tiled(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
+    dot4_k_min_tiled(w, a, n, 176, |wb, c| q5k_quants(wb, c))
 }

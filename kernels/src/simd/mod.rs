@@ -114,7 +114,7 @@ pub(crate) type Rows4x4Fn = fn([&[u8]; 4], [&[u8]; 4], usize) -> [[f32; 4]; 4];
 /// Two weight rows against four activation rows: `[row][token]`.
 pub(crate) type Dot2x4Fn = fn([&[u8]; 2], [&[u8]; 4], usize) -> [[f32; 4]; 2];
 /// Four weight rows against four activation rows, each row's sums as [`Dot2x4Fn`]'s:
-/// `[row][token]`.
+/// `[row][token]` (the transpose of [`Rows4x4Fn`]'s layout).
 pub(crate) type Dot4x4Fn = fn([&[u8]; 4], [&[u8]; 4], usize) -> [[f32; 4]; 4];
 
 /// A weight type's dot kernel and the format its activations are quantized to first.
@@ -189,15 +189,17 @@ macro_rules! avx2_x4_wrappers {
     };
 }
 
-macro_rules! avx2_2x4_wrappers {
-    ($($name:ident: $wty:ident x $aty:ident;)*) => {
+/// Wrappers of the weight-rows × four-token tiles (`[row][token]`, `$rows` rows): each
+/// checks every row its kernel reads. Handed out only where the CPU has the kernel's features
+/// (AVX2; AVX-512 VNNI for the `*_vnni` ones).
+macro_rules! tile_wrappers {
+    ($module:ident, $rows:literal: $($name:ident = $kernel:expr => $wty:ident x $aty:ident;)*) => {
         #[cfg(target_arch = "x86_64")]
-        mod wrap2x4 {
+        mod $module {
+            use super::avx2_x4;
             use crate::GgmlType;
             $(
-                // Handed out only with AVX2 present (and AVX-512 VNNI for the *_vnni ones); the
-                // checks cover every row read.
-                pub(crate) fn $name(w: [&[u8]; 2], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 2] {
+                pub(crate) fn $name(w: [&[u8]; $rows], a: [&[u8]; 4], n: usize) -> [[f32; 4]; $rows] {
                     let (wt, at) = (GgmlType::$wty, GgmlType::$aty);
                     assert!(n % wt.block_size() == 0);
                     for r in &w {
@@ -206,80 +208,28 @@ macro_rules! avx2_2x4_wrappers {
                     for r in &a {
                         assert!(r.len() >= n / at.block_size() * at.type_size());
                     }
-                    let wp = [w[0].as_ptr(), w[1].as_ptr()];
-                    let ap = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
-                    unsafe { super::avx2_x4::$name(wp, ap, n) }
+                    unsafe { $kernel(w.map(<[u8]>::as_ptr), a.map(<[u8]>::as_ptr), n) }
                 }
             )*
         }
     };
 }
 
-/// Four tokens of Q4_K / Q5_K in llama.cpp's tiled order, each super-block unpacked once.
-#[cfg(target_arch = "x86_64")]
-mod wrap_k4 {
-    use crate::GgmlType;
-
-    macro_rules! wrap {
-        ($($name:ident: $wty:ident;)*) => {$(
-            // Handed out only with AVX2 present; the checks cover every row read.
-            pub(crate) fn $name(w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
-                let (wt, at) = (GgmlType::$wty, GgmlType::Q8_K);
-                assert!(n % wt.block_size() == 0);
-                assert!(w.len() >= n / wt.block_size() * wt.type_size());
-                for r in &a {
-                    assert!(r.len() >= n / at.block_size() * at.type_size());
-                }
-                let p = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
-                unsafe { super::avx2::$name(w.as_ptr(), p, n) }
-            }
-        )*};
-    }
-    wrap! {
-        dot4_q4_k_tiled: Q4_K;
-        dot4_q5_k_tiled: Q5_K;
-    }
+tile_wrappers! { wrap2x4, 2:
+    dot2x4_q8_0 = avx2_x4::dot2x4_q8_0 => Q8_0 x Q8_0;
+    dot2x4_q4_0 = avx2_x4::dot2x4_q4_0 => Q4_0 x Q8_0;
+    dot2x4_q5_0 = avx2_x4::dot2x4_q5_0 => Q5_0 x Q8_0;
+    dot2x4_q8_0_vnni = avx2_x4::tile_q8_0_vnni::<2> => Q8_0 x Q8_0;
+    dot2x4_q4_0_vnni = avx2_x4::tile_q4_0_vnni::<2> => Q4_0 x Q8_0;
+    dot2x4_q5_0_vnni = avx2_x4::tile_q5_0_vnni::<2> => Q5_0 x Q8_0;
 }
 
-/// The four-row VNNI tiles, with the same checks.
-#[cfg(target_arch = "x86_64")]
-mod wrap4x4 {
-    use crate::GgmlType;
-
-    macro_rules! wrap {
-        ($($name:ident: $wty:ident x $aty:ident;)*) => {$(
-            // Handed out only with AVX-512 VNNI present; the checks cover every row read.
-            pub(crate) fn $name(w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
-                let (wt, at) = (GgmlType::$wty, GgmlType::$aty);
-                assert!(n % wt.block_size() == 0);
-                for r in &w {
-                    assert!(r.len() >= n / wt.block_size() * wt.type_size());
-                }
-                for r in &a {
-                    assert!(r.len() >= n / at.block_size() * at.type_size());
-                }
-                let wp = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr()];
-                let ap = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
-                unsafe { super::avx2_x4::$name(wp, ap, n) }
-            }
-        )*};
-    }
-    wrap! {
-        dot4x4_q8_0_vnni: Q8_0 x Q8_0;
-        dot4x4_q4_0_vnni: Q4_0 x Q8_0;
-        dot4x4_q5_0_vnni: Q5_0 x Q8_0;
-        dot4x4_q4_1_vnni: Q4_1 x Q8_1;
-        dot4x4_q5_1_vnni: Q5_1 x Q8_1;
-    }
-}
-
-avx2_2x4_wrappers! {
-    dot2x4_q8_0: Q8_0 x Q8_0;
-    dot2x4_q4_0: Q4_0 x Q8_0;
-    dot2x4_q5_0: Q5_0 x Q8_0;
-    dot2x4_q8_0_vnni: Q8_0 x Q8_0;
-    dot2x4_q4_0_vnni: Q4_0 x Q8_0;
-    dot2x4_q5_0_vnni: Q5_0 x Q8_0;
+tile_wrappers! { wrap4x4, 4:
+    dot4x4_q8_0_vnni = avx2_x4::tile_q8_0_vnni::<4> => Q8_0 x Q8_0;
+    dot4x4_q4_0_vnni = avx2_x4::tile_q4_0_vnni::<4> => Q4_0 x Q8_0;
+    dot4x4_q5_0_vnni = avx2_x4::tile_q5_0_vnni::<4> => Q5_0 x Q8_0;
+    dot4x4_q4_1_vnni = avx2_x4::dot4x4_q4_1_vnni => Q4_1 x Q8_1;
+    dot4x4_q5_1_vnni = avx2_x4::dot4x4_q5_1_vnni => Q5_1 x Q8_1;
 }
 
 /// The repacked-order kernels (`avx2_repacked`), with the same length checks as the others.
@@ -360,6 +310,8 @@ avx2_x4_wrappers! {
     dot4_q5_1: Q5_1 x Q8_1;
     dot4_q4_k: Q4_K x Q8_K;
     dot4_q5_k: Q5_K x Q8_K;
+    dot4_q4_k_tiled: Q4_K x Q8_K;
+    dot4_q5_k_tiled: Q5_K x Q8_K;
 }
 
 avx2_wrappers! {
@@ -397,8 +349,8 @@ pub(crate) fn kernel(ty: GgmlType, isa: Isa, order: DotOrder) -> Option<Kernel> 
         #[cfg(target_arch = "x86_64")]
         if isa.has_avx2() && cpu_has_avx2() {
             let (dot, dot4): (DotFn, Option<Dot4Fn>) = match ty {
-                Q4_K => (wrap::dot_q4_k_tiled, Some(wrap_k4::dot4_q4_k_tiled)),
-                Q5_K => (wrap::dot_q5_k_tiled, Some(wrap_k4::dot4_q5_k_tiled)),
+                Q4_K => (wrap::dot_q4_k_tiled, Some(wrap4::dot4_q4_k_tiled)),
+                Q5_K => (wrap::dot_q5_k_tiled, Some(wrap4::dot4_q5_k_tiled)),
                 _ => (wrap::dot_q6_k_tiled, None),
             };
             return Some(Kernel { dot4, ..Kernel::single(act, dot) });

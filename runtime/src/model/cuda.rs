@@ -247,6 +247,10 @@ impl CudaModel {
     /// rather than dequantize-to-f16 + cuBLAS; `NEXUS_CUDA_MMQ=1` sets it at load. Off by
     /// default until it is measured faster (docs/CUDA.md).
     pub fn set_int8_gemm(&mut self, on: bool) {
+        if on && !self.int8_gemm {
+            // The prompt scratch was sized without the GEMM's 8-bit activations.
+            self.prefill = None;
+        }
         self.int8_gemm = on;
     }
 

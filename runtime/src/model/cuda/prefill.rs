@@ -33,7 +33,8 @@ pub(super) struct PrefillScratch {
     /// f16 input (`[chunk][rank]`, the largest rank attached).
     lora_t: GpuBuffer<f32>,
     lora_t16: GpuBuffer<f16>,
-    /// x16 as 8-bit values and their per-32 scales, for the int8 GEMM (`set_int8_gemm`).
+    /// x16 as 8-bit values and their per-32 scales, for the int8 GEMM (`set_int8_gemm`); a
+    /// single element when it is off.
     xq: GpuBuffer<u8>,
     xd: GpuBuffer<f32>,
 }
@@ -69,8 +70,10 @@ impl CudaModel {
                 w16: g.alloc::<f16>(largest).map_err(gpu_err)?,
                 lora_t: f32s(rank)?,
                 lora_t16: g.alloc::<f16>(n * rank).map_err(gpu_err)?,
-                xq: g.alloc::<u8>(n * widest).map_err(gpu_err)?,
-                xd: f32s(widest.div_ceil(32))?,
+                // Only a model that prompts through the int8 GEMM needs these (`set_int8_gemm`
+                // drops the scratch, so turning it on later allocates them).
+                xq: g.alloc::<u8>(if self.int8_gemm { n * widest } else { 0 }).map_err(gpu_err)?,
+                xd: f32s(if self.int8_gemm { widest.div_ceil(32) } else { 0 })?,
             });
         }
         Ok(self.prefill.as_ref().expect("just created"))
